@@ -1,0 +1,693 @@
+"""The module catalogue: module types, their typed fields, valid ranges and analytic costs.
+
+This file is the contract between `profilers` (which measures modules) and `jaxlat` (which
+learns from the measurements). It is plain Python and imports neither torch nor JAX.
+
+A module configuration is one `ModuleConfig`: the module type, its own fields (for example
+`cin`, `kernel`) and the common inputs every measurement has (`batch_size`, `dtype`,
+`threads`, `utilization`). `make_config` validates it; an invalid value raises `ValueError`
+naming the field and the allowed values.
+
+Users add module types with `register_module(ModuleSpec(...))` without editing this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import math
+import numbers
+import types
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+#: Bumped whenever a built-in module type, field, range or cost formula changes meaning.
+CATALOGUE_VERSION = 1
+
+
+class ModuleType(enum.StrEnum):
+    """Built-in module types. Members compare equal to their string value."""
+
+    CONV2D = "conv2d"
+    CONV_BN_ACT = "conv_bn_act"
+    LINEAR = "linear"
+    MATMUL = "matmul"
+    POOL2D = "pool2d"
+    GLOBAL_POOL2D = "global_pool2d"
+    BATCHNORM2D = "batchnorm2d"
+    LAYERNORM = "layernorm"
+    ACTIVATION = "activation"
+    ADD = "add"
+    MHSA = "mhsa"
+
+
+DTYPES = ("fp32", "fp16", "bf16")
+DTYPE_BYTES = types.MappingProxyType({"fp32": 4, "fp16": 2, "bf16": 2})
+ACTIVATIONS = ("relu", "relu6", "gelu", "silu", "hardswish")
+POOL_MODES = ("max", "avg")
+
+_KINDS = (int, float, str, bool)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Interval:
+    """A numeric sampling range `[low, high]` (inclusive), optionally on multiples of `step`.
+
+    `log=None` takes the field's own default scale (log-uniform for sizes).
+    """
+
+    low: float
+    high: float
+    step: float = 1
+    log: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not self.low <= self.high:
+            raise ValueError(f"Interval: low={self.low} must not exceed high={self.high}")
+        if self.step <= 0:
+            raise ValueError(f"Interval: step={self.step} must be positive")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tie:
+    """A sampling range that copies another field's value (e.g. depthwise `groups=cin`)."""
+
+    field: str
+
+
+#: A sampling range: an `Interval`, a `Tie`, a tuple of allowed values, or one fixed value.
+Range = Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Field:
+    """One typed field of a module configuration.
+
+    Attributes:
+      name: column name in datasets; the same name means the same thing in every module type.
+      kind: one of `int`, `float`, `str`, `bool`.
+      default: value used when a config omits the field.
+      low: smallest valid value (numeric fields), inclusive.
+      high: largest valid value (numeric fields), inclusive.
+      choices: the allowed values (categorical fields, or a restricted numeric set).
+      log: whether samplers draw the field log-uniformly by default (scale-free sizes).
+      sample: default sampling range `(low, high)` or a tuple of choices for profiling runs,
+        narrower than the valid range so that default runs stay affordable.
+      doc: one line for `jaxlat-profile catalogue`.
+    """
+
+    name: str
+    kind: type
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    log: bool = False
+    sample: tuple[Any, ...] | None = None
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"Field {self.name!r}: kind must be one of int, float, str, bool")
+
+    def sampling_range(self) -> Range:
+        """The default sampling range: `sample`, else the choices, else the valid range."""
+        if self.sample is not None:
+            return self.sample
+        if self.choices is not None:
+            return self.choices
+        if self.kind is bool:
+            return (False, True)
+        return Interval(self.low, self.high)
+
+    def allowed(self) -> str:
+        """Human-readable description of the allowed values."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind is bool:
+            return "True or False"
+        return f"{self.kind.__name__} in [{self.low}, {self.high}]"
+
+    def coerce(self, value: Any, module: str) -> Any:
+        """Return `value` as this field's kind, or raise `ValueError` naming the field."""
+        where = f"{module}.{self.name}"
+        ok_type = True
+        if self.kind is bool:
+            if isinstance(value, bool) or (_is_int(value) and int(value) in (0, 1)):
+                value = bool(value)
+            else:
+                ok_type = False
+        elif self.kind is int:
+            if _is_int(value) and not isinstance(value, bool):
+                value = int(value)
+            elif isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                ok_type = False
+        elif self.kind is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = float(value)
+            elif _is_int(value):
+                value = float(value)
+            else:
+                ok_type = False
+        elif self.kind is str:
+            ok_type = isinstance(value, str)
+        if not ok_type:
+            raise ValueError(f"{where}={value!r} is not valid: expected {self.allowed()}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{where}={value!r} is not valid: expected {self.allowed()}")
+        if self.kind in (int, float):
+            if (self.low is not None and value < self.low) or (
+                self.high is not None and value > self.high
+            ):
+                raise ValueError(f"{where}={value!r} is out of range: expected {self.allowed()}")
+            if self.kind is float and not math.isfinite(value):
+                raise ValueError(f"{where}={value!r} is not finite")
+        return value
+
+
+def _is_int(value: Any) -> bool:
+    # numpy integers register as numbers.Integral, so dataset values pass too.
+    return isinstance(value, numbers.Integral)
+
+
+#: Inputs every configuration carries, whatever its module type.
+COMMON_FIELDS: tuple[Field, ...] = (
+    Field("batch_size", int, 1, 1, 65536, log=True, sample=(1,), doc="samples per call"),
+    Field("dtype", str, "fp32", choices=DTYPES, sample=("fp32",), doc="tensor element type"),
+    Field("threads", int, 1, 1, 1024, sample=(1,), doc="intra-op threads (CPU backends)"),
+    Field(
+        "utilization",
+        float,
+        0.0,
+        0.0,
+        1.0,
+        sample=(0.0,),
+        doc="requested background utilization of the device, 0 (idle) to 1 (saturated)",
+    ),
+)
+COMMON_FIELD_NAMES = tuple(f.name for f in COMMON_FIELDS)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Costs:
+    """Analytic cost of one call of a module (the whole batch), from its config alone.
+
+    FLOPs count a multiply-add as 2 (the convention of `torch.utils.flop_counter`); bias
+    additions inside conv/linear are not counted, as there.
+    """
+
+    flops: float
+    macs: float
+    params: float
+    bytes_in: float
+    bytes_out: float
+    bytes_weight: float
+
+    @property
+    def arith_intensity(self) -> float:
+        """FLOPs per byte moved (inputs, outputs and weights once each)."""
+        moved = self.bytes_in + self.bytes_out + self.bytes_weight
+        return self.flops / moved if moved > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        out = dataclasses.asdict(self)
+        out["arith_intensity"] = self.arith_intensity
+        return out
+
+
+COST_COLUMNS = ("flops", "macs", "params", "bytes_in", "bytes_out", "bytes_weight", "arith_intensity")
+
+#: A constraint: a message stating the rule, and a predicate over the filled config values.
+Constraint = tuple[str, Callable[[Mapping[str, Any]], bool]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleSpec:
+    """Everything the catalogue knows about one module type.
+
+    Attributes:
+      name: the module type's name (a `ModuleType` value for built-ins).
+      fields: the type's own fields (common fields are added automatically).
+      costs: pure function of the filled config values to `Costs`.
+      constraints: cross-field rules; each is `(message, predicate)`.
+      families: named sampling families `{name: (weight, {field: range})}` that a default
+        profiling run mixes, e.g. regular, depthwise and grouped convolutions.
+      doc: one line for `jaxlat-profile catalogue`.
+    """
+
+    name: str
+    fields: tuple[Field, ...]
+    costs: Callable[[Mapping[str, Any]], Costs]
+    constraints: tuple[Constraint, ...] = ()
+    families: Mapping[str, tuple[float, Mapping[str, Any]]] = dataclasses.field(
+        default_factory=lambda: {"default": (1.0, {})}
+    )
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"module {self.name!r}: duplicate field names in {names}")
+        clash = set(names) & set(COMMON_FIELD_NAMES)
+        if clash:
+            raise ValueError(f"module {self.name!r}: fields {sorted(clash)} are common fields")
+
+    @property
+    def all_fields(self) -> tuple[Field, ...]:
+        return self.fields + COMMON_FIELDS
+
+    def field(self, name: str) -> Field:
+        for f in self.all_fields:
+            if f.name == name:
+                return f
+        raise ValueError(
+            f"module {self.name!r} has no field {name!r}; fields: "
+            + ", ".join(f.name for f in self.all_fields)
+        )
+
+
+_REGISTRY: dict[str, ModuleSpec] = {}
+
+
+def register_module(spec: ModuleSpec, *, overwrite: bool = False) -> ModuleSpec:
+    """Add a module type to the catalogue.
+
+    A field name already used by another module type must have the same kind there, since
+    both land in the same dataset column.
+
+    Raises:
+      ValueError: the name is taken (and `overwrite` is False) or a field's kind clashes.
+    """
+    if spec.name in _REGISTRY and not overwrite:
+        raise ValueError(f"module type {spec.name!r} is already registered")
+    for other in _REGISTRY.values():
+        if other.name == spec.name:
+            continue
+        for f in spec.fields:
+            for g in other.fields:
+                if f.name == g.name and f.kind is not g.kind:
+                    raise ValueError(
+                        f"field {f.name!r} of {spec.name!r} is {f.kind.__name__} but "
+                        f"{other.name!r} declares it {g.kind.__name__}"
+                    )
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_module(name: str) -> None:
+    """Remove a user-registered module type (built-ins stay)."""
+    if name in set(ModuleType):
+        raise ValueError(f"{name!r} is a built-in module type and cannot be removed")
+    _REGISTRY.pop(name, None)
+
+
+def module_types() -> tuple[str, ...]:
+    """Names of all registered module types, built-ins first."""
+    return tuple(_REGISTRY)
+
+
+def get_spec(module: str) -> ModuleSpec:
+    """The spec of a registered module type; `ValueError` lists the known ones otherwise."""
+    try:
+        return _REGISTRY[str(module)]
+    except KeyError:
+        raise ValueError(
+            f"module={module!r} is not a registered module type; known: "
+            + ", ".join(_REGISTRY)
+        ) from None
+
+
+def all_field_columns() -> tuple[Field, ...]:
+    """Every module field across registered types, one per name, in a stable order."""
+    seen: dict[str, Field] = {}
+    for spec in _REGISTRY.values():
+        for f in spec.fields:
+            seen.setdefault(f.name, f)
+    return tuple(seen.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleConfig:
+    """A validated, immutable module configuration (module fields and common inputs).
+
+    Build with `make_config`; read fields with `cfg["cin"]`; `cfg.key` is a stable id.
+    """
+
+    module: str
+    values: Mapping[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModuleConfig) and self.key == other.key
+
+    @property
+    def spec(self) -> ModuleSpec:
+        return get_spec(self.module)
+
+    @property
+    def key(self) -> str:
+        """Stable 16-hex id of the config (module type and every value)."""
+        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat dict: `module` plus every field and common input."""
+        return {"module": self.module, **self.values}
+
+    def replace(self, **changes: Any) -> ModuleConfig:
+        """A copy with some values changed, validated again."""
+        return make_config(self.module, **{**self.values, **changes})
+
+    def costs(self) -> Costs:
+        return self.spec.costs(self.values)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.values.items())
+        return f"ModuleConfig({self.module}: {inner})"
+
+
+def make_config(module: str, /, **values: Any) -> ModuleConfig:
+    """Validate values for `module` and fill defaults.
+
+    Raises:
+      ValueError: unknown module, unknown field, wrong type, out of range, or a broken
+        cross-field rule; the message names the field(s) and what is allowed.
+
+    Examples:
+      >>> cfg = make_config("conv2d", cin=32, cout=64, h=56, w=56, kernel=3)
+      >>> cfg["stride"], cfg["dtype"]
+      (1, 'fp32')
+      >>> make_config("conv2d", kernel=4)
+      Traceback (most recent call last):
+      ...
+      ValueError: conv2d.kernel=4 is not valid: expected one of 1, 3, 5, 7
+    """
+    spec = get_spec(module)
+    known = {f.name for f in spec.all_fields}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"{spec.name}: unknown field(s) {unknown}; fields: "
+            + ", ".join(f.name for f in spec.all_fields)
+        )
+    filled = {}
+    for f in spec.all_fields:
+        filled[f.name] = f.coerce(values.get(f.name, f.default), spec.name)
+    for message, predicate in spec.constraints:
+        if not predicate(filled):
+            shown = ", ".join(f"{k}={v!r}" for k, v in filled.items() if k not in COMMON_FIELD_NAMES)
+            raise ValueError(f"{spec.name}: {message} (got {shown})")
+    return ModuleConfig(spec.name, types.MappingProxyType(filled))
+
+
+def config_from_row(row: Mapping[str, Any]) -> ModuleConfig:
+    """Rebuild a config from a flat row (dataset record); other columns are ignored."""
+    spec = get_spec(row["module"])
+    values = {}
+    for f in spec.all_fields:
+        v = row.get(f.name, f.default)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            v = f.default
+        values[f.name] = v
+    return make_config(spec.name, **values)
+
+
+# ---------------------------------------------------------------------------------------
+# Built-in module types.
+
+
+def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _bytes(v: Mapping[str, Any]) -> int:
+    return DTYPE_BYTES[v["dtype"]]
+
+
+def _conv_costs(v: Mapping[str, Any]) -> Costs:
+    b, s = v["batch_size"], _bytes(v)
+    k, st = v["kernel"], v["stride"]
+    ho, wo = _out_size(v["h"], k, st, k // 2), _out_size(v["w"], k, st, k // 2)
+    out_numel = b * v["cout"] * ho * wo
+    macs = out_numel * (v["cin"] // v["groups"]) * k * k
+    params = v["cout"] * (v["cin"] // v["groups"]) * k * k + (v["cout"] if v["bias"] else 0)
+    return Costs(
+        flops=2.0 * macs,
+        macs=float(macs),
+        params=float(params),
+        bytes_in=float(b * v["cin"] * v["h"] * v["w"] * s),
+        bytes_out=float(out_numel * s),
+        bytes_weight=float(params * s),
+    )
+
+
+def _conv_bn_act_costs(v: Mapping[str, Any]) -> Costs:
+    c = _conv_costs({**v, "bias": True})  # batch norm folds into the conv's weight and bias
+    k, st = v["kernel"], v["stride"]
+    out_numel = (
+        v["batch_size"]
+        * v["cout"]
+        * _out_size(v["h"], k, st, k // 2)
+        * _out_size(v["w"], k, st, k // 2)
+    )
+    return dataclasses.replace(c, flops=c.flops + out_numel)
+
+
+def _linear_costs(v: Mapping[str, Any]) -> Costs:
+    b, s, t = v["batch_size"], _bytes(v), v["tokens"]
+    macs = b * t * v["in_features"] * v["out_features"]
+    params = v["in_features"] * v["out_features"] + (v["out_features"] if v["bias"] else 0)
+    return Costs(
+        flops=2.0 * macs,
+        macs=float(macs),
+        params=float(params),
+        bytes_in=float(b * t * v["in_features"] * s),
+        bytes_out=float(b * t * v["out_features"] * s),
+        bytes_weight=float(params * s),
+    )
+
+
+def _matmul_costs(v: Mapping[str, Any]) -> Costs:
+    b, s, m, k, n = v["batch_size"], _bytes(v), v["m"], v["k"], v["n"]
+    macs = b * m * k * n
+    return Costs(2.0 * macs, float(macs), 0.0, float(b * (m * k + k * n) * s), float(b * m * n * s), 0.0)
+
+
+def _pool_padding(kernel: int) -> int:
+    return (kernel - 1) // 2
+
+
+def _pool_costs(v: Mapping[str, Any]) -> Costs:
+    b, s, c, k, st = v["batch_size"], _bytes(v), v["channels"], v["kernel"], v["stride"]
+    p = _pool_padding(k)
+    out = b * c * _out_size(v["h"], k, st, p) * _out_size(v["w"], k, st, p)
+    return Costs(float(out * k * k), 0.0, 0.0, float(b * c * v["h"] * v["w"] * s), float(out * s), 0.0)
+
+
+def _global_pool_costs(v: Mapping[str, Any]) -> Costs:
+    b, s = v["batch_size"], _bytes(v)
+    numel = b * v["channels"] * v["h"] * v["w"]
+    return Costs(float(numel), 0.0, 0.0, float(numel * s), float(b * v["channels"] * s), 0.0)
+
+
+def _elementwise(numel: int, s: int, *, flops_per: float, inputs: int = 1, params: int = 0) -> Costs:
+    return Costs(
+        flops=float(flops_per * numel),
+        macs=0.0,
+        params=float(params),
+        bytes_in=float(inputs * numel * s),
+        bytes_out=float(numel * s),
+        bytes_weight=float(params * s),
+    )
+
+
+def _chw(v: Mapping[str, Any]) -> int:
+    return v["batch_size"] * v["channels"] * v["h"] * v["w"]
+
+
+def _batchnorm_costs(v: Mapping[str, Any]) -> Costs:
+    # Inference batch norm is a per-channel scale and shift; running mean/var count as params.
+    return _elementwise(_chw(v), _bytes(v), flops_per=2, params=4 * v["channels"])
+
+
+def _layernorm_costs(v: Mapping[str, Any]) -> Costs:
+    numel = v["batch_size"] * v["tokens"] * v["features"]
+    # mean, variance, normalize, scale, shift: about 5 operations per element.
+    return _elementwise(numel, _bytes(v), flops_per=5, params=2 * v["features"])
+
+
+def _activation_costs(v: Mapping[str, Any]) -> Costs:
+    return _elementwise(_chw(v), _bytes(v), flops_per=1)
+
+
+def _add_costs(v: Mapping[str, Any]) -> Costs:
+    return _elementwise(_chw(v), _bytes(v), flops_per=1, inputs=2)
+
+
+def _mhsa_costs(v: Mapping[str, Any]) -> Costs:
+    b, s, t, d = v["batch_size"], _bytes(v), v["tokens"], v["embed_dim"]
+    # q, k, v and output projections (4 T D^2) plus scores and weighted sum (2 T^2 D).
+    macs = b * (4 * t * d * d + 2 * t * t * d)
+    params = 4 * d * d + 4 * d
+    return Costs(
+        flops=2.0 * macs,
+        macs=float(macs),
+        params=float(params),
+        bytes_in=float(b * t * d * s),
+        bytes_out=float(b * t * d * s),
+        bytes_weight=float(params * s),
+    )
+
+
+def _conv_fields() -> tuple[Field, ...]:
+    return (
+        Field("cin", int, 16, 1, 16384, log=True, sample=Interval(8, 512), doc="input channels"),
+        Field("cout", int, 16, 1, 16384, log=True, sample=Interval(8, 512), doc="output channels"),
+        Field("h", int, 32, 1, 4096, log=True, sample=Interval(7, 112), doc="input height"),
+        Field("w", int, 32, 1, 4096, log=True, sample=Tie("h"), doc="input width (default sampling: square, w=h)"),
+        Field("kernel", int, 3, choices=(1, 3, 5, 7), doc="square kernel size; padding kernel//2"),
+        Field("stride", int, 1, choices=(1, 2), doc="stride"),
+        Field("groups", int, 1, 1, 16384, sample=(1,), doc="groups (groups=cin=cout: depthwise)"),
+    )
+
+
+_CONV_CONSTRAINTS: tuple[Constraint, ...] = (
+    ("groups must divide cin and cout", lambda v: v["cin"] % v["groups"] == 0 and v["cout"] % v["groups"] == 0),
+)
+_CONV_FAMILIES = {
+    "regular": (0.6, {"groups": (1,)}),
+    "depthwise": (0.25, {"cout": Tie("cin"), "groups": Tie("cin"), "cin": Interval(16, 1024)}),
+    "grouped": (0.15, {"groups": (2, 4, 8), "cin": Interval(16, 512, step=8), "cout": Interval(16, 512, step=8)}),
+}
+
+for _spec in (
+    ModuleSpec(
+        ModuleType.CONV2D,
+        _conv_fields() + (Field("bias", bool, True, doc="add a bias"),),
+        _conv_costs,
+        _CONV_CONSTRAINTS,
+        _CONV_FAMILIES,
+        doc="2-D convolution, 'same' padding; groups cover depthwise and grouped",
+    ),
+    ModuleSpec(
+        ModuleType.CONV_BN_ACT,
+        _conv_fields() + (Field("activation", str, "relu", choices=ACTIVATIONS, doc="activation"),),
+        _conv_bn_act_costs,
+        _CONV_CONSTRAINTS,
+        _CONV_FAMILIES,
+        doc="conv2d with batch norm folded in (inference) followed by an activation",
+    ),
+    ModuleSpec(
+        ModuleType.LINEAR,
+        (
+            Field("in_features", int, 256, 1, 65536, log=True, sample=Interval(16, 4096)),
+            Field("out_features", int, 256, 1, 65536, log=True, sample=Interval(16, 4096)),
+            Field("tokens", int, 1, 1, 65536, log=True, sample=Interval(1, 256), doc="rows per sample"),
+            Field("bias", bool, True, doc="add a bias"),
+        ),
+        _linear_costs,
+        doc="fully connected layer over (batch, tokens, in_features)",
+    ),
+    ModuleSpec(
+        ModuleType.MATMUL,
+        (
+            Field("m", int, 64, 1, 65536, log=True, sample=Interval(8, 1024)),
+            Field("k", int, 64, 1, 65536, log=True, sample=Interval(8, 1024)),
+            Field("n", int, 64, 1, 65536, log=True, sample=Interval(8, 1024)),
+        ),
+        _matmul_costs,
+        doc="batched matrix product (batch, m, k) @ (batch, k, n) of two activations",
+    ),
+    ModuleSpec(
+        ModuleType.POOL2D,
+        (
+            Field("mode", str, "max", choices=POOL_MODES),
+            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024)),
+            Field("h", int, 32, 1, 4096, log=True, sample=Interval(7, 112)),
+            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h")),
+            Field("kernel", int, 3, choices=(2, 3, 5, 7)),
+            Field("stride", int, 2, choices=(1, 2)),
+        ),
+        _pool_costs,
+        (("kernel must not exceed h + 2*padding and w + 2*padding, padding=(kernel-1)//2",
+          lambda v: min(v["h"], v["w"]) + 2 * _pool_padding(v["kernel"]) >= v["kernel"]),),
+        doc="max or average pooling with padding (kernel-1)//2",
+    ),
+    ModuleSpec(
+        ModuleType.GLOBAL_POOL2D,
+        (
+            Field("mode", str, "avg", choices=POOL_MODES),
+            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 2048)),
+            Field("h", int, 7, 1, 4096, log=True, sample=Interval(1, 112)),
+            Field("w", int, 7, 1, 4096, log=True, sample=Tie("h")),
+        ),
+        _global_pool_costs,
+        doc="global max or average pooling to (batch, channels, 1, 1)",
+    ),
+    ModuleSpec(
+        ModuleType.BATCHNORM2D,
+        (
+            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024)),
+            Field("h", int, 32, 1, 4096, log=True, sample=Interval(7, 112)),
+            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h")),
+        ),
+        _batchnorm_costs,
+        doc="batch norm in inference mode (running statistics)",
+    ),
+    ModuleSpec(
+        ModuleType.LAYERNORM,
+        (
+            Field("tokens", int, 197, 1, 65536, log=True, sample=Interval(1, 1024)),
+            Field("features", int, 768, 1, 65536, log=True, sample=Interval(16, 4096)),
+        ),
+        _layernorm_costs,
+        doc="layer norm over the last dimension of (batch, tokens, features)",
+    ),
+    ModuleSpec(
+        ModuleType.ACTIVATION,
+        (
+            Field("activation", str, "relu", choices=ACTIVATIONS),
+            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024)),
+            Field("h", int, 32, 1, 4096, log=True, sample=Interval(1, 112)),
+            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h")),
+        ),
+        _activation_costs,
+        doc="element-wise activation over (batch, channels, h, w)",
+    ),
+    ModuleSpec(
+        ModuleType.ADD,
+        (
+            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024)),
+            Field("h", int, 32, 1, 4096, log=True, sample=Interval(1, 112)),
+            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h")),
+        ),
+        _add_costs,
+        doc="element-wise sum of two (batch, channels, h, w) tensors (residual add)",
+    ),
+    ModuleSpec(
+        ModuleType.MHSA,
+        (
+            Field("tokens", int, 197, 1, 65536, log=True, sample=Interval(4, 512)),
+            Field("embed_dim", int, 768, 1, 65536, log=True, sample=Interval(32, 1024)),
+            Field("heads", int, 12, 1, 256, choices=None, sample=(1, 2, 4, 8, 12, 16)),
+        ),
+        _mhsa_costs,
+        (("heads must divide embed_dim", lambda v: v["embed_dim"] % v["heads"] == 0),),
+        {"default": (1.0, {"embed_dim": Interval(32, 1024, step=16)})},
+        doc="multi-head self-attention with input/output projections over (batch, tokens, embed_dim)",
+    ),
+):
+    register_module(_spec)
+del _spec

@@ -1,0 +1,108 @@
+"""CPU load generator: duty-cycled busy worker processes that hold a requested utilization.
+
+Each worker spins for `target * period_s` of every period and sleeps for the rest, on its own
+process (so the GIL does not serialize it with the measurement). The workers count the time
+they really spun, so the achieved utilization is recorded beside the requested one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from types import TracebackType
+
+
+def _spin(target, busy, index, stop, period_s) -> None:  # runs in a worker process
+    while not stop.is_set():
+        start = time.perf_counter()
+        u = target.value
+        if u <= 0:
+            time.sleep(period_s)
+            continue
+        until = start + u * period_s
+        while time.perf_counter() < until:
+            pass
+        spun = time.perf_counter() - start
+        with busy.get_lock():
+            busy[index] += spun
+        rest = period_s - spun
+        if rest > 0:
+            time.sleep(rest)
+
+
+class CpuLoad:
+    """Holds a background CPU utilization with `n_workers` duty-cycled processes.
+
+    Use as a context manager; `set(u)` changes the target (0 stops the spinning),
+    `reset()` starts a measurement window and `achieved()` returns the mean busy fraction of
+    the workers since then (1.0 means every worker spun all the time).
+
+    Args:
+      n_workers: worker processes; default one per logical CPU, so that the load competes
+        with the measurement on every core as other applications would.
+      period_s: duty-cycle period; short enough that a millisecond-scale measurement sees
+        the load, long enough for the scheduler.
+    """
+
+    def __init__(self, n_workers: int | None = None, *, period_s: float = 0.01):
+        self.n_workers = n_workers if n_workers is not None else (os.cpu_count() or 1)
+        if self.n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {self.n_workers}")
+        self.period_s = period_s
+        self._procs: list = []
+        self._since = time.perf_counter()
+        self._base = 0.0
+
+    def __enter__(self) -> CpuLoad:
+        ctx = mp.get_context("spawn")
+        self._target = ctx.Value("d", 0.0, lock=False)
+        self._busy = ctx.Array("d", self.n_workers)
+        self._stop = ctx.Event()
+        self._procs = [
+            ctx.Process(
+                target=_spin,
+                args=(self._target, self._busy, i, self._stop, self.period_s),
+                daemon=True,
+                name=f"jaxlat-load-{i}",
+            )
+            for i in range(self.n_workers)
+        ]
+        for p in self._procs:
+            p.start()
+        self.reset()
+        return self
+
+    def __exit__(self, et: type | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._procs:
+            return
+        self._stop.set()
+        for p in self._procs:
+            p.join(timeout=2)
+            if p.is_alive():
+                p.kill()
+        self._procs = []
+
+    def set(self, target: float) -> None:
+        if not 0.0 <= target <= 1.0:
+            raise ValueError(f"utilization={target} is not valid: expected a number in [0, 1]")
+        if not self._procs:
+            raise RuntimeError("CpuLoad.set called outside its `with` block")
+        self._target.value = float(target)
+
+    def _total_busy(self) -> float:
+        with self._busy.get_lock():
+            return float(sum(self._busy[:]))
+
+    def reset(self) -> None:
+        self._since = time.perf_counter()
+        self._base = self._total_busy()
+
+    def achieved(self) -> float:
+        wall = time.perf_counter() - self._since
+        if wall <= 0:
+            return 0.0
+        return min(1.0, (self._total_busy() - self._base) / (wall * self.n_workers))

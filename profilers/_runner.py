@@ -1,0 +1,311 @@
+"""Profiling runs: configs in, one dataset file out, resumable and safe to leave for hours.
+
+The runner (this process, no framework imported) owns the dataset writer, the CPU load
+generator and the progress bar; a worker subprocess (`profilers._worker`) builds and times
+each module. A config that raises, hangs past `timeout_s` or kills the worker becomes a
+failed row with its error, and the run goes on with a fresh worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ._catalogue import ModuleConfig
+from ._dataset import DatasetWriter, measurement_row
+from ._device import device_id, host_fingerprint, measurement_env
+from ._timer import TimerConfig
+
+BACKENDS = ("torch", "tflite")
+
+
+class WorkerError(RuntimeError):
+    """The worker process could not start or died."""
+
+
+class _Worker:
+    """One measurement subprocess speaking the JSON-lines protocol."""
+
+    def __init__(self, backend: str, device: str, extra_args: Sequence[str] = ()):
+        self.backend, self.device = backend, device
+        self._log = tempfile.TemporaryFile(mode="w+b")
+        cmd = [sys.executable, "-m", "profilers._worker", "--backend", backend, "--device", device, *extra_args]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=measurement_env(),
+            text=True,
+            bufsize=1,
+        )
+        reply = self._read(timeout_s=300)
+        if reply is None or reply.get("hello") is None:
+            err = (reply or {}).get("error") or self.stderr_tail()
+            self.kill()
+            raise WorkerError(f"the {backend} worker on {device} did not start: {err}")
+        self.hello: dict[str, Any] = reply["hello"]
+
+    def _read(self, timeout_s: float) -> dict[str, Any] | None:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        if not ready:
+            raise TimeoutError
+        line = self.proc.stdout.readline()
+        if not line:
+            return None
+        return json.loads(line)
+
+    def request(self, task: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send one task; return the reply, or raise TimeoutError / WorkerError."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(task) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise WorkerError(self._death()) from None
+        reply = self._read(timeout_s)
+        if reply is None:
+            raise WorkerError(self._death())
+        return reply
+
+    def _death(self) -> str:
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return f"worker died (exit code {code}): {self.stderr_tail()}"
+
+    def stderr_tail(self, n_chars: int = 600) -> str:
+        self._log.flush()
+        self._log.seek(0, os.SEEK_END)
+        size = self._log.tell()
+        self._log.seek(max(0, size - n_chars))
+        return self._log.read().decode(errors="replace").strip().replace("\n", " | ")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """What a profiling run did; `format()` gives the text the CLI prints."""
+
+    path: str
+    total: int
+    measured: int
+    failed: int
+    skipped: int
+    elapsed_s: float
+    per_module: Mapping[str, Mapping[str, float]]
+    interrupted: bool = False
+
+    @property
+    def configs_per_minute(self) -> float:
+        done = self.measured + self.failed
+        return 60.0 * done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def format(self) -> str:
+        lines = [
+            f"{self.path}: {self.measured} measured, {self.failed} failed, {self.skipped} already done "
+            f"(of {self.total}) in {self.elapsed_s:.0f} s, {self.configs_per_minute:.1f} configs/min"
+            + ("  [interrupted: re-run the same command to resume]" if self.interrupted else "")
+        ]
+        if self.per_module:
+            lines.append(f"{'module':<14} {'ok':>6} {'failed':>6} {'median ms':>10} {'median CoV':>10}")
+            for m, s in self.per_module.items():
+                lines.append(
+                    f"{m:<14} {int(s['ok']):>6} {int(s['failed']):>6} "
+                    f"{s['median_latency_ms']:>10.4g} {s['median_cov']:>10.3f}"
+                )
+        return "\n".join(lines)
+
+
+def _per_module(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for m in sorted({r["module"] for r in rows}):
+        mine = [r for r in rows if r["module"] == m]
+        ok = [r for r in mine if r["status"] == "ok"]
+        out[m] = {
+            "ok": len(ok),
+            "failed": len(mine) - len(ok),
+            "median_latency_ms": statistics.median(r["latency_ms_median"] for r in ok) if ok else float("nan"),
+            "median_cov": statistics.median(r["latency_cov"] for r in ok) if ok else float("nan"),
+        }
+    return out
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="cfg", dynamic_ncols=True, smoothing=0.05)
+
+
+def run_profile(
+    configs: Sequence[ModuleConfig],
+    out: str | os.PathLike,
+    *,
+    backend: str = "torch",
+    device: str = "cpu",
+    timer: TimerConfig = TimerConfig(),
+    timeout_s: float = 120.0,
+    load_workers: int | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    run_info: Mapping[str, Any] | None = None,
+    worker_args: Sequence[str] = (),
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> RunSummary:
+    """Measure every config and write the dataset `out`, skipping configs already there.
+
+    Args:
+      configs: what to measure (each carries threads, dtype and utilization).
+      out: the Parquet file; re-running with the same `out` resumes.
+      backend: `"torch"` (or `"tflite"`, through its own backend module).
+      device: `"cpu"` or `"cuda"` / `"cuda:N"` (torch).
+      timer: warm-up and repeat settings.
+      timeout_s: a config that takes longer is killed and recorded as failed.
+      load_workers: CPU load generator processes (default: one per logical CPU).
+      retry_failed: measure configs again that failed in an earlier run.
+      progress: show a progress bar (done, failed, ETA) on stderr.
+      run_info: recorded in the file's metadata (sampler, seed, command).
+      worker_args: extra arguments for the worker process (backend options).
+      on_row: called with each new row (for callers that stream results).
+
+    Returns:
+      A `RunSummary`; the rows are in `out`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not valid: expected one of {', '.join(BACKENDS)}")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device={device!r} is not valid: expected 'cpu', 'cuda' or 'cuda:N'")
+    if backend == "tflite" and device != "cpu":
+        raise ValueError(f"device={device!r} is not valid for backend 'tflite': expected 'cpu'")
+    t0 = time.monotonic()
+    worker = _Worker(backend, device, worker_args)
+    fingerprint = {**host_fingerprint(), **{k: v for k, v in worker.hello.items() if k != "libraries"}}
+    dev_id = device_id(fingerprint, backend=backend, device=device)
+    meta = {
+        "backend": backend,
+        "device": device,
+        "device_id": dev_id,
+        "fingerprint": fingerprint,
+        "libraries": worker.hello.get("libraries", {}),
+        "timer": dataclasses.asdict(timer),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "runs": [{**(run_info or {}), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "n_configs": len(configs)}],
+    }
+    unique = list({c.key: c for c in configs}.values())
+    load = None
+    bar = None
+    measured = failed = skipped = 0
+    interrupted = False
+    try:
+        writer = DatasetWriter(out, meta)
+    except Exception:
+        worker.kill()
+        raise
+    try:
+        done = writer.done_keys(include_failed=not retry_failed)
+        todo = [c for c in unique if c.key not in done]
+        # Group by utilization so the load level changes rarely; keep the draw order inside.
+        todo.sort(key=lambda c: c["utilization"])
+        skipped = len(unique) - len(todo)
+        if device == "cpu" and any(c["utilization"] > 0 for c in todo):
+            from ._load import CpuLoad
+
+            load = CpuLoad(load_workers).__enter__()
+        bar = _progress(len(todo), progress)
+        level = None
+        task_timer = dataclasses.asdict(timer)
+        for cfg in todo:
+            u = cfg["utilization"]
+            if load is not None and u != level:
+                load.set(u)
+                time.sleep(3 * load.period_s)  # let the workers reach the new duty cycle
+                level = u
+            if load is not None:
+                load.reset()
+            error = reply = None
+            try:
+                if worker is None:
+                    worker = _Worker(backend, device, worker_args)
+                reply = worker.request({"config": cfg.as_dict(), "timer": task_timer}, timeout_s)
+                if not reply.get("ok"):
+                    error = reply.get("error", "unknown error")
+            except TimeoutError:
+                error = f"timeout: no result within {timeout_s:g} s"
+                worker.kill()
+                worker = None
+            except WorkerError as e:
+                error = str(e)
+                if worker is not None:
+                    worker.kill()
+                worker = None
+            achieved = load.achieved() if load is not None else (reply or {}).get("utilization_achieved")
+            if achieved is None and device == "cpu":
+                achieved = 0.0
+            row = measurement_row(
+                cfg,
+                samples_ms=None if error else reply["samples_ms"],
+                number_per_run=None if error else reply["number_per_run"],
+                backend=backend,
+                device=device,
+                device_id=dev_id,
+                utilization_achieved=achieved,
+                error=error,
+            )
+            writer.append(row)
+            if on_row is not None:
+                on_row(row)
+            if error:
+                failed += 1
+            else:
+                measured += 1
+            bar.update(1)
+            bar.set_postfix(module=cfg.module, failed=failed, refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+        if load is not None:
+            load.close()
+        if worker is not None:
+            worker.close()
+        writer.close()
+    rows = writer.rows()
+    wanted = {c.key for c in unique}
+    summary = RunSummary(
+        path=str(out),
+        total=len(unique),
+        measured=measured,
+        failed=failed,
+        skipped=skipped,
+        elapsed_s=time.monotonic() - t0,
+        per_module=_per_module([r for r in rows if r["config_key"] in wanted]),
+        interrupted=interrupted,
+    )
+    return summary
