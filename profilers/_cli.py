@@ -75,9 +75,18 @@ def _ranges(values: Sequence[str], modules: Sequence[str]) -> dict[str, dict[str
     return out
 
 
+def _import_plugins(names: Sequence[str] | None) -> list[str]:
+    import importlib
+
+    for name in names or []:
+        importlib.import_module(name)
+    return list(names or [])
+
+
 def _cmd_torch(args: argparse.Namespace) -> int:
     from ._runner import run_profile
 
+    plugins = _import_plugins(args.plugin)
     modules = _modules(args.module)
     counts = _counts(args.n or ["100"], modules)
     ranges = _ranges(args.range or [], modules)
@@ -113,6 +122,7 @@ def _cmd_torch(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         load_workers=args.load_workers,
         retry_failed=args.retry_failed,
+        plugins=plugins,
         progress=not args.no_progress,
         run_info={"sampler": args.sampler, "seed": args.seed, "command": shlex.join(["jaxlat-profile", *sys.argv[1:]])},
     )
@@ -178,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--load-workers", type=int, default=None, help="CPU load processes (default: one per CPU)")
     t.add_argument("--retry-failed", action="store_true", help="measure configs that failed before again")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--plugin", action="append", help="Python module registering extra module types (importable)")
     t.set_defaults(func=_cmd_torch)
 
     c = sub.add_parser("catalogue", help="list module types, fields and allowed values")

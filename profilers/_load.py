@@ -1,8 +1,10 @@
 """CPU load generator: duty-cycled busy worker processes that hold a requested utilization.
 
-Each worker spins for `target * period_s` of every period and sleeps for the rest, on its own
-process (so the GIL does not serialize it with the measurement). The workers count the time
-they really spun, so the achieved utilization is recorded beside the requested one.
+Each worker consumes `target * period_s` of CPU time in every period and sleeps for the rest,
+on its own process (so the GIL does not serialize it with the measurement). The workers count
+the CPU time they really consumed, so the achieved utilization (CPU time of the load over wall
+time, per worker) is recorded beside the requested one; on a contended machine it comes out
+below the request rather than being assumed.
 """
 
 from __future__ import annotations
@@ -13,20 +15,24 @@ import time
 from types import TracebackType
 
 
-def _spin(target, busy, index, stop, period_s) -> None:  # runs in a worker process
+def _spin(target, busy, index, stop, period_s, started) -> None:  # runs in a worker process
+    with started.get_lock():
+        started.value += 1
     while not stop.is_set():
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.thread_time()
         u = target.value
         if u <= 0:
             time.sleep(period_s)
             continue
-        until = start + u * period_s
-        while time.perf_counter() < until:
+        # Spin until this period's share of CPU time is consumed (CPU time, not wall time:
+        # when the worker is preempted, the wall clock runs on without load being applied).
+        want = u * period_s
+        while time.thread_time() - cpu0 < want and time.perf_counter() - start < period_s:
             pass
-        spun = time.perf_counter() - start
+        spun = time.thread_time() - cpu0
         with busy.get_lock():
             busy[index] += spun
-        rest = period_s - spun
+        rest = period_s - (time.perf_counter() - start)
         if rest > 0:
             time.sleep(rest)
 
@@ -59,10 +65,11 @@ class CpuLoad:
         self._target = ctx.Value("d", 0.0, lock=False)
         self._busy = ctx.Array("d", self.n_workers)
         self._stop = ctx.Event()
+        started = ctx.Value("i", 0)
         self._procs = [
             ctx.Process(
                 target=_spin,
-                args=(self._target, self._busy, i, self._stop, self.period_s),
+                args=(self._target, self._busy, i, self._stop, self.period_s, started),
                 daemon=True,
                 name=f"jaxlat-load-{i}",
             )
@@ -70,6 +77,14 @@ class CpuLoad:
         ]
         for p in self._procs:
             p.start()
+        # Spawned processes take a moment to start; a window opened before they spin would
+        # record a utilization that was never applied.
+        deadline = time.monotonic() + 30
+        while started.value < self.n_workers:
+            if time.monotonic() > deadline or not all(p.is_alive() for p in self._procs):
+                self.close()
+                raise RuntimeError(f"CpuLoad: only {started.value} of {self.n_workers} load workers started")
+            time.sleep(0.005)
         self.reset()
         return self
 

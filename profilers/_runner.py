@@ -96,16 +96,26 @@ class _Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        self._log.close()
+        self._release()
 
     def close(self) -> None:
+        """Ask the worker to finish (end of its input), kill it if it does not."""
         if self.proc.poll() is None and self.proc.stdin is not None:
-            self.proc.stdin.close()
             try:
+                self.proc.stdin.close()
                 self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            except (subprocess.TimeoutExpired, BrokenPipeError):
                 self.proc.kill()
                 self.proc.wait()
+        self._release()
+
+    def _release(self) -> None:
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None and not f.closed:
+                try:
+                    f.close()
+                except BrokenPipeError:
+                    pass
         self._log.close()
 
 
@@ -175,6 +185,7 @@ def run_profile(
     retry_failed: bool = False,
     progress: bool = True,
     run_info: Mapping[str, Any] | None = None,
+    plugins: Sequence[str] = (),
     worker_args: Sequence[str] = (),
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunSummary:
@@ -191,6 +202,8 @@ def run_profile(
       retry_failed: measure configs again that failed in an earlier run.
       progress: show a progress bar (done, failed, ETA) on stderr.
       run_info: recorded in the file's metadata (sampler, seed, command).
+      plugins: modules the worker imports first, registering user module types and their
+        builders (the runner's own process must have imported them too).
       worker_args: extra arguments for the worker process (backend options).
       on_row: called with each new row (for callers that stream results).
 
@@ -204,6 +217,7 @@ def run_profile(
     if backend == "tflite" and device != "cpu":
         raise ValueError(f"device={device!r} is not valid for backend 'tflite': expected 'cpu'")
     t0 = time.monotonic()
+    worker_args = [a for p in plugins for a in ("--plugin", p)] + list(worker_args)
     worker = _Worker(backend, device, worker_args)
     fingerprint = {**host_fingerprint(), **{k: v for k, v in worker.hello.items() if k != "libraries"}}
     dev_id = device_id(fingerprint, backend=backend, device=device)

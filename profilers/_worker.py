@@ -13,6 +13,7 @@ versions and accelerator details; then for every task line
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m profilers._worker")
     parser.add_argument("--backend", required=True, choices=("torch", "tflite"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--plugin", action="append", default=[], help="module to import first (user module types)")
     args = parser.parse_args(argv)
     # Keep the protocol channel clean: anything a library prints to fd 1 goes to stderr.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         proto.flush()
 
     try:
+        for name in args.plugin:
+            importlib.import_module(name)
         if args.backend == "torch":
             hello, tasks = _torch_hello(args.device), _TorchTasks(args.device)
         else:

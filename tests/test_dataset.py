@@ -1,0 +1,140 @@
+import json
+import math
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import profilers
+from profilers import DatasetError, DatasetWriter, measurement_row, read_dataset, sample_configs, write_dataset
+from profilers._dataset import METADATA_KEY
+
+
+def _rows(device_id="dev-a", n_per=3):
+    rows = []
+    for i, m in enumerate(profilers.module_types()):
+        for cfg in sample_configs(m, n_per, seed=i):
+            rows.append(
+                measurement_row(cfg, samples_ms=[1.0 + i, 1.1 + i, 0.9 + i], number_per_run=4,
+                                backend="torch", device="cpu", device_id=device_id, utilization_achieved=0.0)
+            )
+    return rows
+
+
+def _meta(device_id="dev-a"):
+    return {"backend": "torch", "device": "cpu", "device_id": device_id, "runs": [{"seed": 0}]}
+
+
+def test_write_then_read_is_lossless(tmp_path):
+    rows = _rows()
+    failed = measurement_row(profilers.make_config("add"), samples_ms=None, number_per_run=None, backend="torch",
+                             device="cpu", device_id="dev-a", error="RuntimeError: boom")
+    path = tmp_path / "d.parquet"
+    write_dataset(path, rows + [failed], _meta())
+    df = read_dataset(path, include_failed=True)
+    assert len(df) == len(rows) + 1
+    for row, rec in zip(rows, df.to_dict("records")):
+        assert profilers.config_from_row(rec).key == row["config_key"]
+        for k, v in row.items():
+            got = rec[k]
+            if isinstance(v, float) and math.isnan(v):
+                assert math.isnan(got)
+            elif v is None:
+                assert got is None or got is pd.NA
+            else:
+                assert got == v, k
+    assert df.attrs["jaxlat"][0]["schema_version"] == profilers.SCHEMA_VERSION
+    assert len(read_dataset(path)) == len(rows)  # failed rows dropped by default
+    assert read_dataset(path, include_failed=True)["error"].iloc[-1] == "RuntimeError: boom"
+
+
+def _rewrite(path, table_fn=None, meta_fn=None):
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    if table_fn:
+        table = table_fn(table)
+    if meta_fn:
+        meta = meta_fn(meta)
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), path)
+
+
+def _set_latency(value):
+    def fn(table):
+        col = table.column("latency_ms_median").to_pylist()
+        col[2] = value
+        idx = table.schema.get_field_index("latency_ms_median")
+        return table.set_column(idx, "latency_ms_median", pa.array(col, pa.float64()))
+
+    return fn
+
+
+@pytest.mark.parametrize(
+    "table_fn, meta_fn, message",
+    [
+        (_set_latency(float("nan")), None, "1 ok rows have NaN latency_ms_median"),
+        (_set_latency(float("inf")), None, "1 ok rows have inf latency_ms_median"),
+        (_set_latency(0.0), None, "1 ok rows have non-positive latency_ms_median"),
+        (_set_latency(-2.0), None, "non-positive latency_ms_median"),
+        (lambda t: t.drop_columns(["latency_ms_p90", "status"]), None, "missing columns ['latency_ms_p90', 'status']"),
+        (None, lambda m: {**m, "schema_version": 99}, "schema_version=99 is unknown; this version of profilers reads 1"),
+    ],
+)
+def test_bad_datasets_are_rejected_with_their_reason(tmp_path, table_fn, meta_fn, message):
+    path = tmp_path / "d.parquet"
+    write_dataset(path, _rows(), _meta())
+    _rewrite(path, table_fn, meta_fn)
+    with pytest.raises(DatasetError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        read_dataset(path)
+
+
+def test_files_that_are_not_datasets(tmp_path):
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet at all")
+    with pytest.raises(DatasetError, match="not a readable Parquet file"):
+        read_dataset(junk)
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"a": [1]}), plain)
+    with pytest.raises(DatasetError, match="no 'jaxlat' metadata"):
+        read_dataset(plain)
+    with pytest.raises(DatasetError, match="no such dataset file"):
+        read_dataset(tmp_path / "missing.parquet")
+
+
+def test_unknown_module_types_are_rejected(tmp_path):
+    path = tmp_path / "d.parquet"
+    write_dataset(path, _rows(), _meta())
+    _rewrite(path, lambda t: t.set_column(1, "module", pa.array(["warp_drive"] * t.num_rows)))
+    with pytest.raises(DatasetError, match=r"unknown module types \['warp_drive'\]"):
+        read_dataset(path)
+
+
+def test_mixed_devices_need_to_be_asked_for(tmp_path):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    write_dataset(a, _rows("dev-a"), _meta("dev-a"))
+    write_dataset(b, _rows("dev-b"), _meta("dev-b"))
+    with pytest.raises(DatasetError, match="from 2 different devices"):
+        read_dataset([a, b])
+    assert len(read_dataset([a, b], allow_mixed_devices=True)) == 2 * len(_rows())
+    assert len(read_dataset([a, a])) == 2 * len(_rows())
+
+
+def test_writer_recovers_rows_from_the_journal_and_refuses_other_devices(tmp_path):
+    path = tmp_path / "d.parquet"
+    rows = _rows()
+    w = DatasetWriter(path, _meta(), flush_every=5)
+    for r in rows[:12]:
+        w.append(r)
+    # Simulate a crash: no close(); the journal holds rows 11 and 12, a torn line follows.
+    with open(w.journal, "a") as f:
+        f.write('{"config_key": "torn')
+    w._journal_f.close()
+    w2 = DatasetWriter(path, _meta())
+    assert w2.done_keys() == {r["config_key"] for r in rows[:12]}
+    assert w2.recovered == 2
+    w2.close()
+    assert not w2.journal.exists()
+    assert len(read_dataset(path)) == 12
+    assert len(read_dataset(path).attrs["jaxlat"][0]["runs"]) == 2
+    with pytest.raises(DatasetError, match="holds measurements of device 'dev-a'"):
+        DatasetWriter(path, _meta("dev-b"))

@@ -1,0 +1,119 @@
+"""Real profiling runs on this machine's CPU (small ones), through the worker subprocess."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+import profilers
+from profilers import TimerConfig, make_config, read_dataset, run_profile, sample_configs
+
+FAST = TimerConfig(warmup_s=0.005, min_run_time_s=0.01, min_repeats=5)
+
+
+def test_real_run_measures_every_module_type(tmp_path):
+    cfgs = [make_config(m, batch_size=1) for m in profilers.module_types()]
+    out = tmp_path / "cpu.parquet"
+    summary = run_profile(cfgs, out, timer=FAST, progress=False, run_info={"sampler": "test"})
+    assert summary.measured == len(cfgs) and summary.failed == 0
+    df = read_dataset(out)
+    assert set(df["module"]) == set(profilers.module_types())
+    assert (df["latency_ms_median"] > 0).all() and (df["n_repeats"] >= 5).all()
+    assert (df["latency_ms_p10"] <= df["latency_ms_median"]).all()
+    assert (df["latency_ms_median"] <= df["latency_ms_p90"]).all()
+    meta = df.attrs["jaxlat"][0]
+    assert meta["libraries"]["torch"].startswith("2.")
+    assert meta["fingerprint"]["cpu_logical_cores"] == os.cpu_count()
+    assert meta["runs"][0]["sampler"] == "test"
+    assert "measured" in summary.format()
+
+
+def test_failing_and_hanging_configs_become_failed_rows_and_the_run_goes_on(tmp_path, plugin_path):
+    import jaxlat_test_plugin  # noqa: F401  (registers test_scale)
+
+    cfgs = [
+        make_config("test_scale", size=64, behaviour="ok"),
+        make_config("test_scale", size=64, behaviour="raise"),
+        make_config("test_scale", size=64, behaviour="hang"),
+        make_config("test_scale", size=128, behaviour="ok"),
+    ]
+    out = tmp_path / "f.parquet"
+    summary = run_profile(cfgs, out, timer=FAST, timeout_s=8, progress=False, plugins=["jaxlat_test_plugin"])
+    assert (summary.measured, summary.failed) == (2, 2)
+    df = read_dataset(out, include_failed=True).set_index("config_key")
+    assert df.loc[cfgs[1].key, "status"] == "failed"
+    assert "deliberate failure from the test plugin" in df.loc[cfgs[1].key, "error"]
+    assert "timeout" in df.loc[cfgs[2].key, "error"]
+    assert df.loc[cfgs[3].key, "status"] == "ok"  # measured by a fresh worker after the kill
+    # A second run skips everything, a retry measures the failed ones again.
+    again = run_profile(cfgs, out, timer=FAST, timeout_s=8, progress=False, plugins=["jaxlat_test_plugin"])
+    assert again.skipped == 4 and again.measured == again.failed == 0
+
+
+def test_cpu_load_reaches_the_requested_utilization():
+    from profilers._load import CpuLoad
+
+    with CpuLoad(2) as load:
+        for target in (0.0, 0.5):
+            load.set(target)
+            time.sleep(0.05)
+            load.reset()
+            time.sleep(0.6)
+            assert target * 0.6 <= load.achieved() <= target + 0.1
+    with CpuLoad(1) as load, pytest.raises(ValueError, match=r"utilization=1.5 is not valid: expected a number in \[0, 1\]"):
+        load.set(1.5)
+
+
+def test_utilization_is_recorded_beside_the_request(tmp_path):
+    cfgs = profilers.expand([make_config("conv2d", cin=32, cout=32, h=28, w=28)], utilization=[0.0, 0.5])
+    out = tmp_path / "u.parquet"
+    run_profile(cfgs, out, timer=TimerConfig(min_run_time_s=0.3), progress=False, load_workers=2)
+    df = read_dataset(out).set_index("utilization")
+    assert df.loc[0.0, "utilization_achieved"] == 0.0
+    # CPU time the load really got: near 0.5 on an idle machine, less when others compete.
+    assert 0.25 <= df.loc[0.5, "utilization_achieved"] <= 0.6
+
+
+def test_sigkill_mid_run_then_resume_measures_every_config_exactly_once(tmp_path):
+    out = tmp_path / "r.parquet"
+    cmd = [
+        sys.executable, "-m", "profilers._cli", "torch", "--module", "add,activation", "--n", "12",
+        "--min-run-time", "0.01", "--min-repeats", "3", "--out", str(out), "--no-progress",
+    ]
+    journal = tmp_path / "r.parquet.journal.jsonl"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its worker, mid-run
+    proc.wait()
+    before = profilers._dataset._read_journal(journal)
+    assert 3 <= len(before) < 24, "the run must be killed mid-way for this test to mean anything"
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    df = read_dataset(out, include_failed=True)
+    assert len(df) == 24 and df["config_key"].is_unique and (df["status"] == "ok").all()
+    # What was measured before the kill is kept, not measured again.
+    kept = df.set_index("config_key").loc[[r["config_key"] for r in before], "measured_at"]
+    assert list(kept) == [r["measured_at"] for r in before]
+    assert not journal.exists()
+    assert len(df.attrs["jaxlat"][0]["runs"]) >= 1
+    assert isinstance(df, pd.DataFrame)
+
+
+def test_sampled_configs_run_through_the_cli_with_a_summary(tmp_path):
+    out = tmp_path / "c.parquet"
+    res = subprocess.run(
+        [sys.executable, "-m", "profilers._cli", "torch", "--module", "linear", "--n", "3", "--range", "tokens=1",
+         "--threads", "1,2", "--min-run-time", "0.01", "--out", str(out), "--no-progress"],
+        check=True, capture_output=True, text=True,
+    )
+    assert "6 measured, 0 failed" in res.stdout
+    df = read_dataset(out)
+    assert sorted(df["threads"].unique()) == [1, 2] and (df["tokens"] == 1).all()
+    assert len(sample_configs("linear", 3, method="lhs", seed=0, ranges={"tokens": 1})) == 3
