@@ -23,6 +23,8 @@ from ._catalogue import ModuleType as ModuleType
 from ._catalogue import Tie as Tie
 from ._catalogue import all_field_columns as all_field_columns
 from ._catalogue import config_from_row as config_from_row
+from ._catalogue import costs_of_columns as costs_of_columns
+from ._catalogue import dtype_bytes as dtype_bytes
 from ._catalogue import get_spec as get_spec
 from ._catalogue import make_config as make_config
 from ._catalogue import module_types as module_types

@@ -197,7 +197,9 @@ class Costs:
     """Analytic cost of one call of a module (the whole batch), from its config alone.
 
     FLOPs count a multiply-add as 2 (the convention of `torch.utils.flop_counter`); bias
-    additions inside conv/linear are not counted, as there.
+    additions inside conv/linear are not counted, as there. The cost functions are written with
+    plain arithmetic, so they also take columns (numpy or JAX arrays) and return arrays:
+    `costs_of_columns` computes them for many configs at once.
     """
 
     flops: float
@@ -208,15 +210,15 @@ class Costs:
     bytes_weight: float
 
     @property
-    def arith_intensity(self) -> float:
+    def arith_intensity(self) -> Any:
         """FLOPs per byte moved (inputs, outputs and weights once each)."""
-        moved = self.bytes_in + self.bytes_out + self.bytes_weight
-        return self.flops / moved if moved > 0 else 0.0
+        return self.flops / (self.bytes_in + self.bytes_out + self.bytes_weight)
 
-    def as_dict(self) -> dict[str, float]:
-        out = dataclasses.asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        """The costs and the intensity; plain floats for one config, arrays for columns."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["arith_intensity"] = self.arith_intensity
-        return out
+        return {k: float(v) if isinstance(v, numbers.Real) else v for k, v in out.items()}
 
 
 COST_COLUMNS = ("flops", "macs", "params", "bytes_in", "bytes_out", "bytes_weight", "arith_intensity")
@@ -412,6 +414,20 @@ def make_config(module: str, /, **values: Any) -> ModuleConfig:
     return ModuleConfig(spec.name, types.MappingProxyType(filled))
 
 
+def costs_of_columns(module: str, columns: Mapping[str, Any]) -> dict[str, Any]:
+    """Costs of many configs of one module type at once, from columns (arrays) of field values.
+
+    Missing common fields take their defaults. Values are not validated here.
+    """
+    import numpy as np
+
+    spec = get_spec(module)
+    v = {f.name: columns[f.name] if f.name in columns else f.default for f in spec.all_fields}
+    out = spec.costs(v).as_dict()
+    shape = np.broadcast_shapes(*(np.shape(x) for x in out.values()))
+    return {k: np.broadcast_to(x, shape) if np.shape(x) != shape else x for k, x in out.items()}
+
+
 def config_from_row(row: Mapping[str, Any]) -> ModuleConfig:
     """Rebuild a config from a flat row (dataset record); other columns are ignored."""
     spec = get_spec(row["module"])
@@ -432,8 +448,18 @@ def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _bytes(v: Mapping[str, Any]) -> int:
-    return DTYPE_BYTES[v["dtype"]]
+def dtype_bytes(dtype: Any) -> Any:
+    """Bytes per element of a dtype name, or of an array of dtype names (elementwise)."""
+    if isinstance(dtype, str):
+        return DTYPE_BYTES[dtype]
+    import numpy as np
+
+    d = np.asarray(dtype)
+    return np.select([d == name for name in DTYPE_BYTES], list(DTYPE_BYTES.values()), default=0)
+
+
+def _bytes(v: Mapping[str, Any]) -> Any:
+    return dtype_bytes(v["dtype"])
 
 
 def _conv_costs(v: Mapping[str, Any]) -> Costs:
@@ -441,15 +467,15 @@ def _conv_costs(v: Mapping[str, Any]) -> Costs:
     k, st = v["kernel"], v["stride"]
     ho, wo = _out_size(v["h"], k, st, k // 2), _out_size(v["w"], k, st, k // 2)
     out_numel = b * v["cout"] * ho * wo
-    macs = out_numel * (v["cin"] // v["groups"]) * k * k
-    params = v["cout"] * (v["cin"] // v["groups"]) * k * k + (v["cout"] if v["bias"] else 0)
+    macs = out_numel * (v["cin"] / v["groups"]) * k * k
+    params = v["cout"] * (v["cin"] / v["groups"]) * k * k + v["cout"] * v["bias"]
     return Costs(
         flops=2.0 * macs,
-        macs=float(macs),
-        params=float(params),
-        bytes_in=float(b * v["cin"] * v["h"] * v["w"] * s),
-        bytes_out=float(out_numel * s),
-        bytes_weight=float(params * s),
+        macs=macs,
+        params=params,
+        bytes_in=b * v["cin"] * v["h"] * v["w"] * s,
+        bytes_out=out_numel * s,
+        bytes_weight=params * s,
     )
 
 
@@ -468,21 +494,21 @@ def _conv_bn_act_costs(v: Mapping[str, Any]) -> Costs:
 def _linear_costs(v: Mapping[str, Any]) -> Costs:
     b, s, t = v["batch_size"], _bytes(v), v["tokens"]
     macs = b * t * v["in_features"] * v["out_features"]
-    params = v["in_features"] * v["out_features"] + (v["out_features"] if v["bias"] else 0)
+    params = v["in_features"] * v["out_features"] + v["out_features"] * v["bias"]
     return Costs(
         flops=2.0 * macs,
-        macs=float(macs),
-        params=float(params),
-        bytes_in=float(b * t * v["in_features"] * s),
-        bytes_out=float(b * t * v["out_features"] * s),
-        bytes_weight=float(params * s),
+        macs=macs,
+        params=params,
+        bytes_in=b * t * v["in_features"] * s,
+        bytes_out=b * t * v["out_features"] * s,
+        bytes_weight=params * s,
     )
 
 
 def _matmul_costs(v: Mapping[str, Any]) -> Costs:
     b, s, m, k, n = v["batch_size"], _bytes(v), v["m"], v["k"], v["n"]
     macs = b * m * k * n
-    return Costs(2.0 * macs, float(macs), 0.0, float(b * (m * k + k * n) * s), float(b * m * n * s), 0.0)
+    return Costs(2.0 * macs, macs, 0.0, b * (m * k + k * n) * s, b * m * n * s, 0.0)
 
 
 def _pool_padding(kernel: int) -> int:
@@ -493,23 +519,23 @@ def _pool_costs(v: Mapping[str, Any]) -> Costs:
     b, s, c, k, st = v["batch_size"], _bytes(v), v["channels"], v["kernel"], v["stride"]
     p = _pool_padding(k)
     out = b * c * _out_size(v["h"], k, st, p) * _out_size(v["w"], k, st, p)
-    return Costs(float(out * k * k), 0.0, 0.0, float(b * c * v["h"] * v["w"] * s), float(out * s), 0.0)
+    return Costs(out * k * k, 0.0, 0.0, b * c * v["h"] * v["w"] * s, out * s, 0.0)
 
 
 def _global_pool_costs(v: Mapping[str, Any]) -> Costs:
     b, s = v["batch_size"], _bytes(v)
     numel = b * v["channels"] * v["h"] * v["w"]
-    return Costs(float(numel), 0.0, 0.0, float(numel * s), float(b * v["channels"] * s), 0.0)
+    return Costs(numel, 0.0, 0.0, numel * s, b * v["channels"] * s, 0.0)
 
 
 def _elementwise(numel: int, s: int, *, flops_per: float, inputs: int = 1, params: int = 0) -> Costs:
     return Costs(
-        flops=float(flops_per * numel),
+        flops=flops_per * numel,
         macs=0.0,
-        params=float(params),
-        bytes_in=float(inputs * numel * s),
-        bytes_out=float(numel * s),
-        bytes_weight=float(params * s),
+        params=params,
+        bytes_in=inputs * numel * s,
+        bytes_out=numel * s,
+        bytes_weight=params * s,
     )
 
 
@@ -543,11 +569,11 @@ def _mhsa_costs(v: Mapping[str, Any]) -> Costs:
     params = 4 * d * d + 4 * d
     return Costs(
         flops=2.0 * macs,
-        macs=float(macs),
-        params=float(params),
-        bytes_in=float(b * t * d * s),
-        bytes_out=float(b * t * d * s),
-        bytes_weight=float(params * s),
+        macs=macs,
+        params=params,
+        bytes_in=b * t * d * s,
+        bytes_out=b * t * d * s,
+        bytes_weight=params * s,
     )
 
 

@@ -151,3 +151,15 @@ def test_every_builtin_module_builds_and_runs_with_the_catalogue_shapes():
         assert out.numel() * 4 == cfg.costs().bytes_out, m
         assert sum(x.numel() * 4 for x in inputs) == cfg.costs().bytes_in, m
     assert isinstance(_SelfAttention(8, 2), torch.nn.Module)
+
+
+def test_costs_of_columns_equal_per_config_costs():
+    import numpy as np
+
+    for m in profilers.module_types():
+        cfgs = profilers.sample_configs(m, 25, seed=5) + [make_config(m, dtype="bf16", batch_size=3)]
+        cols = {k: np.array([c[k] for c in cfgs]) for k in cfgs[0].values}
+        got = profilers.costs_of_columns(m, cols)
+        for name in profilers.COST_COLUMNS:
+            want = np.array([c.costs().as_dict()[name] for c in cfgs])
+            np.testing.assert_allclose(got[name], want, rtol=1e-12, err_msg=f"{m}.{name}")
