@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
+import threading
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -123,6 +125,7 @@ def _cmd_torch(args: argparse.Namespace) -> int:
         load_workers=args.load_workers,
         retry_failed=args.retry_failed,
         plugins=plugins,
+        rounds=args.rounds,
         progress=not args.no_progress,
         run_info={"sampler": args.sampler, "seed": args.seed, "command": shlex.join(["jaxlat-profile", *sys.argv[1:]])},
     )
@@ -186,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--min-run-time", type=float, default=TimerConfig().min_run_time_s, help="seconds of timing per config")
     t.add_argument("--min-repeats", type=int, default=TimerConfig().min_repeats, help="timed blocks per config, at least")
     t.add_argument("--load-workers", type=int, default=None, help="CPU load processes (default: one per CPU)")
+    t.add_argument("--rounds", type=int, default=1, help="measure each config in N rounds seconds apart, pooled (noisy machines)")
     t.add_argument("--retry-failed", action="store_true", help="measure configs that failed before again")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--plugin", action="append", help="Python module registering extra module types (importable)")
@@ -202,14 +206,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame):  # SIGTERM ends a run like Ctrl-C: flush, summary, exit 130
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except ValueError as e:  # bad input: one clear line, no traceback
         print(f"jaxlat-profile: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

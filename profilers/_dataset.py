@@ -315,10 +315,17 @@ class DatasetWriter:
                 self._rows[r["config_key"]] = {k: _plain(v) for k, v in r.items()}
         self._meta["runs"] = runs
         self.recovered = 0
+        self._partials: dict[str, dict[int, dict[str, Any]]] = {}
         if self.journal.exists():
-            for row in _read_journal(self.journal):
-                self._rows[row["config_key"]] = row
-                self.recovered += 1
+            for rec in _read_journal(self.journal):
+                if "partial_round" in rec:
+                    self._partials.setdefault(rec["config_key"], {})[int(rec["partial_round"])] = rec
+                else:
+                    self._rows[rec["config_key"]] = rec
+                    self.recovered += 1
+        for key in list(self._partials):
+            if key in self._rows:
+                del self._partials[key]
         self._journal_f = open(self.journal, "a", encoding="utf-8")
         self._pending = 0
         self._last_flush = time.monotonic()
@@ -329,13 +336,28 @@ class DatasetWriter:
     def rows(self) -> list[dict[str, Any]]:
         return list(self._rows.values())
 
+    def partials(self, key: str) -> dict[int, dict[str, Any]]:
+        """Rounds already measured for a config that is not complete yet (round -> record)."""
+        return {r: {k: v for k, v in rec.items() if k not in ("config_key", "partial_round")}
+                for r, rec in self._partials.get(key, {}).items()}
+
+    def _journal_line(self, obj: Mapping[str, Any]) -> None:
+        self._journal_f.write(json.dumps(obj) + "\n")
+        self._journal_f.flush()
+        os.fsync(self._journal_f.fileno())
+
+    def append_partial(self, key: str, round_index: int, record: Mapping[str, Any]) -> None:
+        """Record one measured round of a config durably (multi-round runs)."""
+        rec = {"config_key": key, "partial_round": int(round_index), **record}
+        self._journal_line(rec)
+        self._partials.setdefault(key, {})[int(round_index)] = rec
+
     def append(self, row: Mapping[str, Any]) -> None:
         """Record one row durably (journal + fsync); rewrite the Parquet file now and then."""
         row = dict(row)
-        self._journal_f.write(json.dumps(row) + "\n")
-        self._journal_f.flush()
-        os.fsync(self._journal_f.fileno())
+        self._journal_line(row)
         self._rows[row["config_key"]] = row
+        self._partials.pop(row["config_key"], None)
         self._pending += 1
         if self._pending >= self.flush_every or time.monotonic() - self._last_flush > self.flush_s:
             self.flush()
@@ -347,6 +369,9 @@ class DatasetWriter:
         # in the journal, and duplicates collapse by config_key on the next open.
         self._journal_f.truncate(0)
         self._journal_f.seek(0)
+        for recs in self._partials.values():  # rounds of configs still in progress stay journaled
+            for rec in recs.values():
+                self._journal_line(rec)
         self._pending = 0
         self._last_flush = time.monotonic()
 

@@ -167,6 +167,28 @@ def _per_module(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]
     return out
 
 
+def _round_timer(timer: TimerConfig, rounds: int) -> TimerConfig:
+    """Each round's share of the timing budget."""
+    return dataclasses.replace(
+        timer,
+        min_run_time_s=timer.min_run_time_s / rounds,
+        max_run_time_s=timer.max_run_time_s / rounds,
+        min_repeats=max(1, -(-timer.min_repeats // rounds)),
+        max_repeats=max(1, -(-timer.max_repeats // rounds)),
+    )
+
+
+def _chunks(configs: Sequence[ModuleConfig], size: int) -> list[list[ModuleConfig]]:
+    """Consecutive chunks of at most `size`, never mixing utilization levels."""
+    out: list[list[ModuleConfig]] = []
+    for cfg in configs:
+        if out and len(out[-1]) < size and out[-1][0]["utilization"] == cfg["utilization"]:
+            out[-1].append(cfg)
+        else:
+            out.append([cfg])
+    return out
+
+
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -188,6 +210,8 @@ def run_profile(
     plugins: Sequence[str] = (),
     worker_args: Sequence[str] = (),
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    rounds: int = 1,
+    chunk_size: int = 8,
 ) -> RunSummary:
     """Measure every config and write the dataset `out`, skipping configs already there.
 
@@ -206,10 +230,17 @@ def run_profile(
         builders (the runner's own process must have imported them too).
       worker_args: extra arguments for the worker process (backend options).
       on_row: called with each new row (for callers that stream results).
+      rounds: measure each config this many times, seconds apart, and pool the samples
+        (each round gets `1/rounds` of the timing budget). On a shared machine, a passing
+        disturbance then moves one round, and the pooled median barely.
+      chunk_size: configs measured round-robin together when `rounds > 1`; each finished
+        round is journaled, so an interruption loses at most one round of one config.
 
     Returns:
       A `RunSummary`; the rows are in `out`.
     """
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} is not valid: expected an int >= 1")
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not valid: expected one of {', '.join(BACKENDS)}")
     if device != "cpu" and not device.startswith("cuda"):
@@ -253,53 +284,75 @@ def run_profile(
             load = CpuLoad(load_workers).__enter__()
         bar = _progress(len(todo), progress)
         level = None
-        task_timer = dataclasses.asdict(timer)
-        for cfg in todo:
-            u = cfg["utilization"]
+        round_timer = dataclasses.asdict(_round_timer(timer, rounds))
+
+        def measure_once(cfg: ModuleConfig) -> tuple[dict[str, Any] | None, str | None]:
+            nonlocal worker
+            try:
+                if worker is None:
+                    worker = _Worker(backend, device, worker_args)
+                reply = worker.request({"config": cfg.as_dict(), "timer": round_timer}, timeout_s)
+                return (reply, None) if reply.get("ok") else (None, reply.get("error", "unknown error"))
+            except TimeoutError:
+                error = f"timeout: no result within {timeout_s:g} s"
+            except WorkerError as e:
+                error = str(e)
+            if worker is not None:
+                worker.kill()
+            worker = None
+            return None, error
+
+        for chunk in _chunks(todo, chunk_size if rounds > 1 else 1):
+            u = chunk[0]["utilization"]
             if load is not None and u != level:
                 load.set(u)
                 time.sleep(3 * load.period_s)  # let the workers reach the new duty cycle
                 level = u
-            if load is not None:
-                load.reset()
-            error = reply = None
-            try:
-                if worker is None:
-                    worker = _Worker(backend, device, worker_args)
-                reply = worker.request({"config": cfg.as_dict(), "timer": task_timer}, timeout_s)
-                if not reply.get("ok"):
-                    error = reply.get("error", "unknown error")
-            except TimeoutError:
-                error = f"timeout: no result within {timeout_s:g} s"
-                worker.kill()
-                worker = None
-            except WorkerError as e:
-                error = str(e)
-                if worker is not None:
-                    worker.kill()
-                worker = None
-            achieved = load.achieved() if load is not None else (reply or {}).get("utilization_achieved")
-            if achieved is None and device == "cpu":
-                achieved = 0.0
-            row = measurement_row(
-                cfg,
-                samples_ms=None if error else reply["samples_ms"],
-                number_per_run=None if error else reply["number_per_run"],
-                backend=backend,
-                device=device,
-                device_id=dev_id,
-                utilization_achieved=achieved,
-                error=error,
-            )
-            writer.append(row)
-            if on_row is not None:
-                on_row(row)
-            if error:
-                failed += 1
-            else:
-                measured += 1
-            bar.update(1)
-            bar.set_postfix(module=cfg.module, failed=failed, refresh=False)
+            pooled = {c.key: writer.partials(c.key) for c in chunk}
+            errors: dict[str, str] = {}
+            # Round-robin over the chunk: each config's rounds lie seconds apart, so a passing
+            # disturbance (another process, a frequency change) touches one round, not all.
+            for r in range(rounds):
+                for cfg in chunk:
+                    if cfg.key in errors or r in pooled[cfg.key]:
+                        continue
+                    if load is not None:
+                        load.reset()
+                    reply, error = measure_once(cfg)
+                    achieved = load.achieved() if load is not None else (reply or {}).get("utilization_achieved")
+                    if achieved is None and device == "cpu":
+                        achieved = 0.0
+                    if error is not None:
+                        errors[cfg.key] = error
+                        continue
+                    rec = {"samples_ms": reply["samples_ms"], "number_per_run": reply["number_per_run"],
+                           "utilization_achieved": achieved}
+                    pooled[cfg.key][r] = rec
+                    if rounds > 1:
+                        writer.append_partial(cfg.key, r, rec)
+            for cfg in chunk:
+                recs = list(pooled[cfg.key].values())
+                error = errors.get(cfg.key)
+                ach = [x["utilization_achieved"] for x in recs if x["utilization_achieved"] is not None]
+                row = measurement_row(
+                    cfg,
+                    samples_ms=None if error else [v for x in recs for v in x["samples_ms"]],
+                    number_per_run=None if error else recs[0]["number_per_run"],
+                    backend=backend,
+                    device=device,
+                    device_id=dev_id,
+                    utilization_achieved=sum(ach) / len(ach) if ach else (0.0 if device == "cpu" else None),
+                    error=error,
+                )
+                writer.append(row)
+                if on_row is not None:
+                    on_row(row)
+                if error:
+                    failed += 1
+                else:
+                    measured += 1
+                bar.update(1)
+                bar.set_postfix(module=cfg.module, failed=failed, refresh=False)
     except KeyboardInterrupt:
         interrupted = True
     finally:

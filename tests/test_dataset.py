@@ -138,3 +138,19 @@ def test_writer_recovers_rows_from_the_journal_and_refuses_other_devices(tmp_pat
     assert len(read_dataset(path).attrs["jaxlat"][0]["runs"]) == 2
     with pytest.raises(DatasetError, match="holds measurements of device 'dev-a'"):
         DatasetWriter(path, _meta("dev-b"))
+
+
+def test_partial_rounds_survive_a_crash_and_a_flush(tmp_path):
+    path = tmp_path / "p.parquet"
+    rows = _rows()
+    w = DatasetWriter(path, _meta(), flush_every=2)
+    w.append_partial("k1", 0, {"samples_ms": [1.0], "number_per_run": 1, "utilization_achieved": 0.0})
+    w.append(rows[0])
+    w.append(rows[1])  # triggers a flush: the partial must stay journaled
+    w.append_partial("k1", 1, {"samples_ms": [2.0], "number_per_run": 1, "utilization_achieved": 0.0})
+    w._journal_f.close()  # crash
+    w2 = DatasetWriter(path, _meta())
+    assert sorted(w2.partials("k1")) == [0, 1]
+    assert w2.partials("k1")[1]["samples_ms"] == [2.0]
+    assert w2.done_keys() == {rows[0]["config_key"], rows[1]["config_key"]}
+    w2.close()

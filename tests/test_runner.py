@@ -117,3 +117,16 @@ def test_sampled_configs_run_through_the_cli_with_a_summary(tmp_path):
     df = read_dataset(out)
     assert sorted(df["threads"].unique()) == [1, 2] and (df["tokens"] == 1).all()
     assert len(sample_configs("linear", 3, method="lhs", seed=0, ranges={"tokens": 1})) == 3
+
+
+def test_rounds_pool_samples_measured_seconds_apart(tmp_path):
+    cfgs = [make_config("add", channels=c) for c in (8, 16, 32)]
+    out = tmp_path / "rounds.parquet"
+    timer = TimerConfig(warmup_s=0.005, min_run_time_s=0.03, min_repeats=6)
+    s = run_profile(cfgs, out, timer=timer, progress=False, rounds=3, chunk_size=2)
+    assert s.measured == 3
+    df = read_dataset(out)
+    assert (df["n_repeats"] >= 6).all()  # 3 rounds of at least 2 blocks each
+    assert not (tmp_path / "rounds.parquet.journal.jsonl").exists()
+    with pytest.raises(ValueError, match="rounds=0 is not valid"):
+        run_profile(cfgs, out, rounds=0)

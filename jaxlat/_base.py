@@ -1,0 +1,104 @@
+"""The regressor protocol: a named pair of pure functions, built by a factory.
+
+`fit(key, x, y, *, names, x_val, y_val) -> params` learns from encoded features `x [n, f]` and
+targets `y [n]` (natural log of the median latency in ms); `predict(params, x [f]) -> [2]`
+returns `(mu, log_sigma)` of log latency for ONE config. Batch with `jax.vmap`, compile with
+`jax.jit`, differentiate with `jax.grad`: never a second code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+Params = Any  # a PyTree of arrays (nested dicts), saved with jaxlat._io
+LogLatency = Float[Array, ""]
+
+
+class FitFn(Protocol):
+    """Learns a regressor's parameters.
+
+    Args:
+      key: PRNG key (initialization, shuffling).
+      x: encoded features `[n, n_features]`, not standardized.
+      y: natural log of the median latency in ms, `[n]`.
+      names: the feature names (some regressors use named features, e.g. roofline).
+      x_val, y_val: a validation split (early stopping, regularization, interval width), or None.
+
+    Returns:
+      params: a PyTree of arrays.
+    """
+
+    def __call__(self, key: jax.Array, x: np.ndarray, y: np.ndarray, *, names: tuple[str, ...],
+                 x_val: np.ndarray | None = None, y_val: np.ndarray | None = None) -> Params: ...
+
+
+class PredictFn(Protocol):
+    """Predicts one config.
+
+    Args:
+      params: from `fit`.
+      x: encoded features of one config, `[n_features]`.
+
+    Returns:
+      `[2]`: mean and log standard deviation of the log latency (ms).
+    """
+
+    def __call__(self, params: Params, x: Float[Array, " n_features"]) -> Float[Array, "2"]: ...
+
+
+class Regressor(NamedTuple):
+    """A regressor: its name, pure `fit` and `predict`, and what it supports.
+
+    Attributes:
+      name: registry name, e.g. `"mlp"`.
+      fit: see `FitFn`.
+      predict: see `PredictFn`; pure JAX when `jittable`; otherwise host code that also takes
+        a batch `[n, n_features]`.
+      differentiable: `jax.grad` of `predict` with respect to `x` is meaningful.
+      jittable: `predict` traces under `jax.jit` / `jax.vmap` (False for tree ensembles).
+      config: the factory's arguments, enough to rebuild the regressor for loading.
+    """
+
+    name: str
+    fit: FitFn
+    predict: PredictFn
+    differentiable: bool = True
+    jittable: bool = True
+    config: Mapping[str, Any] = {}
+
+
+def standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each feature column; constant columns get scale 1."""
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    return mean.astype(np.float32), np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+
+
+def residual_log_sigma(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Log of the RMS residual: the homoscedastic interval width of point regressors."""
+    rms = float(np.sqrt(np.mean((np.asarray(y_true) - np.asarray(y_pred)) ** 2)))
+    return np.asarray(np.log(max(rms, 1e-4)), np.float32)
+
+
+def predict_batch(regressor: Regressor, params: Params, x: np.ndarray) -> np.ndarray:
+    """`[n, 2]` predictions for `[n, f]` features: vmap+jit, or the numpy path for trees."""
+    if regressor.jittable:
+        return np.asarray(_jit_vmap(regressor.predict)(params, jnp.asarray(x, jnp.float32)))
+    # Tree ensembles predict on host, on the whole [n, f] batch at once.
+    return np.asarray(regressor.predict(params, np.asarray(x, np.float32)))
+
+
+_JIT_CACHE: dict[Any, Any] = {}
+
+
+def _jit_vmap(predict: PredictFn):
+    fn = _JIT_CACHE.get(predict)
+    if fn is None:
+        fn = _JIT_CACHE[predict] = jax.jit(jax.vmap(predict, in_axes=(None, 0)))
+    return fn

@@ -1,0 +1,14 @@
+"""Regressors: per-type baselines (ridge, polynomial ridge, MLP, roofline), MEDN over all
+types, and reference tree ensembles (scikit-learn RandomForest, XGBoost)."""
+
+from ._linear import poly_ridge_regressor as poly_ridge_regressor
+from ._linear import ridge_regressor as ridge_regressor
+from ._medn import MEDN as MEDN
+from ._medn import MEDNConfig as MEDNConfig
+from ._medn import MultiTaskRegressor as MultiTaskRegressor
+from ._medn import medn_regressor as medn_regressor
+from ._medn import medn_task_view as medn_task_view
+from ._mlp import mlp_regressor as mlp_regressor
+from ._reference import random_forest_regressor as random_forest_regressor
+from ._reference import xgboost_regressor as xgboost_regressor
+from ._roofline import roofline_regressor as roofline_regressor

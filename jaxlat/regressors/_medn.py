@@ -1,0 +1,206 @@
+"""MEDN: a Multi-task Encoder-Decoder Network that serves every module type at once.
+
+A shared encoder reads a learned module-type embedding next to the type's standardized
+features (zero-padded to a common width) and maps them to a latent code; one small decoder
+head per task (module type) maps the code to the mean and log standard deviation of the log
+latency. Trained with AdamW (warm-up, cosine decay, early stopping on validation): the mean by
+squared error, the spread by Gaussian negative log-likelihood with the mean held fixed, so
+the interval never pulls on the point estimate.
+
+The network is an `nnx.Module`; prediction crosses into pure JAX with `nnx.merge` of a cached
+graph definition and the saved parameter dict, so `predict` jit-compiles, vmaps and
+differentiates like every other regressor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .._base import Regressor, standardizer
+from .._train import TrainConfig, fit_with_adamw
+
+
+@dataclasses.dataclass(frozen=True)
+class MEDNConfig:
+    """Architecture of MEDN.
+
+    Attributes:
+      n_tasks: module types served (set from the data).
+      n_features: common, padded feature width (set from the data).
+      embed_dim: size of the learned module-type embedding.
+      encoder: hidden widths of the shared encoder.
+      latent: size of the latent code.
+      decoder: hidden widths of each task's decoder head.
+    """
+
+    n_tasks: int
+    n_features: int
+    embed_dim: int = 16
+    encoder: tuple[int, ...] = (256, 256)
+    latent: int = 128
+    decoder: tuple[int, ...] = (64,)
+
+
+class MEDN(nnx.Module):
+    """The network: `(features [n_features], task) -> (mu, log_sigma)`, standardized units."""
+
+    def __init__(self, config: MEDNConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embed = nnx.Embed(config.n_tasks, config.embed_dim, rngs=rngs)
+        sizes = (config.n_features + config.embed_dim, *config.encoder, config.latent)
+        self.encoder = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        # Decoder heads stacked over tasks: every head runs, the row's task is selected.
+        dsizes = (config.latent, *config.decoder, 2)
+        key = rngs.params()
+        self.decoder_w = nnx.List()
+        self.decoder_b = nnx.List()
+        for k, (a, b) in zip(jax.random.split(key, len(dsizes) - 1), zip(dsizes[:-1], dsizes[1:])):
+            w = jax.random.normal(k, (config.n_tasks, a, b)) * jnp.sqrt(2.0 / a)
+            self.decoder_w.append(nnx.Param(w))
+            self.decoder_b.append(nnx.Param(jnp.zeros((config.n_tasks, b))))
+
+    def __call__(self, x: jax.Array, task: jax.Array) -> jax.Array:
+        h = jnp.concatenate([self.embed(task), x], axis=-1)
+        for layer in self.encoder[:-1]:
+            h = jax.nn.silu(layer(h))
+        h = self.encoder[-1](h)  # the latent code
+        heads = jnp.broadcast_to(h, (self.config.n_tasks, h.shape[-1]))
+        n = len(self.decoder_w)
+        for i, (w, b) in enumerate(zip(self.decoder_w, self.decoder_b)):
+            heads = jnp.einsum("ta,tab->tb", heads, w[...]) + b[...]
+            if i < n - 1:
+                heads = jax.nn.silu(heads)
+        return heads[task]
+
+
+@functools.cache
+def _graphdef(config: MEDNConfig):
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: MEDN(config, rngs=nnx.Rngs(0))))
+    return graphdef
+
+
+class MultiTaskRegressor(NamedTuple):
+    """A regressor over all module types at once (MEDN).
+
+    Attributes:
+      name: registry name.
+      fit: `(key, train, *, val) -> params`, with `train` and `val` mapping each module type to
+        `(x [n, f_type], y [n])`.
+      predict: `(params, x [f_type], task) -> [2]` for one config of task index `task` (the
+        module type's position in `params["tasks"]`, a static list).
+      config: settings for rebuilding.
+    """
+
+    name: str
+    fit: Any
+    predict: Any
+    config: Mapping[str, Any]
+
+
+def medn_regressor(
+    *,
+    embed_dim: int = 16,
+    encoder: tuple[int, ...] = (256, 256),
+    latent: int = 128,
+    decoder: tuple[int, ...] = (64,),
+    nll_weight: float = 0.1,
+    train: TrainConfig = TrainConfig(epochs=400, batch_size=512, learning_rate=2e-3, patience=60),
+) -> MultiTaskRegressor:
+    """Builds MEDN (see the module docstring)."""
+    settings = dict(embed_dim=embed_dim, encoder=tuple(encoder), latent=latent, decoder=tuple(decoder))
+
+    def _config(params) -> MEDNConfig:
+        n_tasks, n_features = params["x_mean"].shape  # static under jit
+        return MEDNConfig(int(n_tasks), int(n_features), **settings)
+
+    def _std_out(params, z, task):
+        model = nnx.merge(_graphdef(_config(params)), params["model"])
+        return model(z, task)
+
+    def predict(params, x, task):
+        f = params["x_mean"].shape[1]
+        xp = jnp.zeros(f, jnp.float32).at[: x.shape[-1]].set(x)
+        z = (xp - params["x_mean"][task]) / params["x_scale"][task]
+        out = _std_out(params, z, task)
+        mu = out[0] * params["y_scale"][task] + params["y_mean"][task]
+        return jnp.stack([mu, out[1] + jnp.log(params["y_scale"][task])])
+
+    def _stack(data: Mapping[str, tuple[np.ndarray, np.ndarray]], tasks: list[str], f: int, stats):
+        xs, ts, ys = [], [], []
+        for t, name in enumerate(tasks):
+            if name not in data:
+                continue
+            x, y = data[name]
+            xp = np.zeros((len(x), f), np.float32)
+            xp[:, : x.shape[1]] = x
+            xs.append((xp - stats["x_mean"][t]) / stats["x_scale"][t])
+            ys.append((np.asarray(y, np.float32) - stats["y_mean"][t]) / stats["y_scale"][t])
+            ts.append(np.full(len(x), t, np.int32))
+        return np.concatenate(xs), np.concatenate(ts), np.concatenate(ys)
+
+    def fit(key, train_data, *, val=None):
+        tasks = sorted(train_data)
+        f = max(x.shape[1] for x, _ in train_data.values())
+        stats = {k: np.zeros((len(tasks), f), np.float32) for k in ("x_mean",)}
+        stats["x_scale"] = np.ones((len(tasks), f), np.float32)
+        stats["y_mean"] = np.zeros(len(tasks), np.float32)
+        stats["y_scale"] = np.ones(len(tasks), np.float32)
+        for t, name in enumerate(tasks):
+            x, y = train_data[name]
+            m, s = standardizer(np.asarray(x, np.float64))
+            stats["x_mean"][t, : x.shape[1]], stats["x_scale"][t, : x.shape[1]] = m, s
+            stats["y_mean"][t], stats["y_scale"][t] = np.mean(y), max(np.std(y), 1e-6)
+        init_key, train_key = jax.random.split(key)
+        config = MEDNConfig(len(tasks), f, **settings)
+        model = MEDN(config, rngs=nnx.Rngs(params=init_key))
+        _, state = nnx.split(model)
+        graphdef = _graphdef(config)
+        trainable = nnx.to_pure_dict(state)
+
+        def loss(p, batch):
+            xb, tb, yb = batch
+            out = jax.vmap(lambda z, t: nnx.merge(graphdef, p)(z, t))(xb, tb)
+            mu, log_sigma = out[:, 0], out[:, 1]
+            mse = jnp.mean((mu - yb) ** 2)
+            r2 = jax.lax.stop_gradient((mu - yb) ** 2)
+            nll = jnp.mean(0.5 * r2 * jnp.exp(-2 * log_sigma) + log_sigma)
+            return mse + nll_weight * nll
+
+        train_arrays = _stack(train_data, tasks, f, stats)
+        val_arrays = _stack(val, tasks, f, stats) if val else None
+        trainable = fit_with_adamw(loss, trainable, train_arrays, key=train_key, config=train, val=val_arrays)
+        params = {k: np.asarray(v) for k, v in stats.items()}
+        params["model"] = jax.tree.map(np.asarray, trainable)
+        params["tasks"] = tasks  # static metadata, stored in the artifact's JSON
+        return params
+
+    return MultiTaskRegressor("medn", fit, predict, config=settings)
+
+
+def medn_task_view(medn: MultiTaskRegressor, params: Mapping[str, Any], module: str) -> tuple[Regressor, Any]:
+    """One module type's slice of a fitted MEDN, as a per-type `Regressor` and its params.
+
+    The view's `predict` calls MEDN's own `predict` (one code path); `fit` is not available
+    on a view (MEDN is fitted over all types together).
+    """
+    tasks = list(params["tasks"])
+    if module not in tasks:
+        raise ValueError(f"module={module!r} is not a task of this MEDN; tasks: {', '.join(tasks)}")
+    task = tasks.index(module)
+    arrays = {k: v for k, v in params.items() if k != "tasks"}
+
+    def predict(p, x):
+        return medn.predict(p, x, task)
+
+    def fit(*args, **kwargs):
+        raise TypeError("a MEDN task view is not fitted on its own; fit the MEDN over all module types")
+
+    return Regressor(f"medn[{module}]", fit, predict, config={**medn.config, "task": module}), arrays

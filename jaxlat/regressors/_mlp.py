@@ -1,0 +1,81 @@
+"""Multi-layer perceptron on standardized features, trained with AdamW (jaxlat._train)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._base import Regressor, residual_log_sigma, standardizer
+from .._train import TrainConfig, fit_with_adamw
+
+_ACTIVATIONS = {"relu": jax.nn.relu, "silu": jax.nn.silu, "gelu": jax.nn.gelu}
+
+
+def init_mlp(key: jax.Array, sizes: tuple[int, ...]) -> list[dict[str, jax.Array]]:
+    """He-initialized dense layers `sizes[0] -> ... -> sizes[-1]`."""
+    layers = []
+    for k, (a, b) in zip(jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])):
+        layers.append({"w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), "b": jnp.zeros(b)})
+    return layers
+
+
+def apply_mlp(layers, z, activation=jax.nn.relu):
+    for layer in layers[:-1]:
+        z = activation(z @ layer["w"] + layer["b"])
+    return z @ layers[-1]["w"] + layers[-1]["b"]
+
+
+def mlp_regressor(
+    hidden: tuple[int, ...] = (256, 256, 256),
+    *,
+    activation: str = "relu",
+    train: TrainConfig = TrainConfig(),
+) -> Regressor:
+    """MLP from standardized features to standardized log latency (MSE).
+
+    Args:
+      hidden: widths of the hidden layers.
+      activation: `relu`, `silu` or `gelu`.
+      train: optimization settings (AdamW, warm-up + cosine, early stopping on validation).
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} is not valid: expected one of {', '.join(_ACTIVATIONS)}")
+    act = _ACTIVATIONS[activation]
+
+    def mu_std(params, x):
+        z = (x - params["x_mean"]) / params["x_scale"]
+        return apply_mlp(params["layers"], z, act)[0]
+
+    def predict(params, x):
+        mu = mu_std(params, x) * params["y_scale"] + params["y_mean"]
+        return jnp.stack([mu, params["log_sigma"]])
+
+    def fit(key, x, y, *, names, x_val=None, y_val=None):
+        del names
+        mean, scale = standardizer(np.asarray(x, np.float64))
+        y_mean, y_scale = np.float32(np.mean(y)), np.float32(max(np.std(y), 1e-6))
+        init_key, train_key = jax.random.split(key)
+        params = {
+            "x_mean": jnp.asarray(mean),
+            "x_scale": jnp.asarray(scale),
+            "y_mean": jnp.asarray(y_mean),
+            "y_scale": jnp.asarray(y_scale),
+            "layers": init_mlp(init_key, (x.shape[1], *hidden, 1)),
+            "log_sigma": jnp.asarray(0.0),
+        }
+
+        def loss(p, batch):
+            xb, yb = batch
+            pred = jax.vmap(lambda r: mu_std(p, r))(xb)
+            return jnp.mean((pred - (yb - y_mean) / y_scale) ** 2)
+
+        val = None if x_val is None else (np.asarray(x_val, np.float32), np.asarray(y_val, np.float32))
+        params = fit_with_adamw(loss, params, (np.asarray(x, np.float32), np.asarray(y, np.float32)),
+                                key=train_key, config=train, val=val)
+        xs, ys = (x_val, y_val) if x_val is not None else (x, y)
+        pred = np.asarray(jax.vmap(lambda r: predict(params, r)[0])(jnp.asarray(xs, jnp.float32)))
+        params["log_sigma"] = jnp.asarray(residual_log_sigma(ys, pred))
+        return jax.tree.map(np.asarray, params)
+
+    return Regressor("mlp", fit, predict, config={"hidden": list(hidden), "activation": activation})
