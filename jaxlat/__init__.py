@@ -5,6 +5,27 @@ Imports JAX, never torch. Reads the datasets that `profilers` writes.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._base import FitFn as FitFn
+from ._base import PredictFn as PredictFn
+from ._base import Regressor as Regressor
+from ._base import predict_batch as predict_batch
+from ._data import split_by_config as split_by_config
+from ._data import type_arrays as type_arrays
+from ._features import FEATURE_SCHEMA_VERSION as FEATURE_SCHEMA_VERSION
+from ._features import FeatureSchema as FeatureSchema
+from ._features import encode_columns as encode_columns
+from ._features import encode_frame as encode_frame
+from ._features import feature_schema as feature_schema
+from ._io import ArtifactError as ArtifactError
+from ._mass import predict_chunks as predict_chunks
+from ._mass import predict_latency_ms as predict_latency_ms
+from ._mass import single_query as single_query
+from ._metrics import evaluate as evaluate
+from ._metrics import evaluate_table as evaluate_table
+from ._predictor import LatencyPredictor as LatencyPredictor
+from ._predictor import train_predictor as train_predictor
+from ._train import TrainConfig as TrainConfig
+
 try:
     __version__ = version("jaxlat")
 except PackageNotFoundError:  # running from a source tree that is not installed

@@ -105,7 +105,10 @@ def encode_columns(module: str, columns: Mapping[str, Any], *, xp: Any = np) -> 
     cols += [xp.log(v["batch_size"]), xp.log(v["threads"]), v["utilization"]]
     cols += [xp.asarray(np.asarray(v["dtype"] == d, dtype=np.float32)) for d in DTYPES]
     cols += [xp.log1p(xp.asarray(costs[c])) for c in _COST_FEATURES]
-    n = max([int(np.size(c)) for c in cols])
+    sizes = {int(np.size(c)) for c in cols if np.ndim(c) > 0}
+    if len(sizes) > 1:
+        raise ValueError(f"encode_columns({module}): columns have different lengths {sorted(sizes)}")
+    n = sizes.pop() if sizes else 1
     cols = [xp.broadcast_to(xp.reshape(xp.asarray(c, dtype=xp.float32), (-1,)), (n,)) for c in cols]
     return xp.stack(cols, axis=-1)
 

@@ -32,8 +32,11 @@ def _expand(z, index):
 def _solve(a: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
     mean_a, mean_y = a.mean(axis=0), y.mean()
     ac = a - mean_a
-    gram = ac.T @ ac + alpha * len(a) * np.eye(a.shape[1])
-    w = np.linalg.solve(gram, ac.T @ (y - mean_y))
+    n, p = ac.shape
+    if p > n:  # more terms than rows: the dual (kernel) form is the well-conditioned one
+        w = ac.T @ np.linalg.solve(ac @ ac.T + alpha * n * np.eye(n), y - mean_y)
+    else:
+        w = np.linalg.solve(ac.T @ ac + alpha * n * np.eye(p), ac.T @ (y - mean_y))
     return w, float(mean_y - mean_a @ w)
 
 

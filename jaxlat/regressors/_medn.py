@@ -67,13 +67,22 @@ class MEDN(nnx.Module):
             self.decoder_w.append(nnx.Param(w))
             self.decoder_b.append(nnx.Param(jnp.zeros((config.n_tasks, b))))
 
-    def __call__(self, x: jax.Array, task: jax.Array) -> jax.Array:
-        h = jnp.concatenate([self.embed(task), x], axis=-1)
+    def __call__(self, x: jax.Array, task: jax.Array | int) -> jax.Array:
+        static_task = isinstance(task, int)
+        h = jnp.concatenate([self.embed(jnp.asarray(task, jnp.int32)), x], axis=-1)
         for layer in self.encoder[:-1]:
             h = jax.nn.silu(layer(h))
         h = self.encoder[-1](h)  # the latent code
-        heads = jnp.broadcast_to(h, (self.config.n_tasks, h.shape[-1]))
         n = len(self.decoder_w)
+        if static_task:
+            # One module type per call (mass prediction, NAS): only its own head runs.
+            for i, (w, b) in enumerate(zip(self.decoder_w, self.decoder_b)):
+                h = h @ w[...][task] + b[...][task]
+                if i < n - 1:
+                    h = jax.nn.silu(h)
+            return h
+        # Rows of mixed types (training batches): every head runs, the row's own is selected.
+        heads = jnp.broadcast_to(h, (self.config.n_tasks, h.shape[-1]))
         for i, (w, b) in enumerate(zip(self.decoder_w, self.decoder_b)):
             heads = jnp.einsum("ta,tab->tb", heads, w[...]) + b[...]
             if i < n - 1:

@@ -10,6 +10,7 @@ Install with the `reference` extra.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from .._base import Regressor, residual_log_sigma
@@ -28,7 +29,7 @@ def _wrap(name: str, make, config) -> Regressor:
 
     def fit(key, x, y, *, names, x_val=None, y_val=None):
         del names
-        seed = int(np.asarray(key).ravel()[-1]) % (2**31 - 1) if key is not None else 0
+        seed = 0 if key is None else int(np.asarray(jax.random.key_data(key)).ravel()[-1]) % (2**31 - 1)
         model = make(seed)
         model.fit(np.asarray(x, np.float32), np.asarray(y, np.float32))
         params = {"model": model, "log_sigma": np.float32(0.0)}
@@ -51,5 +52,5 @@ def xgboost_regressor(*, n_jobs: int | None = None, **overrides) -> Regressor:
     """XGBoost regressor (hist trees); defaults suit tens of thousands of rows."""
     import xgboost
 
-    settings = dict(n_estimators=1000, max_depth=8, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8, **overrides)
+    settings = {**dict(n_estimators=1000, max_depth=8, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8), **overrides}
     return _wrap("xgboost", lambda seed: xgboost.XGBRegressor(random_state=seed, n_jobs=n_jobs, tree_method="hist", **settings), settings)

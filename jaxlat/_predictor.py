@@ -1,0 +1,284 @@
+"""`LatencyPredictor`: one regressor per module type (or one MEDN for all), their parameters,
+feature schemas and device metadata, saved as a directory of JSON and `.npz` files.
+
+    predictor = train_predictor(read_dataset("data/cpu.parquet"), regressor="medn")
+    predictor.predict(configs)            # DataFrame: latency_ms, lo_ms, hi_ms per config
+    predictor.save("predictors/cpu")      # no pickle; checksummed
+    LatencyPredictor.load("predictors/cpu")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from profilers import ModuleConfig, SCHEMA_VERSION
+
+from ._base import Regressor, predict_batch
+from ._data import split_by_config, type_arrays
+from ._features import FEATURE_SCHEMA_VERSION, encode_columns, feature_schema
+from ._io import ArtifactError, load_tree, save_tree, write_json
+from ._train import TrainConfig
+from .regressors import (
+    medn_regressor,
+    medn_task_view,
+    mlp_regressor,
+    poly_ridge_regressor,
+    roofline_regressor,
+)
+
+#: Version of the predictor directory layout; `load` accepts exactly these.
+PREDICTOR_FORMAT_VERSION = 1
+READABLE_PREDICTOR_VERSIONS = (1,)
+#: z-value of the two-sided 80 % interval reported as `lo_ms` / `hi_ms`.
+INTERVAL_Z = 1.2815515655446004
+
+#: Per-type regressors that a predictor can save and rebuild: name -> factory(config).
+REGRESSOR_FACTORIES: dict[str, Callable[[Mapping[str, Any]], Regressor]] = {
+    "ridge": lambda c: poly_ridge_regressor(1, alpha=c.get("alpha")),
+    "poly2": lambda c: poly_ridge_regressor(2, alpha=c.get("alpha")),
+    "poly3": lambda c: poly_ridge_regressor(3, alpha=c.get("alpha")),
+    "mlp": lambda c: mlp_regressor(tuple(c.get("hidden", (256, 256, 256))), activation=c.get("activation", "relu")),
+    "roofline": lambda c: roofline_regressor(),
+}
+
+
+def _medn_from_config(c: Mapping[str, Any]):
+    return medn_regressor(
+        embed_dim=c["embed_dim"], encoder=tuple(c["encoder"]), latent=c["latent"], decoder=tuple(c["decoder"])
+    )
+
+
+@dataclasses.dataclass
+class TypeModel:
+    """The fitted model of one module type."""
+
+    module: str
+    regressor: Regressor
+    params: Any
+    feature_names: tuple[str, ...]
+    feature_min: np.ndarray  # training range per feature, for extrapolation flags
+    feature_max: np.ndarray
+    shared: str | None = None  # "medn" when the params are a slice of a shared MEDN
+
+
+class LatencyPredictor:
+    """Predicts latency (ms) for configs of any module type it was trained on."""
+
+    def __init__(self, models: Mapping[str, TypeModel], *, device: Mapping[str, Any], medn: Any = None):
+        self.models = dict(models)
+        self.device = dict(device)
+        self._medn = medn  # (MultiTaskRegressor, params) when a MEDN serves some types
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        return tuple(sorted(self.models))
+
+    def _model(self, module: str) -> TypeModel:
+        try:
+            return self.models[str(module)]
+        except KeyError:
+            raise ValueError(
+                f"module={module!r} has no model in this predictor; it predicts: {', '.join(self.modules)}"
+            ) from None
+
+    def predict_features(self, module: str, x: np.ndarray) -> np.ndarray:
+        """`[n, 2]` (mu, log_sigma) of log latency for encoded features `[n, f]`."""
+        m = self._model(module)
+        return predict_batch(m.regressor, m.params, x)
+
+    def predict(self, configs: Sequence[ModuleConfig] | Any) -> Any:
+        """Predict configs (a list of `ModuleConfig`, or a DataFrame with a `module` column).
+
+        Rows are grouped by module type and each group is predicted in one vectorized call.
+
+        Returns:
+          A DataFrame in input order: `module`, `latency_ms` (median), `lo_ms` and `hi_ms` (80 %
+          interval), `extrapolated` (a feature outside its training range).
+
+        Raises:
+          ValueError: a module type this predictor has no model for.
+        """
+        import pandas as pd
+
+        df = configs if isinstance(configs, pd.DataFrame) else pd.DataFrame([c.as_dict() for c in configs])
+        if "module" not in df.columns:
+            raise ValueError("predict: the frame needs a 'module' column")
+        out = pd.DataFrame(index=df.index, columns=["module", "latency_ms", "lo_ms", "hi_ms", "extrapolated"])
+        out["module"] = df["module"]
+        for module, sub in df.groupby("module", sort=False):
+            m = self._model(module)
+            cols = {c: sub[c].to_numpy() for c in sub.columns if c != "module"}
+            x = np.asarray(encode_columns(module, cols), np.float32)
+            pred = predict_batch(m.regressor, m.params, x)
+            mu, sigma = pred[:, 0], np.exp(pred[:, 1])
+            out.loc[sub.index, "latency_ms"] = np.exp(mu)
+            out.loc[sub.index, "lo_ms"] = np.exp(mu - INTERVAL_Z * sigma)
+            out.loc[sub.index, "hi_ms"] = np.exp(mu + INTERVAL_Z * sigma)
+            tol = 1e-4 * np.maximum(1.0, np.abs(m.feature_max - m.feature_min))
+            outside = (x < m.feature_min - tol) | (x > m.feature_max + tol)
+            out.loc[sub.index, "extrapolated"] = outside.any(axis=1)
+        return out.astype({"latency_ms": float, "lo_ms": float, "hi_ms": float, "extrapolated": bool})
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the predictor to `directory` (created; files replaced atomically)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        manifest: dict[str, Any] = {
+            "format_version": PREDICTOR_FORMAT_VERSION,
+            "feature_schema_version": FEATURE_SCHEMA_VERSION,
+            "dataset_schema_version": SCHEMA_VERSION,
+            "device": self.device,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "modules": {},
+        }
+        if self._medn is not None:
+            medn, params = self._medn
+            manifest["medn"] = {"config": dict(medn.config), **save_tree(d / "medn.npz", params)}
+        for module, m in self.models.items():
+            entry = {
+                "regressor": m.regressor.name if m.shared is None else "medn",
+                "config": dict(m.regressor.config),
+                "feature_names": list(m.feature_names),
+                "feature_min": m.feature_min.tolist(),
+                "feature_max": m.feature_max.tolist(),
+            }
+            if m.shared is None:
+                if not m.regressor.jittable:
+                    raise ArtifactError(f"{module}: {m.regressor.name} is a reference regressor and is not saved")
+                entry.update(save_tree(d / f"{module}.npz", m.params))
+            manifest["modules"][module] = entry
+        write_json(d / "predictor.json", manifest)
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LatencyPredictor:
+        """Read a predictor directory, checking versions, checksums and feature schemas.
+
+        Raises:
+          ArtifactError: missing or corrupted files, an unknown format version, or features
+            that differ from this version's feature schema.
+        """
+        import json
+
+        d = Path(directory)
+        path = d / "predictor.json"
+        if not path.exists():
+            raise ArtifactError(f"{d}: no predictor.json; not a jaxlat predictor directory")
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"{path}: not valid JSON ({e}); the file is truncated or corrupted") from None
+        version = manifest.get("format_version")
+        if version not in READABLE_PREDICTOR_VERSIONS:
+            raise ArtifactError(
+                f"{path}: format_version={version!r} is unknown; this version of jaxlat reads "
+                f"{', '.join(map(str, READABLE_PREDICTOR_VERSIONS))}"
+            )
+        if manifest.get("feature_schema_version") != FEATURE_SCHEMA_VERSION:
+            raise ArtifactError(
+                f"{path}: feature_schema_version={manifest.get('feature_schema_version')!r}, this "
+                f"version of jaxlat encodes features version {FEATURE_SCHEMA_VERSION}; retrain"
+            )
+        medn = None
+        if "medn" in manifest:
+            mr = _medn_from_config(manifest["medn"]["config"])
+            medn = (mr, load_tree(d, manifest["medn"]))
+        models = {}
+        for module, e in manifest["modules"].items():
+            names = tuple(e["feature_names"])
+            if names != feature_schema(module).names:
+                raise ArtifactError(f"{path}: the features of {module!r} differ from this version's; retrain")
+            if e["regressor"] == "medn":
+                if medn is None:
+                    raise ArtifactError(f"{path}: {module!r} uses a MEDN but none is saved")
+                reg, params = medn_task_view(medn[0], medn[1], module)
+                shared = "medn"
+            else:
+                if e["regressor"] not in REGRESSOR_FACTORIES:
+                    raise ArtifactError(f"{path}: unknown regressor {e['regressor']!r} for {module!r}")
+                reg = REGRESSOR_FACTORIES[e["regressor"]](e["config"])
+                params, shared = load_tree(d, e), None
+            models[module] = TypeModel(
+                module, reg, params, names, np.asarray(e["feature_min"], np.float32), np.asarray(e["feature_max"], np.float32), shared
+            )
+        return cls(models, device=manifest.get("device", {}), medn=medn)
+
+
+def _device_of(df) -> dict[str, Any]:
+    metas = df.attrs.get("jaxlat", [])
+    if not metas:
+        return {}
+    m = metas[0]
+    return {k: m.get(k) for k in ("device_id", "backend", "device", "fingerprint")}
+
+
+def train_predictor(
+    df,
+    *,
+    regressor: str | Mapping[str, str] = "medn",
+    seed: int = 0,
+    val_frac: float = 0.15,
+    train: TrainConfig | None = None,
+    modules: Iterable[str] | None = None,
+) -> LatencyPredictor:
+    """Fit a predictor on a dataset frame (from `profilers.read_dataset`).
+
+    Args:
+      df: dataset rows (ok rows only).
+      regressor: one name for every module type (`medn`, `mlp`, `ridge`, `poly2`, `poly3`,
+        `roofline`), or a mapping module -> name.
+      seed: seeds the validation split and the training.
+      val_frac: share of config groups held out for early stopping and interval widths.
+      train: optimization settings for gradient-trained regressors (MLP, MEDN).
+      modules: restrict to these module types (default: all in `df`).
+    """
+    mods = sorted(set(df["module"]) if modules is None else set(modules))
+    if not mods:
+        raise ValueError("train_predictor: the dataset has no rows")
+    choice = {m: regressor for m in mods} if isinstance(regressor, str) else dict(regressor)
+    missing = [m for m in mods if m not in choice]
+    if missing:
+        raise ValueError(f"train_predictor: no regressor given for {missing}")
+    for m, name in choice.items():
+        if name != "medn" and name not in REGRESSOR_FACTORIES:
+            raise ValueError(
+                f"regressor={name!r} for {m!r} is not valid: expected one of medn, {', '.join(REGRESSOR_FACTORIES)}"
+            )
+    tr, va = split_by_config(df, test_frac=val_frac, seed=seed)
+    key = jax.random.key(seed)
+    models: dict[str, TypeModel] = {}
+    arrays = {m: (type_arrays(tr, m), type_arrays(va, m)) for m in mods}
+    medn_mods = [m for m in mods if choice[m] == "medn"]
+    medn = None
+    if medn_mods:
+        mr = medn_regressor() if train is None else medn_regressor(train=train)
+        params = mr.fit(key, {m: arrays[m][0] for m in medn_mods}, val={m: arrays[m][1] for m in medn_mods if len(arrays[m][1][1])})
+        medn = (mr, params)
+        for m in medn_mods:
+            reg, p = medn_task_view(mr, params, m)
+            models[m] = _type_model(m, reg, p, arrays[m][0][0], shared="medn")
+    for i, m in enumerate(mods):
+        if choice[m] == "medn":
+            continue
+        (x, y), (xv, yv) = arrays[m]
+        if choice[m] == "mlp" and train is not None:
+            reg = mlp_regressor(train=train)
+        else:
+            reg = REGRESSOR_FACTORIES[choice[m]]({})
+        params = reg.fit(jax.random.fold_in(key, i), x, y, names=feature_schema(m).names,
+                         x_val=xv if len(yv) else None, y_val=yv if len(yv) else None)
+        models[m] = _type_model(m, reg, params, x)
+    return LatencyPredictor(models, device=_device_of(df), medn=medn)
+
+
+def _type_model(module: str, reg: Regressor, params: Any, x: np.ndarray, shared: str | None = None) -> TypeModel:
+    return TypeModel(module, reg, params, feature_schema(module).names, x.min(axis=0), x.max(axis=0), shared)

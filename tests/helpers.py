@@ -1,0 +1,24 @@
+"""Shared test helpers: a synthetic latency law and small regressor settings."""
+
+import numpy as np
+
+import profilers
+from jaxlat import TrainConfig, encode_columns, feature_schema
+
+SMALL_TRAIN = TrainConfig(epochs=150, batch_size=64, learning_rate=3e-3, patience=0)
+
+
+def synthetic_latency_ms(cfgs) -> np.ndarray:
+    """A known roofline-like law: 5 us overhead + FLOPs at 20 GFLOP/s + bytes at 10 GB/s."""
+    out = []
+    for c in cfgs:
+        k = c.costs()
+        out.append(5e-3 + k.flops / 2e7 + (k.bytes_in + k.bytes_out + k.bytes_weight) / 1e7)
+    return np.asarray(out)
+
+
+def synthetic_arrays(module: str, n: int, seed: int = 0):
+    cfgs = profilers.sample_configs(module, n, method="lhs", seed=seed)
+    cols = {k: np.array([c[k] for c in cfgs], dtype=object if isinstance(cfgs[0][k], str) else None) for k in cfgs[0].values}
+    x = np.asarray(encode_columns(module, cols), np.float32)
+    return cfgs, x, np.log(synthetic_latency_ms(cfgs)).astype(np.float32), feature_schema(module).names

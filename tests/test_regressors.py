@@ -1,0 +1,132 @@
+"""One conformance suite over every regressor, plus what each promises on its own."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlat
+from jaxlat import predict_batch
+from jaxlat.regressors import (
+    medn_regressor,
+    medn_task_view,
+    mlp_regressor,
+    poly_ridge_regressor,
+    random_forest_regressor,
+    ridge_regressor,
+    roofline_regressor,
+    xgboost_regressor,
+)
+
+from .helpers import SMALL_TRAIN, synthetic_arrays
+
+ALL = {
+    "ridge": lambda: ridge_regressor(),
+    "poly2": lambda: poly_ridge_regressor(2),
+    "poly3": lambda: poly_ridge_regressor(3),
+    "mlp": lambda: mlp_regressor((32, 32), train=SMALL_TRAIN),
+    "roofline": lambda: roofline_regressor(),
+    "random_forest": lambda: random_forest_regressor(n_estimators=20, max_features=None, oob_score=False),
+    "xgboost": lambda: xgboost_regressor(n_estimators=50),
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    _, x, y, names = synthetic_arrays("linear", 160, seed=0)
+    _, xv, yv, _ = synthetic_arrays("linear", 40, seed=1)
+    return x, y, xv, yv, names
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    x, y, xv, yv, names = data
+    return {k: (make(), make().fit(jax.random.key(0), x, y, names=names, x_val=xv, y_val=yv)) for k, make in ALL.items()}
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_conformance(name, fitted, data):
+    reg, params = fitted[name]
+    x, y, xv, yv, names = data
+    out = predict_batch(reg, params, xv)
+    assert out.shape == (len(xv), 2)
+    assert np.isfinite(out).all()
+    lat = np.exp(out[:, 0])
+    assert (lat > 0).all() and np.isfinite(lat).all()
+    # Learned something: rank agreement with the law on held-out configs.
+    assert np.corrcoef(out[:, 0], yv)[0, 1] > 0.8
+    if reg.jittable:
+        loop = np.stack([np.asarray(jax.jit(reg.predict)(params, jnp.asarray(r))) for r in xv[:5]])
+        np.testing.assert_allclose(out[:5], loop, rtol=2e-4, atol=2e-4)
+        fn = jax.jit(jax.vmap(reg.predict, in_axes=(None, 0)))
+        fn(params, jnp.asarray(xv))
+        n_compiled = fn._cache_size()
+        fn(params, jnp.asarray(xv + 0.01))
+        assert fn._cache_size() == n_compiled, "a second call with the same shapes recompiled"
+    else:
+        assert not reg.differentiable
+
+
+@pytest.mark.parametrize("name", [k for k in ALL if k not in ("random_forest", "xgboost")])
+def test_gradient_matches_finite_differences(name, fitted, data):
+    reg, params = fitted[name]
+    assert reg.differentiable
+    x = jnp.asarray(data[2][3])
+    mu = lambda v: reg.predict(params, v)[0]  # noqa: E731
+    g = np.asarray(jax.grad(mu)(x))
+    assert np.isfinite(g).all()
+    eps = 1e-2
+    for i in range(x.shape[0]):
+        e = jnp.zeros_like(x).at[i].set(eps)
+        fd = (float(mu(x + e)) - float(mu(x - e))) / (2 * eps)
+        assert g[i] == pytest.approx(fd, rel=0.05, abs=0.02), (i, data[4][i])
+
+
+def test_tiny_dataset_is_fitted_to_near_zero_error():
+    _, x, y, names = synthetic_arrays("matmul", 24, seed=3)
+    mlp = mlp_regressor((64, 64), train=jaxlat.TrainConfig(epochs=1500, batch_size=24, patience=0))
+    y_linear = (x @ np.linspace(-0.2, 0.3, x.shape[1]) + 0.5).astype(np.float32)
+    for reg, target in ((mlp, y), (ridge_regressor(alpha=1e-9), y_linear)):
+        params = reg.fit(jax.random.key(0), x, target, names=names)
+        err = np.abs(predict_batch(reg, params, x)[:, 0] - target)
+        assert err.max() < 0.03, (reg.name, err.max())  # within 3 % on every training row
+
+
+def test_roofline_recovers_the_law_it_was_generated_from():
+    _, x, y, names = synthetic_arrays("conv2d", 120, seed=2)
+    params = roofline_regressor().fit(None, x, y, names=names)
+    assert params["ms_per_flop"] == pytest.approx(1 / 2e7, rel=0.02)
+    assert params["ms_per_byte"] == pytest.approx(1 / 1e7, rel=0.05)
+    assert params["overhead_ms"] == pytest.approx(5e-3, rel=0.05)
+
+
+def test_medn_serves_all_tasks_and_its_views_use_the_same_predict():
+    data = {m: synthetic_arrays(m, 80, seed=i)[1:3] for i, m in enumerate(["linear", "conv2d", "add"])}
+    medn = medn_regressor(encoder=(32,), latent=16, decoder=(16,), train=jaxlat.TrainConfig(epochs=60, batch_size=64))
+    params = medn.fit(jax.random.key(0), data, val=data)
+    assert params["tasks"] == ["add", "conv2d", "linear"]
+    arrays = {k: v for k, v in params.items() if k != "tasks"}
+    for t, m in enumerate(params["tasks"]):
+        reg, p = medn_task_view(medn, params, m)
+        x, y = data[m]
+        out = predict_batch(reg, p, x)
+        assert out.shape == (len(x), 2) and np.isfinite(out).all()
+        assert np.corrcoef(out[:, 0], y)[0, 1] > 0.9, m
+        # Static-task path (one head) equals the mixed-batch path (all heads, selected).
+        from flax import nnx
+
+        from jaxlat.regressors._medn import _graphdef, MEDNConfig
+
+        cfg = MEDNConfig(len(params["tasks"]), arrays["x_mean"].shape[1], embed_dim=16, encoder=(32,), latent=16, decoder=(16,))
+        model = nnx.merge(_graphdef(cfg), arrays["model"])
+        z = jnp.zeros(arrays["x_mean"].shape[1])
+        np.testing.assert_allclose(model(z, t), model(z, jnp.asarray(t)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="module='mhsa' is not a task of this MEDN"):
+        medn_task_view(medn, params, "mhsa")
+
+
+def test_invalid_regressor_settings():
+    with pytest.raises(ValueError, match="degree=0 is not valid"):
+        poly_ridge_regressor(0)
+    with pytest.raises(ValueError, match="activation='tanh' is not valid"):
+        mlp_regressor(activation="tanh")
