@@ -86,6 +86,14 @@ def residual_log_sigma(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     return np.asarray(np.log(max(rms, 1e-4)), np.float32)
 
 
+def residual_rows(x, y, x_val, y_val):
+    """The rows that calibrate the interval width: the validation split if it has rows,
+    else the training rows."""
+    if x_val is not None and len(x_val) > 0:
+        return x_val, y_val
+    return x, y
+
+
 def predict_batch(regressor: Regressor, params: Params, x: np.ndarray) -> np.ndarray:
     """`[n, 2]` predictions for `[n, f]` features: vmap+jit, or the numpy path for trees."""
     if regressor.jittable:

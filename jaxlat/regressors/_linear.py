@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._base import Regressor, residual_log_sigma, standardizer
+from .._base import Regressor, residual_log_sigma, residual_rows, standardizer
 
 _ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
@@ -68,7 +68,7 @@ def poly_ridge_regressor(degree: int = 1, *, alpha: float | None = None) -> Regr
         best = None
         for al in alphas:
             w, b = _solve(a, y64, al)
-            if x_val is not None and len(alphas) > 1:
+            if x_val is not None and len(x_val) > 0 and len(alphas) > 1:
                 av = np.asarray(jax.vmap(lambda r: features(params, r))(jnp.asarray(x_val, jnp.float32)), np.float64)
                 err = float(np.mean((av @ w + b - y_val) ** 2))
             else:
@@ -77,7 +77,7 @@ def poly_ridge_regressor(degree: int = 1, *, alpha: float | None = None) -> Regr
                 best = (err, w, b)
         _, w, b = best
         params.update(w=w.astype(np.float32), b=np.float32(b))
-        xs, ys = (x_val, y_val) if x_val is not None else (x, y)
+        xs, ys = residual_rows(x, y, x_val, y_val)
         pred = np.asarray(jax.vmap(lambda r: predict({**params, "log_sigma": 0.0}, r)[0])(jnp.asarray(xs, jnp.float32)))
         params["log_sigma"] = residual_log_sigma(ys, pred)
         return params

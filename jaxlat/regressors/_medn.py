@@ -69,7 +69,8 @@ class MEDN(nnx.Module):
 
     def __call__(self, x: jax.Array, task: jax.Array | int) -> jax.Array:
         static_task = isinstance(task, int)
-        h = jnp.concatenate([self.embed(jnp.asarray(task, jnp.int32)), x], axis=-1)
+        # Index the table directly: nnx.Embed special-cases a one-row table.
+        h = jnp.concatenate([self.embed.embedding[...][task], x], axis=-1)
         for layer in self.encoder[:-1]:
             h = jax.nn.silu(layer(h))
         h = self.encoder[-1](h)  # the latent code
@@ -184,6 +185,7 @@ def medn_regressor(
             return mse + nll_weight * nll
 
         train_arrays = _stack(train_data, tasks, f, stats)
+        val = {k: v for k, v in (val or {}).items() if len(v[1]) > 0}
         val_arrays = _stack(val, tasks, f, stats) if val else None
         trainable = fit_with_adamw(loss, trainable, train_arrays, key=train_key, config=train, val=val_arrays)
         params = {k: np.asarray(v) for k, v in stats.items()}

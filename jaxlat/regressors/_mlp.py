@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._base import Regressor, residual_log_sigma, standardizer
+from .._base import Regressor, residual_log_sigma, residual_rows, standardizer
 from .._train import TrainConfig, fit_with_adamw
 
 _ACTIVATIONS = {"relu": jax.nn.relu, "silu": jax.nn.silu, "gelu": jax.nn.gelu}
@@ -70,10 +70,10 @@ def mlp_regressor(
             pred = jax.vmap(lambda r: mu_std(p, r))(xb)
             return jnp.mean((pred - (yb - y_mean) / y_scale) ** 2)
 
-        val = None if x_val is None else (np.asarray(x_val, np.float32), np.asarray(y_val, np.float32))
+        val = None if x_val is None or len(x_val) == 0 else (np.asarray(x_val, np.float32), np.asarray(y_val, np.float32))
         params = fit_with_adamw(loss, params, (np.asarray(x, np.float32), np.asarray(y, np.float32)),
                                 key=train_key, config=train, val=val)
-        xs, ys = (x_val, y_val) if x_val is not None else (x, y)
+        xs, ys = residual_rows(x, y, x_val, y_val)
         pred = np.asarray(jax.vmap(lambda r: predict(params, r)[0])(jnp.asarray(xs, jnp.float32)))
         params["log_sigma"] = jnp.asarray(residual_log_sigma(ys, pred))
         return jax.tree.map(np.asarray, params)

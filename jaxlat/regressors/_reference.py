@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from .._base import Regressor, residual_log_sigma
+from .._base import Regressor, residual_log_sigma, residual_rows
 
 #: nn-Meter's RandomForest settings for conv kernels (nn_meter/predictor/prediction/utils.py).
 NN_METER_RF = dict(max_depth=70, n_estimators=320, min_samples_leaf=1, min_samples_split=2, max_features=6, oob_score=True)
@@ -33,7 +33,7 @@ def _wrap(name: str, make, config) -> Regressor:
         model = make(seed)
         model.fit(np.asarray(x, np.float32), np.asarray(y, np.float32))
         params = {"model": model, "log_sigma": np.float32(0.0)}
-        xs, ys = (x_val, y_val) if x_val is not None else (x, y)
+        xs, ys = residual_rows(x, y, x_val, y_val)
         params["log_sigma"] = residual_log_sigma(ys, predict(params, xs)[:, 0])
         return params
 

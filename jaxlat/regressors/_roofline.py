@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import nnls
 
-from .._base import Regressor, residual_log_sigma
+from .._base import Regressor, residual_log_sigma, residual_rows
 
 
 def _raw(x, names):
@@ -49,7 +49,7 @@ def roofline_regressor() -> Regressor:
             "ms_per_byte": np.float32(coef[2]),
             "log_sigma": np.float32(0.0),
         }
-        xs, ys = (x_val, y_val) if x_val is not None else (x, y)
+        xs, ys = residual_rows(x, y, x_val, y_val)
         pred = np.asarray(jax.vmap(lambda r: predict(params, r)[0])(jnp.asarray(xs, jnp.float32)))
         params["log_sigma"] = residual_log_sigma(ys, pred)
         return params

@@ -1,0 +1,150 @@
+"""`jaxlat`: train a predictor from datasets, evaluate it, plot predicted against measured.
+
+Examples:
+  jaxlat train --data data/cpu.parquet --out predictors/cpu
+  jaxlat train --data data/cpu.parquet --regressor conv2d=mlp --regressor medn --out predictors/cpu
+  jaxlat evaluate --predictor predictors/cpu --data data/cpu_test.parquet --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _regressors(values: Sequence[str] | None) -> str | dict[str, str]:
+    if not values:
+        return "medn"
+    default, per = None, {}
+    for v in values:
+        if "=" in v:
+            m, name = v.split("=", 1)
+            per[m] = name
+        else:
+            default = v
+    if not per:
+        return default
+    return {"__default__": default or "medn", **per}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import profilers
+
+    from ._predictor import train_predictor
+    from ._train import TrainConfig
+
+    df = profilers.read_dataset(args.data, allow_mixed_devices=args.allow_mixed_devices)
+    choice = _regressors(args.regressor)
+    if isinstance(choice, dict):
+        default = choice.pop("__default__")
+        choice = {m: choice.get(m, default) for m in sorted(set(df["module"]))}
+    train = TrainConfig(epochs=args.epochs) if args.epochs else None
+    print(f"training on {len(df)} rows of {df['module'].nunique()} module types", file=sys.stderr)
+    pred = train_predictor(df, regressor=choice, seed=args.seed, train=train)
+    pred.save(args.out)
+    print(f"saved {args.out}: " + ", ".join(f"{m}={pred.models[m].regressor.name}" for m in pred.modules))
+    return 0
+
+
+def scatter_plot(table_df, path: Path, *, title: str = "") -> Path:
+    """Log-log predicted against measured latency, one panel per module type."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    mods = sorted(table_df["module"].unique())
+    cols = min(4, len(mods))
+    rows = -(-len(mods) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, m in zip(axes.ravel(), mods):
+        sub = table_df[table_df["module"] == m]
+        t, p = sub["measured_ms"].to_numpy(), sub["predicted_ms"].to_numpy()
+        lo, hi = min(t.min(), p.min()) * 0.8, max(t.max(), p.max()) * 1.25
+        ax.fill_between([lo, hi], [lo / 1.1, hi / 1.1], [lo * 1.1, hi * 1.1], color="tab:green", alpha=0.15, label="±10 %")
+        ax.plot([lo, hi], [lo, hi], color="k", lw=0.6)
+        ax.scatter(t, p, s=4, alpha=0.5)
+        acc = np.mean(np.abs(p / t - 1) <= 0.1)
+        ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), title=f"{m}  (±10 %: {acc:.2f})")
+        ax.set_xlabel("measured ms", fontsize=8)
+        ax.set_ylabel("predicted ms", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(mods):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    import profilers
+
+    from ._metrics import evaluate_table
+    from ._predictor import LatencyPredictor
+
+    pred = LatencyPredictor.load(args.predictor)
+    df = profilers.read_dataset(args.data, allow_mixed_devices=args.allow_mixed_devices)
+    df = df[df["module"].isin(pred.modules)].reset_index(drop=True)
+    out = pred.predict(df)
+    table = evaluate_table(
+        df["module"].to_numpy(), df["latency_ms_median"].to_numpy(), out["latency_ms"].to_numpy(),
+        lo_ms=out["lo_ms"].to_numpy(), hi_ms=out["hi_ms"].to_numpy(),
+    )
+    plot = Path(args.plot) if args.plot else Path(args.predictor) / "evaluate.png"
+    scatter_plot(
+        pd.DataFrame({"module": df["module"], "measured_ms": df["latency_ms_median"], "predicted_ms": out["latency_ms"]}),
+        plot,
+        title=f"{args.predictor} on {', '.join(map(str, args.data))}",
+    )
+    if args.json:
+        print(json.dumps({"metrics": table.to_dict(orient="index"), "plot": str(plot)}, indent=1))
+    else:
+        with pd.option_context("display.width", 160, "display.max_columns", 20):
+            print(table.round(3).to_string())
+        print(f"plot: {plot}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxlat", description="Train and evaluate latency predictors.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="fit a predictor on dataset files")
+    t.add_argument("--data", action="append", required=True, help="dataset file (repeatable)")
+    t.add_argument("--out", required=True, help="predictor directory to write")
+    t.add_argument("--regressor", action="append",
+                   help="NAME for all types or MODULE=NAME (medn, mlp, ridge, poly2, poly3, roofline); default medn")
+    t.add_argument("--epochs", type=int, default=None, help="training epochs for MLP/MEDN")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--allow-mixed-devices", action="store_true")
+    t.set_defaults(func=_cmd_train)
+    e = sub.add_parser("evaluate", help="metrics table and predicted-vs-measured plot")
+    e.add_argument("--predictor", required=True)
+    e.add_argument("--data", action="append", required=True)
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--plot", default=None, help="PNG path (default: PREDICTOR/evaluate.png)")
+    e.add_argument("--allow-mixed-devices", action="store_true")
+    e.set_defaults(func=_cmd_evaluate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:  # bad input (DatasetError, ArtifactError): one clear line
+        print(f"jaxlat: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
