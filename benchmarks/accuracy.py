@@ -163,6 +163,8 @@ def main() -> None:
     ap.add_argument("--mlp-epochs", type=int, default=500)
     ap.add_argument("--medn-epochs", type=int, default=400)
     ap.add_argument("--only", action="append", help="restrict per-type regressors (repeatable)")
+    ap.add_argument("--v100-split", choices=("random", "extrapolation", "both"), default="both")
+    ap.add_argument("--name", default="accuracy", help="output file stem")
     args = ap.parse_args()
     rows, ablations = [], {}
     if args.cpu_data:
@@ -175,13 +177,18 @@ def main() -> None:
         import tinynas
 
         df = tinynas.load(args.v100)
-        for split, (tr, te) in {"random 80/20": tinynas.random_split(df), "extrapolation (channels >= 1024 held out)": tinynas.extrapolation_split(df)}.items():
+        splits = {}
+        if args.v100_split in ("random", "both"):
+            splits["random 80/20"] = tinynas.random_split(df)
+        if args.v100_split in ("extrapolation", "both"):
+            splits["extrapolation (channels >= 1024 held out)"] = tinynas.extrapolation_split(df)
+        for split, (tr, te) in splits.items():
             r, a = run("v100_tensorrt_conv", split, tr, te, quick=args.quick, mlp_epochs=args.mlp_epochs, medn_epochs=args.medn_epochs, only=args.only)
             rows += r
             ablations[f"v100_tensorrt_conv/{split}"] = a
     results = pd.DataFrame(rows)
     meta = {"machine": machine(), "args": vars(args), "jaxlat": jaxlat.__version__}
-    path = write_results(args.out, "accuracy", {"meta": meta, "ablations": ablations, "rows": results.to_dict(orient="records")},
+    path = write_results(args.out, args.name, {"meta": meta, "ablations": ablations, "rows": results.to_dict(orient="records")},
                          markdown(results, ablations, meta))
     print(path.read_text())
 

@@ -1,0 +1,203 @@
+"""Prediction speed and memory, side by side in one run.
+
+- rows per second on `--rows` conv2d configs (features already encoded) for MEDN, MLP and ridge
+  (jit, chunked) against RandomForest (nn-Meter settings) and XGBoost predict;
+- single-query latency (one config, after warm-up) and model size per regressor;
+- peak resident memory while predicting `--mass-rows` configs end to end (configs generated
+  in chunks, encoded, predicted), in a fresh process;
+- on a GPU: MEDN rows per second against a plain jit MLP of the same layer sizes (the ceiling
+  for that arithmetic).
+
+  python benchmarks/throughput.py --data data/cpu_torch_1t.parquet --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import profilers  # noqa: E402
+from _common import machine, machine_markdown, write_results  # noqa: E402
+from accuracy import size_bytes  # noqa: E402
+from jaxlat import TrainConfig, feature_schema, predict_chunks, single_query, type_arrays  # noqa: E402
+from jaxlat.regressors import (  # noqa: E402
+    medn_regressor,
+    medn_task_view,
+    mlp_regressor,
+    random_forest_regressor,
+    ridge_regressor,
+    xgboost_regressor,
+)
+from jaxlat.regressors._mlp import apply_mlp  # noqa: E402
+
+MODULE = "conv2d"
+
+
+def timed(fn, repeats: int = 3) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def fit_all(df, quick: bool):
+    data = {m: type_arrays(df, m) for m in sorted(set(df["module"]))}
+    x, y = data[MODULE]
+    names = feature_schema(MODULE).names
+    tc = TrainConfig(epochs=5 if quick else 60, batch_size=256)
+    regs = {
+        "ridge": ridge_regressor(),
+        "mlp": mlp_regressor((256, 256, 256), train=tc),
+        "random_forest": random_forest_regressor(n_jobs=-1, **({"n_estimators": 20} if quick else {})),
+        "xgboost": xgboost_regressor(n_jobs=-1, **({"n_estimators": 50} if quick else {})),
+    }
+    fitted = {k: (r, r.fit(jax.random.key(0), x, y, names=names)) for k, r in regs.items()}
+    medn = medn_regressor(train=TrainConfig(epochs=5 if quick else 60, batch_size=512))
+    mp = medn.fit(jax.random.key(0), data)
+    fitted["medn"] = medn_task_view(medn, mp, MODULE)
+    return fitted, x
+
+
+def throughput(fitted, x, rows: int) -> dict:
+    big = np.resize(x, (rows, x.shape[1])).astype(np.float32)
+    out = {}
+    for name, (reg, params) in fitted.items():
+        if reg.jittable:
+            run = lambda: [o for o in predict_chunks(reg.predict, params, [big], chunk_size=65536)]  # noqa: E731
+        else:
+            run = lambda: reg.predict(params, big)  # noqa: E731
+        run()  # warm-up / compile
+        ts = timed(run)
+        q = single_query(reg.predict, params) if reg.jittable else (lambda v: reg.predict(params, v))
+        q(x[0])
+        reps = 2000 if reg.jittable else 50
+        t0 = time.perf_counter()
+        for i in range(reps):
+            q(x[i % len(x)])
+        single_us = (time.perf_counter() - t0) / reps * 1e6
+        out[name] = {
+            "rows_per_s_median": rows / float(np.median(ts)),
+            "rows_per_s_min": rows / max(ts),
+            "rows_per_s_max": rows / min(ts),
+            "single_query_us": single_us,
+            "size_bytes": size_bytes(name, params if name != "medn" else params),
+        }
+        print(name, {k: round(v, 1) for k, v in out[name].items()}, flush=True)
+    return out
+
+
+def gpu_ceiling(fitted, x, rows: int) -> dict:
+    """MEDN's static-task path against a plain MLP with its layer sizes (same FLOPs)."""
+    reg, params = fitted["medn"]
+    big = jnp.asarray(np.resize(x, (rows, x.shape[1])).astype(np.float32))
+    medn_fn = jax.jit(jax.vmap(reg.predict, in_axes=(None, 0)))
+    f = params["x_mean"].shape[1]
+    enc = [v for k, v in sorted(params["model"]["encoder"].items())]
+    sizes = [f + 16] + [e["kernel"].shape[1] for e in enc]
+    dec = [w.shape[1:] for w in params["model"]["decoder_w"].values()] if isinstance(params["model"]["decoder_w"], dict) else []
+    sizes += [d[1] for d in dec]
+    key = jax.random.key(0)
+    layers = [{"w": jax.random.normal(k, (a, b)) * 0.05, "b": jnp.zeros(b)} for k, a, b in zip(jax.random.split(key, len(sizes)), sizes[:-1], sizes[1:])]
+    bigp = jnp.pad(big, ((0, 0), (0, sizes[0] - big.shape[1])))
+    mlp_fn = jax.jit(lambda ls, z: apply_mlp(ls, z, jax.nn.silu))
+    res = {}
+    for name, fn, args in (("medn", medn_fn, (params, big)), ("plain_mlp_same_layers", mlp_fn, (layers, bigp))):
+        fn(*args).block_until_ready()
+        ts = timed(lambda: fn(*args).block_until_ready(), repeats=10)
+        res[name] = {"rows_per_s_median": rows / float(np.median(ts)), "rows_per_s_max": rows / min(ts)}
+    res["layer_sizes"] = sizes
+    res["ratio"] = res["medn"]["rows_per_s_median"] / res["plain_mlp_same_layers"]["rows_per_s_median"]
+    print("gpu", res, flush=True)
+    return res
+
+
+_MASS = """
+import resource, sys, numpy as np, jax
+sys.path.insert(0, {bench!r})
+import profilers, jaxlat
+from jaxlat import LatencyPredictor, predict_latency_ms
+pred = LatencyPredictor.load({pred!r})
+m = pred.models["conv2d"]
+rows, chunk = {rows}, 262144
+def chunks():
+    rng = np.random.default_rng(0)
+    for start in range(0, rows, chunk):
+        n = min(chunk, rows - start)
+        cin = rng.integers(8, 512, n); cout = rng.integers(8, 512, n); h = rng.integers(7, 112, n)
+        yield dict(cin=cin, cout=cout, h=h, w=h, kernel=rng.choice([1, 3, 5, 7], n), stride=rng.choice([1, 2], n),
+                   groups=np.ones(n, int), bias=np.ones(n, bool), batch_size=np.ones(n, int))
+import time
+t0 = time.perf_counter()
+lat = predict_latency_ms(m.regressor.predict, m.params, "conv2d", chunks(), chunk_size=65536)
+dt = time.perf_counter() - t0
+assert lat.shape == (rows,) and np.isfinite(lat).all()
+print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def mass_memory(df, rows: int, quick: bool, tmp: Path) -> dict:
+    from jaxlat import train_predictor
+
+    pred = train_predictor(df[df["module"] == MODULE], regressor="medn", train=TrainConfig(epochs=5 if quick else 60, batch_size=512))
+    pred.save(tmp / "mass_predictor")
+    code = _MASS.format(bench=str(Path(__file__).parent), pred=str(tmp / "mass_predictor"), rows=rows)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    dt, rss = map(float, res.stdout.split())
+    out = {"rows": rows, "seconds": dt, "rows_per_s": rows / dt, "peak_rss_mib": rss}
+    print("mass", out, flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--mass-rows", type=int, default=10_000_000)
+    ap.add_argument("--gpu-only", action="store_true", help="only the GPU MEDN-vs-MLP comparison")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--name", default="throughput")
+    args = ap.parse_args()
+    df = profilers.read_dataset(args.data)
+    df = df[df["utilization"] == 0] if "utilization" in df else df
+    fitted, x = fit_all(df, args.quick)
+    payload = {"meta": {"machine": machine(), "args": vars(args)}}
+    md = ["# Prediction throughput\n\n", machine_markdown(payload["meta"]["machine"]), "\n"]
+    if not args.gpu_only:
+        payload["cpu"] = throughput(fitted, x, args.rows)
+        rf = payload["cpu"]["random_forest"]["rows_per_s_median"]
+        md.append(f"Rows per second on {args.rows:,} {MODULE} configs (median of 3, min..max), single-query latency, model size:\n\n")
+        md.append("| regressor | rows/s | vs RandomForest | single query µs | size bytes |\n|---|---|---|---|---|\n")
+        for k, v in payload["cpu"].items():
+            md.append(f"| {k} | {v['rows_per_s_median']:,.0f} ({v['rows_per_s_min']:,.0f}..{v['rows_per_s_max']:,.0f}) | "
+                      f"{v['rows_per_s_median'] / rf:.1f}x | {v['single_query_us']:.1f} | {v['size_bytes']:,} |\n")
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            payload["mass"] = mass_memory(df, args.mass_rows, args.quick, Path(tmp))
+        m = payload["mass"]
+        md.append(f"\nEnd to end, {m['rows']:,} generated conv2d configs encoded and predicted by MEDN in chunks: "
+                  f"{m['seconds']:.1f} s ({m['rows_per_s']:,.0f} rows/s), peak resident memory {m['peak_rss_mib']:.0f} MiB.\n")
+    if any(d.platform == "gpu" for d in jax.devices()):
+        payload["gpu"] = g = gpu_ceiling(fitted, x, args.rows)
+        md.append(f"\nGPU ({jax.devices()[0].device_kind}), {args.rows:,} rows in one call: MEDN {g['medn']['rows_per_s_median']:,.0f} rows/s, "
+                  f"plain jit MLP with the same layer sizes {g['layer_sizes']} {g['plain_mlp_same_layers']['rows_per_s_median']:,.0f} rows/s: "
+                  f"ratio {g['ratio']:.2f}.\n")
+    path = write_results(args.out, args.name, payload, "".join(md))
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
