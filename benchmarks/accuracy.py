@@ -79,19 +79,6 @@ def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, qu
     fit_df, val_df = split_by_config(train, test_frac=0.15, seed=0)
     data = {m: (type_arrays(fit_df, m), type_arrays(val_df, m), type_arrays(test, m)) for m in modules}
     rows, preds = [], {}
-    for name, make in factories(quick, mlp_epochs).items():
-        if only and name not in only:
-            continue
-        for i, m in enumerate(modules):
-            (x, y), (xv, yv), (xt, yt) = data[m]
-            reg = make()
-            t0 = time.perf_counter()
-            params = reg.fit(jax.random.key(i), x, y, names=feature_schema(m).names, x_val=xv, y_val=yv)
-            fit_s = time.perf_counter() - t0
-            pred = predict_batch(reg, params, xt)
-            preds[(name, m)] = pred
-            rows.append(_row(dataset, split, m, name, np.exp(yt), pred, fit_s, size_bytes(name, params)))
-            print(f"{dataset}/{split} {m:<16} {name:<14} acc10={rows[-1]['acc10']:.3f} r2={rows[-1]['r2']:.4f} ({fit_s:.1f}s)", flush=True)
     # MEDN over all module types at once.
     train_cfg = TrainConfig(epochs=20 if quick else medn_epochs, batch_size=512, learning_rate=2e-3, patience=0 if quick else 60)
     medn = medn_regressor(train=train_cfg)
@@ -119,6 +106,19 @@ def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, qu
         pred = predict_batch(reg, p, xt)
         preds[("mlp_equal_params", m)] = pred
         rows.append(_row(dataset, split, m, "mlp_equal_params", np.exp(yt), pred, time.perf_counter() - t0, size_bytes("mlp", p)))
+    for name, make in factories(quick, mlp_epochs).items():
+        if only and name not in only:
+            continue
+        for i, m in enumerate(modules):
+            (x, y), (xv, yv), (xt, yt) = data[m]
+            reg = make()
+            t0 = time.perf_counter()
+            params = reg.fit(jax.random.key(i), x, y, names=feature_schema(m).names, x_val=xv, y_val=yv)
+            fit_s = time.perf_counter() - t0
+            pred = predict_batch(reg, params, xt)
+            preds[(name, m)] = pred
+            rows.append(_row(dataset, split, m, name, np.exp(yt), pred, fit_s, size_bytes(name, params)))
+            print(f"{dataset}/{split} {m:<16} {name:<14} acc10={rows[-1]['acc10']:.3f} r2={rows[-1]['r2']:.4f} ({fit_s:.1f}s)", flush=True)
     # Overall rows: every module type's test rows together.
     for name in sorted({r for r, _ in preds}):
         yt = np.concatenate([np.exp(data[m][2][1]) for m in modules if (name, m) in preds])
