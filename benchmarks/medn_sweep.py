@@ -22,10 +22,8 @@ from jaxlat import TrainConfig, evaluate, predict_batch, split_by_config, type_a
 from jaxlat.regressors import medn_regressor, medn_task_view  # noqa: E402
 
 SETTINGS = {
-    "default": dict(),
-    "mlp-like optimizer": dict(train=TrainConfig(epochs=500, batch_size=256, learning_rate=1e-3, patience=80)),
-    "deeper encoder": dict(encoder=(256, 256, 256), train=TrainConfig(epochs=500, batch_size=256, learning_rate=1e-3, patience=80)),
-    "wide": dict(encoder=(512, 512), latent=256, decoder=(128,), train=TrainConfig(epochs=500, batch_size=256, learning_rate=1e-3, patience=80)),
+    "default (spread head on stopped gradients)": dict(),
+    "no spread loss": dict(nll_weight=0.0),
 }
 
 
@@ -33,6 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--v100", required=True)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--name", default="medn_sweep")
     args = ap.parse_args()
     df = tinynas.load(args.v100)
     train, test = tinynas.random_split(df)
@@ -60,7 +59,7 @@ def main() -> None:
           "| setting | val ±10 % | test ±10 % | test R² | fit s |\n|---|---|---|---|---|\n"]
     md += [f"| {r['setting']} | {r['val_acc10']:.3f} | {r['test_acc10']:.3f} | {r['test_r2']:.4f} | {r['fit_s']:.0f} |\n" for r in rows]
     md.append(f"\nChosen by validation: **{best['setting']}**.\n")
-    print(write_results(args.out, "medn_sweep", {"rows": rows, "best": best["setting"]}, "".join(md)).read_text())
+    print(write_results(args.out, args.name, {"rows": rows, "best": best["setting"]}, "".join(md)).read_text())
 
 
 if __name__ == "__main__":
