@@ -22,10 +22,14 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[jax,torch,reference,dev]'
 	touch $(STAMP)
 
+# Main job: profile a fresh sample of every module type on this CPU, train a MEDN predictor on
+# the committed reference dataset of this CPU, and check it against the fresh measurements.
 demo: $(STAMP)
-	$(BIN)/python -m profilers._cli torch --module all --n 20 --sampler lhs --max-gflops 0.5 \
+	$(BIN)/python -m profilers._cli torch --module all --n 20 --sampler lhs --seed 7 --max-gflops 0.5 \
 	  --threads 1 --utilization 0,0.5 --min-run-time 0.1 --out runs/demo/cpu_torch.parquet
 	$(BIN)/python -m profilers._cli summary runs/demo/cpu_torch.parquet
+	$(BIN)/python -m jaxlat._cli train --data data/cpu_torch_1t.parquet --epochs 200 --out runs/demo/predictor
+	$(BIN)/python -m jaxlat._cli evaluate --predictor runs/demo/predictor --data runs/demo/cpu_torch.parquet
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

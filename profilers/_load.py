@@ -15,10 +15,12 @@ import time
 from types import TracebackType
 
 
-def _spin(target, busy, index, stop, period_s, started) -> None:  # runs in a worker process
+def _spin(target, busy, index, stop, period_s, started, parent_pid) -> None:  # a worker process
     with started.get_lock():
         started.value += 1
-    while not stop.is_set():
+    # A parent killed without cleanup (SIGKILL, a crash) must not leave load running behind it:
+    # an orphan spinner silently loads every later measurement on the machine.
+    while not stop.is_set() and os.getppid() == parent_pid:
         start, cpu0 = time.perf_counter(), time.thread_time()
         u = target.value
         if u <= 0:
@@ -69,7 +71,7 @@ class CpuLoad:
         self._procs = [
             ctx.Process(
                 target=_spin,
-                args=(self._target, self._busy, i, self._stop, self.period_s, started),
+                args=(self._target, self._busy, i, self._stop, self.period_s, started, os.getpid()),
                 daemon=True,
                 name=f"jaxlat-load-{i}",
             )

@@ -130,3 +130,31 @@ def test_rounds_pool_samples_measured_seconds_apart(tmp_path):
     assert not (tmp_path / "rounds.parquet.journal.jsonl").exists()
     with pytest.raises(ValueError, match="rounds=0 is not valid"):
         run_profile(cfgs, out, rounds=0)
+
+
+def test_load_workers_exit_when_their_parent_is_killed(tmp_path):
+    """A SIGKILLed runner must not leave spinning load processes behind (they would load
+    every later measurement on the machine)."""
+    code = (
+        "import os, sys, time\n"
+        "from profilers._load import CpuLoad\n"
+        "if __name__ == '__main__':\n"
+        "    load = CpuLoad(2).__enter__()\n"
+        "    load.set(0.5)\n"
+        "    print(' '.join(str(p.pid) for p in load._procs), flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    script = tmp_path / "parent.py"
+    script.write_text(code)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    deadline = time.monotonic() + 5
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+    assert not alive, f"load workers {alive} outlived their parent"
