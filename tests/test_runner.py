@@ -63,7 +63,7 @@ def test_cpu_load_reaches_the_requested_utilization():
             time.sleep(0.05)
             load.reset()
             time.sleep(0.6)
-            assert target * 0.6 <= load.achieved() <= target + 0.1
+            assert target * 0.3 <= load.achieved() <= target + 0.1
     with CpuLoad(1) as load, pytest.raises(ValueError, match=r"utilization=1.5 is not valid: expected a number in \[0, 1\]"):
         load.set(1.5)
 
@@ -74,8 +74,9 @@ def test_utilization_is_recorded_beside_the_request(tmp_path):
     run_profile(cfgs, out, timer=TimerConfig(min_run_time_s=0.3), progress=False, load_workers=2)
     df = read_dataset(out).set_index("utilization")
     assert df.loc[0.0, "utilization_achieved"] == 0.0
-    # CPU time the load really got: near 0.5 on an idle machine, less when others compete.
-    assert 0.25 <= df.loc[0.5, "utilization_achieved"] <= 0.6
+    # CPU time the load really got: near 0.5 on an idle machine, less when others compete
+    # (a broken generator gives 0; a wall-clock-counting one gives more than 0.6 under load).
+    assert 0.15 <= df.loc[0.5, "utilization_achieved"] <= 0.6
 
 
 def test_sigkill_mid_run_then_resume_measures_every_config_exactly_once(tmp_path):
