@@ -49,7 +49,7 @@ def size_bytes(name: str, params) -> int:
         return int(sum(e.tree_.node_count for e in params["model"].estimators_) * 5 * 8)
     if name == "xgboost":
         return len(params["model"].get_booster().save_raw("json"))
-    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(params) if not isinstance(x, str)))
+    return jaxlat.params_nbytes(params)
 
 
 def factories(quick: bool, mlp_epochs: int):

@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._base import FitFn as FitFn
 from ._base import PredictFn as PredictFn
 from ._base import Regressor as Regressor
+from ._base import params_nbytes as params_nbytes
 from ._base import predict_batch as predict_batch
 from ._data import split_by_config as split_by_config
 from ._data import type_arrays as type_arrays

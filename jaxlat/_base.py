@@ -86,6 +86,11 @@ def residual_log_sigma(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     return np.asarray(np.log(max(rms, 1e-4)), np.float32)
 
 
+def params_nbytes(params: Params) -> int:
+    """Size of a regressor's parameters in bytes (array leaves; what a saved artifact holds)."""
+    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(params) if not isinstance(x, str)))
+
+
 def residual_rows(x, y, x_val, y_val):
     """The rows that calibrate the interval width: the validation split if it has rows,
     else the training rows."""

@@ -50,6 +50,8 @@ def test_conformance(name, fitted, data):
     x, y, xv, yv, names = data
     out = predict_batch(reg, params, xv)
     assert out.shape == (len(xv), 2)
+    if reg.jittable:
+        assert jaxlat.params_nbytes(params) > 0
     assert np.isfinite(out).all()
     lat = np.exp(out[:, 0])
     assert (lat > 0).all() and np.isfinite(lat).all()
