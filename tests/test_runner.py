@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,12 +17,12 @@ FAST = TimerConfig(warmup_s=0.005, min_run_time_s=0.01, min_repeats=5)
 
 
 def test_real_run_measures_every_module_type(tmp_path):
-    cfgs = [make_config(m, batch_size=1) for m in profilers.module_types()]
+    cfgs = [make_config(m, batch_size=1) for m in profilers.ModuleType]
     out = tmp_path / "cpu.parquet"
     summary = run_profile(cfgs, out, timer=FAST, progress=False, run_info={"sampler": "test"})
     assert summary.measured == len(cfgs) and summary.failed == 0
     df = read_dataset(out)
-    assert set(df["module"]) == set(profilers.module_types())
+    assert set(df["module"]) == set(profilers.ModuleType)
     assert (df["latency_ms_median"] > 0).all() and (df["n_repeats"] >= 5).all()
     assert (df["latency_ms_p10"] <= df["latency_ms_median"]).all()
     assert (df["latency_ms_median"] <= df["latency_ms_p90"]).all()
@@ -133,6 +134,13 @@ def test_rounds_pool_samples_measured_seconds_apart(tmp_path):
         run_profile(cfgs, out, rounds=0)
 
 
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # zombies have exited
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def test_load_workers_exit_when_their_parent_is_killed(tmp_path):
     """A SIGKILLed runner must not leave spinning load processes behind (they would load
     every later measurement on the machine)."""
@@ -157,5 +165,5 @@ def test_load_workers_exit_when_their_parent_is_killed(tmp_path):
     alive = pids
     while alive and time.monotonic() < deadline:
         time.sleep(0.05)
-        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+        alive = [p for p in pids if _running(p)]
     assert not alive, f"load workers {alive} outlived their parent"
