@@ -297,6 +297,7 @@ class DatasetWriter:
         flush_s: float = 30.0,
     ):
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.journal = self.path.with_name(self.path.name + ".journal.jsonl")
         self.flush_every, self.flush_s = flush_every, flush_s
         self._rows: dict[str, dict[str, Any]] = {}

@@ -154,3 +154,11 @@ def test_partial_rounds_survive_a_crash_and_a_flush(tmp_path):
     assert w2.partials("k1")[1]["samples_ms"] == [2.0]
     assert w2.done_keys() == {rows[0]["config_key"], rows[1]["config_key"]}
     w2.close()
+
+
+def test_writer_creates_missing_directories(tmp_path):
+    path = tmp_path / "new" / "dir" / "d.parquet"
+    w = DatasetWriter(path, _meta())
+    w.append(_rows()[0])
+    w.close()
+    assert len(read_dataset(path)) == 1
