@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ def machine() -> dict[str, Any]:
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
         pass
-    info["hostname_kind"] = platform.node()[:0] or "redacted"
     info["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return info
 

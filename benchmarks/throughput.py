@@ -95,7 +95,7 @@ def throughput(fitted, x, rows: int) -> dict:
             "rows_per_s_min": rows / max(ts),
             "rows_per_s_max": rows / min(ts),
             "single_query_us": single_us,
-            "size_bytes": size_bytes(name, params if name != "medn" else params),
+            "size_bytes": size_bytes(name, params),
         }
         print(name, {k: round(v, 1) for k, v in out[name].items()}, flush=True)
     return out

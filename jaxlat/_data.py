@@ -8,7 +8,7 @@ import numpy as np
 
 from profilers import get_spec
 
-from ._features import encode_frame, feature_schema
+from ._features import encode_frame
 
 #: Run settings that do not make a config different for splitting: the same module config at
 #: another utilization or thread count lands in the same split, so a test row never has a
@@ -47,7 +47,3 @@ def split_by_config(df, *, test_frac: float = 0.2, seed: int = 0):
     u = np.array([int(hashlib.sha1(f"{seed}|{g}".encode()).hexdigest()[:8], 16) / 2**32 for g in groups])
     test = u < test_frac
     return df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
-
-
-def feature_names(module: str) -> tuple[str, ...]:
-    return feature_schema(module).names
