@@ -8,6 +8,7 @@ returns `(mu, log_sigma)` of log latency for ONE config. Batch with `jax.vmap`, 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
 
@@ -107,11 +108,6 @@ def predict_batch(regressor: Regressor, params: Params, x: np.ndarray) -> np.nda
     return np.asarray(regressor.predict(params, np.asarray(x, np.float32)))
 
 
-_JIT_CACHE: dict[Any, Any] = {}
-
-
+@functools.cache
 def _jit_vmap(predict: PredictFn):
-    fn = _JIT_CACHE.get(predict)
-    if fn is None:
-        fn = _JIT_CACHE[predict] = jax.jit(jax.vmap(predict, in_axes=(None, 0)))
-    return fn
+    return jax.jit(jax.vmap(predict, in_axes=(None, 0)))

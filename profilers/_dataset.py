@@ -33,6 +33,7 @@ from ._catalogue import (
     all_field_columns,
     module_types,
 )
+from ._timer import summarize
 
 #: Version of the dataset layout. Readers accept exactly the versions in `READABLE_SCHEMA_VERSIONS`.
 SCHEMA_VERSION = 1
@@ -79,8 +80,6 @@ def measurement_row(
     error: str | None = None,
 ) -> dict[str, Any]:
     """One dataset row: the config, its costs, and either statistics or the error."""
-    from ._timer import summarize
-
     row: dict[str, Any] = {"config_key": cfg.key, **cfg.as_dict(), **cfg.costs().as_dict()}
     nan = math.nan
     if error is None and samples_ms:
