@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ := 2147483647
 export MALLOC_TRIM_THRESHOLD_ := 2147483647
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean reference-predictor
 
 setup: $(STAMP)
 
@@ -19,17 +19,29 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: this CPU build is on disk; an unpinned torch pulls a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[jax,torch,reference,dev]'
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[jax,torch,reference,models,dev]'
 	touch $(STAMP)
 
-# Main job: profile a fresh sample of every module type on this CPU, train a MEDN predictor on
-# the committed reference dataset of this CPU, and check it against the fresh measurements.
+# Main job, the whole path on this machine's CPU: profile a fresh sample of every module type;
+# train a predictor with per-type auto-selection on this project's reference datasets and fit the
+# whole-model correction on the generated networks' end-to-end measurements; check it on the
+# fresh modules; then measure real architectures end to end and print predicted against measured.
+DEMO_MODELS := resnet18,mobilenet_v2,efficientnet_b0,convnext_tiny,deit_small,bert_base
+
 demo: $(STAMP)
 	$(BIN)/python -m profilers._cli torch --module all --n 20 --sampler lhs --seed 7 --max-gflops 0.5 \
 	  --threads 1 --utilization 0,0.5 --min-run-time 0.1 --out runs/demo/cpu_torch.parquet
 	$(BIN)/python -m profilers._cli summary runs/demo/cpu_torch.parquet
-	$(BIN)/python -m jaxlat._cli train --data data/cpu_torch_1t.parquet --epochs 200 --out runs/demo/predictor
+	$(BIN)/python -m jaxlat._cli train --data data/cpu_torch_1t.parquet --data data/cpu_torch_1t_arch.parquet \
+	  --select accuracy --folds 2 --epochs 150 --archs data/cpu_generated_models.jsonl --out runs/demo/predictor
 	$(BIN)/python -m jaxlat._cli evaluate --predictor runs/demo/predictor --data runs/demo/cpu_torch.parquet
+	$(BIN)/python -m profilers._cli zoo --model $(DEMO_MODELS) --batch 1 --out runs/demo/zoo.jsonl
+	$(BIN)/python -m jaxlat._cli predict --predictor runs/demo/predictor --arch runs/demo/zoo.jsonl
+
+# The shipped reference predictor (jaxlat/predictors/cpu_torch_1t), from the committed data.
+reference-predictor: $(STAMP)
+	$(BIN)/python -m jaxlat._cli train --data data/cpu_torch_1t.parquet --data data/cpu_torch_1t_arch.parquet \
+	  --select accuracy --archs data/cpu_generated_models.jsonl --out jaxlat/predictors/cpu_torch_1t
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

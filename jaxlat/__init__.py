@@ -10,6 +10,8 @@ from ._base import PredictFn as PredictFn
 from ._base import Regressor as Regressor
 from ._base import params_nbytes as params_nbytes
 from ._base import predict_batch as predict_batch
+from ._composition import Composition as Composition
+from ._composition import fit_composition as fit_composition
 from ._data import split_by_config as split_by_config
 from ._data import type_arrays as type_arrays
 from ._features import FEATURE_SCHEMA_VERSION as FEATURE_SCHEMA_VERSION
@@ -25,6 +27,9 @@ from ._metrics import evaluate as evaluate
 from ._metrics import evaluate_table as evaluate_table
 from ._predictor import LatencyPredictor as LatencyPredictor
 from ._predictor import train_predictor as train_predictor
+from ._select import Budgets as Budgets
+from ._select import Selection as Selection
+from ._select import select_regressors as select_regressors
 from ._train import TrainConfig as TrainConfig
 
 try:

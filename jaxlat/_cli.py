@@ -3,7 +3,11 @@
 Examples:
   jaxlat train --data data/cpu.parquet --out predictors/cpu
   jaxlat train --data data/cpu.parquet --regressor conv2d=mlp --regressor medn --out predictors/cpu
+  jaxlat train --data data/cpu.parquet --select accuracy --max-query-us 500 --require-differentiable \
+      --archs data/cpu_generated_models.jsonl --out predictors/cpu
   jaxlat evaluate --predictor predictors/cpu --data data/cpu_test.parquet --json
+  jaxlat predict --arch resnet50.json                 # the shipped reference predictor (this CPU)
+  jaxlat predict --predictor predictors/cpu --arch models.jsonl --breakdown 10
 """
 
 from __future__ import annotations
@@ -42,10 +46,77 @@ def _cmd_train(args: argparse.Namespace) -> int:
         default = choice.pop("__default__")
         choice = {m: choice.get(m, default) for m in sorted(set(df["module"]))}
     train = TrainConfig(epochs=args.epochs) if args.epochs else None
+    select = None
+    if args.select:
+        from ._select import Budgets
+
+        if args.regressor:
+            raise ValueError("--select and --regressor exclude each other: selection picks the regressors")
+        choice = "auto"
+        budgets = Budgets(args.max_query_us, args.max_bytes, args.require_differentiable)
+        select = {"mode": args.select, "budgets": budgets, "folds": args.folds}
+        if args.candidates:
+            select["candidates"] = tuple(c.strip() for c in args.candidates.split(","))
+    elif args.require_differentiable or args.max_query_us or args.max_bytes:
+        raise ValueError("--require-differentiable, --max-query-us and --max-bytes need --select")
+    archs = [r for f in (args.archs or []) for r in profilers.load_records(f)]
     print(f"training on {len(df)} rows of {df['module'].nunique()} module types", file=sys.stderr)
-    pred = train_predictor(df, regressor=choice, seed=args.seed, train=train)
+    pred = train_predictor(df, regressor=choice, seed=args.seed, train=train, select=select, archs=archs or None)
     pred.save(args.out)
-    print(f"saved {args.out}: " + ", ".join(f"{m}={pred.models[m].regressor.name}" for m in pred.modules))
+    print(f"saved {args.out}: " + ", ".join(f"{m}={_reg_name(pred, m)}" for m in pred.modules))
+    if pred.composition is not None:
+        c = pred.composition
+        print(f"composition fitted on {c.info['n_networks']} networks: "
+              + ", ".join(f"{k}={v:.4g}" for k, v in c.coef.items())
+              + f"; within ±10%: plain sum {c.info['plain_sum_acc10']:.2f}, corrected {c.info['fit_acc10']:.2f}")
+    return 0
+
+
+def _reg_name(pred, module: str) -> str:
+    m = pred.models[module]
+    return "medn" if m.shared == "medn" else m.regressor.name
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    import profilers
+
+    from ._predictor import LatencyPredictor
+    from ._shipped import reference_predictor
+
+    pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()
+    records = [r for f in args.arch for r in profilers.load_records(f)]
+    if args.threads is not None:
+        records = [r.with_settings(threads=args.threads) for r in records]
+    if args.utilization is not None:
+        records = [r.with_settings(utilization=args.utilization) for r in records]
+    out = pred.predict_models(records)
+    if args.json:
+        rows = out.to_dict("records")
+        for row, r in zip(rows, records):
+            if args.breakdown:
+                row["breakdown"] = pred.breakdown(r).to_dict("records")
+        print(json.dumps(rows, indent=1, default=float))
+        return 0
+    if pred.composition is None:
+        print("note: this predictor has no composition correction; latency is the plain sum of modules", file=sys.stderr)
+    for row, r in zip(out.to_dict("records"), records):
+        line = (f"{row['name']}: {row['latency_ms']:.3f} ms (80% interval {row['lo_ms']:.3f} to {row['hi_ms']:.3f}); "
+                f"plain sum {row['plain_sum_ms']:.3f} ms; {row['n_modules']} modules")
+        if row["n_extrapolated"]:
+            line += f", {row['n_extrapolated']} outside the training ranges"
+        if not pd.isna(row["measured_ms"]):
+            line += f"; measured {row['measured_ms']:.3f} ms (ratio {row['latency_ms'] / row['measured_ms']:.3f})"
+        print(line)
+        if args.breakdown:
+            b = pred.breakdown(r).sort_values("latency_ms", ascending=False).head(args.breakdown)
+            with pd.option_context("display.width", 160, "display.max_columns", 20):
+                print(b.round(4).to_string(index=False))
+        unmapped = [u for u in r.unmapped if u.kind == "compute"]
+        if unmapped:
+            print("  not in the catalogue (covered by the correction): "
+                  + ", ".join(f"{u.op} x{u.count}" for u in unmapped))
     return 0
 
 
@@ -126,7 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None, help="training epochs for MLP/MEDN")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--allow-mixed-devices", action="store_true")
+    t.add_argument("--select", choices=("accuracy", "time", "space"),
+                   help="choose a regressor per module type by cross-validation (instead of --regressor)")
+    t.add_argument("--require-differentiable", action="store_true", help="selection: only differentiable regressors")
+    t.add_argument("--max-query-us", type=float, help="selection: at most this many microseconds per single query")
+    t.add_argument("--max-bytes", type=int, help="selection: at most this many parameter bytes per regressor")
+    t.add_argument("--folds", type=int, default=3, help="selection: cross-validation folds (default 3)")
+    t.add_argument("--candidates", help="selection: comma-separated regressors (default medn,mlp,poly2,ridge,roofline)")
+    t.add_argument("--archs", action="append",
+                   help="profiled architecture records (.jsonl) to fit the whole-model composition correction")
     t.set_defaults(func=_cmd_train)
+    r = sub.add_parser("predict", help="predict whole-model latency from architecture records")
+    r.add_argument("--arch", action="append", required=True, help="architecture record (.json or .jsonl)")
+    r.add_argument("--predictor", help="predictor directory (default: the shipped reference predictor)")
+    r.add_argument("--breakdown", type=int, nargs="?", const=10, default=0,
+                   help="also print the N slowest modules (default 10)")
+    r.add_argument("--threads", type=int, help="predict at this thread count instead of the record's")
+    r.add_argument("--utilization", type=float, help="predict at this device utilization instead of the record's")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_cmd_predict)
     e = sub.add_parser("evaluate", help="metrics table and predicted-vs-measured plot")
     e.add_argument("--predictor", required=True)
     e.add_argument("--data", action="append", required=True)

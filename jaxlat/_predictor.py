@@ -1,8 +1,11 @@
 """`LatencyPredictor`: one regressor per module type (or one MEDN for all), their parameters,
-feature schemas and device metadata, saved as a directory of JSON and `.npz` files.
+feature schemas, device metadata, the selection report and the whole-model composition
+correction, saved as a directory of JSON and `.npz` files.
 
-    predictor = train_predictor(read_dataset("data/cpu.parquet"), regressor="medn")
+    predictor = train_predictor(read_dataset("data/cpu.parquet"), regressor="auto", archs=records)
     predictor.predict(configs)            # DataFrame: latency_ms, lo_ms, hi_ms per config
+    predictor.predict_models(records)     # whole models: corrected sum, interval, plain sum
+    predictor.latency_fn("conv2d")        # pure JAX: fields -> latency_ms (jit, vmap, grad)
     predictor.save("predictors/cpu")      # no pickle; checksummed
     LatencyPredictor.load("predictors/cpu")
 """
@@ -10,6 +13,7 @@ feature schemas and device metadata, saved as a directory of JSON and `.npz` fil
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +25,7 @@ import numpy as np
 from profilers import ModuleConfig, SCHEMA_VERSION
 
 from ._base import Regressor, predict_batch
+from ._composition import IDENTITY, Composition, design_rows, fit_composition
 from ._data import split_by_config, type_arrays
 from ._features import FEATURE_SCHEMA_VERSION, encode_columns, feature_schema
 from ._io import ArtifactError, load_tree, save_tree, write_json
@@ -33,9 +38,11 @@ from .regressors import (
     roofline_regressor,
 )
 
-#: Version of the predictor directory layout; `load` accepts exactly these.
-PREDICTOR_FORMAT_VERSION = 1
-READABLE_PREDICTOR_VERSIONS = (1,)
+#: Version of the predictor directory layout; `load` accepts exactly these. Version 2 added the
+#: composition correction and the selection report; a version-1 directory loads without them
+#: (whole models are then predicted as the plain sum of their modules).
+PREDICTOR_FORMAT_VERSION = 2
+READABLE_PREDICTOR_VERSIONS = (1, 2)
 #: z-value of the two-sided 80 % interval reported as `lo_ms` / `hi_ms`.
 INTERVAL_Z = 1.2815515655446004
 
@@ -71,10 +78,20 @@ class TypeModel:
 class LatencyPredictor:
     """Predicts latency (ms) for configs of any module type it was trained on."""
 
-    def __init__(self, models: Mapping[str, TypeModel], *, device: Mapping[str, Any], medn: Any = None):
+    def __init__(
+        self,
+        models: Mapping[str, TypeModel],
+        *,
+        device: Mapping[str, Any],
+        medn: Any = None,
+        composition: Composition | None = None,
+        selection: Mapping[str, Any] | None = None,
+    ):
         self.models = dict(models)
         self.device = dict(device)
         self._medn = medn  # (MultiTaskRegressor, params) when a MEDN serves some types
+        self.composition = composition  # None: whole models are the plain sum of their modules
+        self.selection = dict(selection) if selection else None  # the auto-selection report
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -126,6 +143,108 @@ class LatencyPredictor:
             out.loc[sub.index, "extrapolated"] = outside.any(axis=1)
         return out.astype({"latency_ms": float, "lo_ms": float, "hi_ms": float, "extrapolated": bool})
 
+    def latency_fn(self, module: str) -> Callable[[Mapping[str, Any]], Any]:
+        """A pure JAX function `fields -> latency_ms` for one module type.
+
+        `fields` maps every field of the type (and the common fields) to a scalar or an array
+        (broadcast together; string fields such as `dtype` stay Python values). Numeric
+        fields may be traced: `jax.grad` of the latency with respect to a width, `jax.vmap`
+        over candidates, `jax.jit` of a whole search step.
+
+        Examples:
+          >>> import jax, jax.numpy as jnp  # doctest: +SKIP
+          >>> f = predictor.latency_fn("conv2d")  # doctest: +SKIP
+          >>> jax.grad(lambda c: f({**cfg, "cout": c}).sum())(64.0)  # doctest: +SKIP
+        """
+        import jax.numpy as jnp
+
+        m = self._model(module)
+        if not m.regressor.jittable:
+            raise ValueError(f"{module}: {m.regressor.name} is not a JAX regressor; no pure JAX path")
+        reg, params = m.regressor, m.params
+
+        def latency_ms(fields: Mapping[str, Any]):
+            x = encode_columns(module, fields, xp=jnp)
+            out = jax.vmap(reg.predict, in_axes=(None, 0))(params, x)
+            return jnp.exp(out[:, 0])
+
+        return latency_ms
+
+    def breakdown(self, record: Any) -> Any:
+        """Per-operator predictions of an architecture record (`profilers.ArchRecord`): graph
+        order, with `op`, `approx` and the share of the module sum."""
+        df = record.frame()
+        if df.empty:
+            raise ValueError(f"{record.name}: the record has no mapped modules")
+        pred = self.predict(df.drop(columns=["op", "approx"]))
+        out = df[["module", "op", "approx"]].copy()
+        out[["latency_ms", "lo_ms", "hi_ms", "extrapolated"]] = pred[["latency_ms", "lo_ms", "hi_ms", "extrapolated"]]
+        out["share"] = out["latency_ms"] / out["latency_ms"].sum()
+        return out
+
+    def predict_models(self, records: Sequence[Any]) -> Any:
+        """Whole-model latency of architecture records, all modules in one vectorized call.
+
+        Returns:
+          A DataFrame, one row per record: `name`, `latency_ms` (corrected), `lo_ms`, `hi_ms`
+          (80 % interval: module intervals summed, widened by the correction's spread),
+          `plain_sum_ms` (sum of module medians), `n_modules`, `n_extrapolated`,
+          `n_unmapped_compute`, and `measured_ms` where the record was profiled.
+        """
+        import pandas as pd
+
+        frames, owner = [], []
+        for i, r in enumerate(records):
+            f = r.frame()
+            if f.empty:
+                raise ValueError(f"{r.name}: the record has no mapped modules")
+            frames.append(f.drop(columns=["op", "approx"]))
+            owner.append(np.full(len(f), i))
+        allf = pd.concat(frames, ignore_index=True)
+        pred = self.predict(allf)
+        pred["owner"] = np.concatenate(owner)
+        g = pred.groupby("owner")
+        sums = g[["latency_ms", "lo_ms", "hi_ms"]].sum().to_numpy()
+        n_ext = g["extrapolated"].sum().to_numpy()
+        counts = [r.counts() for r in records]
+        comp = self.composition or Composition(IDENTITY)
+        mid = comp.apply(design_rows(sums[:, 0], counts))
+        lo = comp.apply(design_rows(sums[:, 1], counts))
+        hi = comp.apply(design_rows(sums[:, 2], counts))
+        zs = INTERVAL_Z * comp.log_sigma
+        w_lo = np.sqrt(np.log(np.maximum(mid, 1e-9) / np.maximum(lo, 1e-9)) ** 2 + zs**2)
+        w_hi = np.sqrt(np.log(np.maximum(hi, 1e-9) / np.maximum(mid, 1e-9)) ** 2 + zs**2)
+        return pd.DataFrame({
+            "name": [r.name for r in records],
+            "latency_ms": mid,
+            "lo_ms": mid * np.exp(-w_lo),
+            "hi_ms": mid * np.exp(w_hi),
+            "plain_sum_ms": sums[:, 0],
+            "n_modules": [c["n_modules"] for c in counts],
+            "n_extrapolated": n_ext.astype(int),
+            "n_unmapped_compute": [c["n_unmapped_compute"] for c in counts],
+            "measured_ms": [float(r.measured["latency_ms"]) if r.measured else np.nan for r in records],
+        })
+
+    def predict_model(self, record: Any) -> dict[str, Any]:
+        """`predict_models` for one record, as a dict."""
+        return self.predict_models([record]).iloc[0].to_dict()
+
+    def fit_composition(self, records: Sequence[Any]) -> Composition:
+        """Fit (and keep) the composition correction on profiled architecture records."""
+        measured = [r for r in records if r.measured]
+        if len(measured) < len(records):
+            raise ValueError(f"fit_composition: {len(records) - len(measured)} record(s) were not measured end to end")
+        pm = self.predict_models(measured)
+        terms = design_rows(pm["plain_sum_ms"].to_numpy(), [r.counts() for r in measured])
+        plain = pm["plain_sum_ms"].to_numpy() / pm["measured_ms"].to_numpy()
+        self.composition = fit_composition(
+            terms, pm["measured_ms"].to_numpy(),
+            info={"plain_sum_over_measured_median": float(np.median(plain)),
+                  "plain_sum_acc10": float(np.mean(np.abs(plain - 1) <= 0.10))},
+        )
+        return self.composition
+
     # -- persistence ---------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:
@@ -140,6 +259,10 @@ class LatencyPredictor:
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "modules": {},
         }
+        if self.composition is not None:
+            manifest["composition"] = self.composition.as_json()
+        if self.selection is not None:
+            manifest["selection"] = self.selection
         if self._medn is not None:
             medn, params = self._medn
             manifest["medn"] = {"config": dict(medn.config), **save_tree(d / "medn.npz", params)}
@@ -210,7 +333,12 @@ class LatencyPredictor:
             models[module] = TypeModel(
                 module, reg, params, names, np.asarray(e["feature_min"], np.float32), np.asarray(e["feature_max"], np.float32), shared
             )
-        return cls(models, device=manifest.get("device", {}), medn=medn)
+        try:
+            comp = Composition.from_json(manifest["composition"]) if "composition" in manifest else None
+        except ValueError as e:
+            raise ArtifactError(f"{path}: {e}") from None
+        return cls(models, device=manifest.get("device", {}), medn=medn, composition=comp,
+                   selection=manifest.get("selection"))
 
 
 def _device_of(df) -> dict[str, Any]:
@@ -229,13 +357,19 @@ def train_predictor(
     val_frac: float = 0.15,
     train: TrainConfig | None = None,
     modules: Iterable[str] | None = None,
+    select: Any = None,
+    archs: Sequence[Any] | None = None,
 ) -> LatencyPredictor:
     """Fit a predictor on a dataset frame (from `profilers.read_dataset`).
 
     Args:
       df: dataset rows (ok rows only).
       regressor: one name for every module type (`medn`, `mlp`, `ridge`, `poly2`, `poly3`,
-        `roofline`), or a mapping module -> name.
+        `roofline`), a mapping module -> name, or `"auto"`: run `select_regressors` (with the
+        keyword arguments in `select`, e.g. `{"mode": "time", "budgets": Budgets(...)}`) and
+        keep its report in the predictor.
+      select: keyword arguments of `select_regressors` when `regressor="auto"`.
+      archs: profiled architecture records; the composition correction is fitted on them.
       seed: seeds the validation split and the training.
       val_frac: share of config groups held out for early stopping and interval widths.
       train: optimization settings for gradient-trained regressors (MLP, MEDN).
@@ -244,6 +378,13 @@ def train_predictor(
     mods = sorted(set(df["module"]) if modules is None else set(modules))
     if not mods:
         raise ValueError("train_predictor: the dataset has no rows")
+    selection = None
+    if regressor == "auto":
+        from ._select import select_regressors
+
+        sel = select_regressors(df[df["module"].isin(mods)], seed=seed, train=train, **dict(select or {}))
+        print(sel.format(), file=sys.stderr)
+        regressor, selection = sel.choice, sel.as_json()
     choice = {m: regressor for m in mods} if isinstance(regressor, str) else dict(regressor)
     missing = [m for m in mods if m not in choice]
     if missing:
@@ -261,7 +402,9 @@ def train_predictor(
     medn = None
     if medn_mods:
         mr = medn_regressor() if train is None else medn_regressor(train=train)
-        params = mr.fit(key, {m: arrays[m][0] for m in medn_mods}, val={m: arrays[m][1] for m in medn_mods if len(arrays[m][1][1])})
+        # With a selection, the MEDN learns every type, as it did when it was scored.
+        fit_mods = mods if selection is not None else medn_mods
+        params = mr.fit(key, {m: arrays[m][0] for m in fit_mods}, val={m: arrays[m][1] for m in fit_mods if len(arrays[m][1][1])})
         medn = (mr, params)
         for m in medn_mods:
             reg, p = medn_task_view(mr, params, m)
@@ -277,7 +420,10 @@ def train_predictor(
         params = reg.fit(jax.random.fold_in(key, i), x, y, names=feature_schema(m).names,
                          x_val=xv if len(yv) else None, y_val=yv if len(yv) else None)
         models[m] = _type_model(m, reg, params, x)
-    return LatencyPredictor(models, device=_device_of(df), medn=medn)
+    pred = LatencyPredictor(models, device=_device_of(df), medn=medn, selection=selection)
+    if archs:
+        pred.fit_composition(archs)
+    return pred
 
 
 def _type_model(module: str, reg: Regressor, params: Any, x: np.ndarray, shared: str | None = None) -> TypeModel:

@@ -7,6 +7,15 @@ schema defined here are the contract with `jaxlat`.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._arch import ARCH_FORMAT_VERSION as ARCH_FORMAT_VERSION
+from ._arch import ArchError as ArchError
+from ._arch import ArchModule as ArchModule
+from ._arch import ArchRecord as ArchRecord
+from ._arch import UnmappedOp as UnmappedOp
+from ._arch import capture_torch as capture_torch
+from ._arch import load_record as load_record
+from ._arch import load_records as load_records
+from ._arch import unique_configs as unique_configs
 from ._catalogue import ACTIVATIONS as ACTIVATIONS
 from ._catalogue import CATALOGUE_VERSION as CATALOGUE_VERSION
 from ._catalogue import COMMON_FIELD_NAMES as COMMON_FIELD_NAMES
@@ -60,6 +69,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 # Torch-backed names load on first use, so `import profilers` stays framework-free.
 _TORCH_NAMES = ("build_torch_module", "register_torch_builder", "time_torch_module", "torch_threads")
+_MODEL_NAMES = ("profile_torch_model", "time_torch_model", "profile_many", "generated_jobs", "zoo_jobs")
 
 
 def __getattr__(name: str):
@@ -67,4 +77,12 @@ def __getattr__(name: str):
         from . import _torch_backend
 
         return getattr(_torch_backend, name)
+    if name in _MODEL_NAMES:
+        from . import _models
+
+        return getattr(_models, name)
+    if name == "generated_network":
+        from ._netgen import generated_network
+
+        return generated_network
     raise AttributeError(f"module 'profilers' has no attribute {name!r}")

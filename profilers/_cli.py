@@ -3,6 +3,10 @@
 Examples:
   jaxlat-profile torch --module conv2d --n 500 --device cpu --threads 1 --utilization 0,0.5 --out data/cpu.parquet
   jaxlat-profile torch --module all --n 50 --n conv2d=200 --range kernel=1,3 --out data/small.parquet
+  jaxlat-profile torch-model --model profilers.zoo:resnet50 --input-shape 1,3,224,224 --out arch.json
+  jaxlat-profile zoo --model resnet18,vit_b16 --batch 1,8 --out runs/zoo.jsonl
+  jaxlat-profile generated --n 48 --batch 1,8 --out data/cpu_generated_models.jsonl
+  jaxlat-profile torch --from-archs runs/pool.jsonl --n 2000 --out data/cpu_arch_modules.parquet
   jaxlat-profile catalogue --module conv2d
   jaxlat-profile summary data/cpu.parquet
 """
@@ -10,6 +14,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import shlex
 import signal
 import threading
@@ -89,6 +95,10 @@ def _cmd_torch(args: argparse.Namespace) -> int:
     from ._runner import run_profile
 
     plugins = _import_plugins(args.plugin)
+    if args.from_archs:
+        return _profile_configs(args, _arch_configs(args), plugins, {"from_archs": args.from_archs})
+    if not args.module:
+        raise ValueError("torch: give --module (types to sample) or --from-archs (architecture records)")
     modules = _modules(args.module)
     counts = _counts(args.n or ["100"], modules)
     ranges = _ranges(args.range or [], modules)
@@ -106,13 +116,38 @@ def _cmd_torch(args: argparse.Namespace) -> int:
             families=fams,
             max_flops=None if args.max_gflops is None else args.max_gflops * 1e9,
         )
-    configs = expand(
-        configs,
-        batch_size=args.batch,
-        dtype=args.dtype,
-        threads=args.threads,
-        utilization=args.utilization,
-    )
+    return _profile_configs(args, configs, plugins, {"sampler": args.sampler}, expand_batch=True)
+
+
+def _arch_configs(args: argparse.Namespace) -> list:
+    """The distinct module configs of architecture records, optionally a seeded subset."""
+    import random
+
+    from ._arch import load_records, unique_configs
+
+    records = [r for f in args.from_archs for r in load_records(f)]
+    configs = unique_configs(records)
+    if args.module:
+        keep = set(_modules(args.module))
+        configs = [c for c in configs if c.module in keep]
+    if args.max_gflops is not None:
+        configs = [c for c in configs if c.costs().flops <= args.max_gflops * 1e9]
+    n = int(args.n[0]) if args.n else len(configs)
+    if n < len(configs):
+        configs = random.Random(args.seed).sample(configs, n)
+    print(f"{len(configs)} distinct module configs from {len(records)} architecture records", file=sys.stderr)
+    return configs  # batch sizes come from the records; threads, dtype and utilization from the options
+
+
+def _profile_configs(args: argparse.Namespace, configs: list, plugins: list[str], info: dict[str, Any],
+                     expand_batch: bool = False) -> int:
+    from ._runner import run_profile
+
+    modules = sorted({c.module for c in configs})
+    settings = {"dtype": args.dtype, "threads": args.threads, "utilization": args.utilization}
+    if expand_batch:
+        settings["batch_size"] = args.batch
+    configs = expand(configs, **settings)
     timer = TimerConfig(min_run_time_s=args.min_run_time, min_repeats=args.min_repeats)
     print(f"profiling {len(configs)} configs of {len(modules)} module types on {args.device} -> {args.out}", file=sys.stderr)
     summary = run_profile(
@@ -127,10 +162,93 @@ def _cmd_torch(args: argparse.Namespace) -> int:
         plugins=plugins,
         rounds=args.rounds,
         progress=not args.no_progress,
-        run_info={"sampler": args.sampler, "seed": args.seed, "command": shlex.join(["jaxlat-profile", *sys.argv[1:]])},
+        run_info={**info, "seed": args.seed, "command": shlex.join(["jaxlat-profile", *sys.argv[1:]])},
     )
     print(summary.format())
     return 130 if summary.interrupted else 0
+
+
+def _ensure_measurement_env() -> None:
+    """Measuring in this process: re-execute with the malloc settings unless they are set."""
+    from ._device import MEASUREMENT_ENV, measurement_env
+
+    if all(os.environ.get(k) == v for k, v in MEASUREMENT_ENV.items()):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "profilers._cli", *sys.argv[1:]], measurement_env())
+
+
+def _model_inputs(args: argparse.Namespace, batch: int) -> tuple[Any, ...]:
+    import torch
+
+    shape = list(args.input_shape)
+    shape[0] = batch
+    if args.input_dtype in ("int64", "long"):
+        return (torch.randint(0, args.vocab, tuple(shape)),)
+    dtypes = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if args.input_dtype not in dtypes:
+        raise ValueError(f"--input-dtype={args.input_dtype!r} is not valid: expected one of float32, float16, bfloat16, int64")
+    return (torch.randn(*shape, dtype=dtypes[args.input_dtype]),)
+
+
+def _cmd_torch_model(args: argparse.Namespace) -> int:
+    import json
+
+    from ._arch import append_record
+    from ._models import MODEL_TIMER, load_factory, profile_torch_model
+
+    factory = load_factory(args.model)
+    kwargs = json.loads(args.kwargs) if args.kwargs else {}
+    batches = args.batch or [args.input_shape[0]]
+    if len(batches) > 1 and not args.out.endswith(".jsonl"):
+        raise ValueError("--out must be a .jsonl file when several --batch sizes are given")
+    if not args.no_measure:
+        _ensure_measurement_env()
+    import torch
+
+    torch.manual_seed(0)
+    model = factory(**kwargs)
+    name = args.name or args.model.split(":")[-1]
+    timer = dataclasses.replace(MODEL_TIMER, min_run_time_s=args.min_run_time)
+    for b in batches:
+        rec = profile_torch_model(model, _model_inputs(args, b), name=f"{name}_b{b}" if len(batches) > 1 else name,
+                                  threads=args.threads, utilization=args.utilization, timer=timer,
+                                  measure=not args.no_measure, info={"factory": args.model, "kwargs": kwargs})
+        if args.out.endswith(".jsonl"):
+            append_record(args.out, rec)
+        else:
+            rec.save(args.out)
+        print(rec.summary())
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_generated(args: argparse.Namespace) -> int:
+    from ._models import generated_jobs
+
+    jobs = generated_jobs(range(args.seed, args.seed + args.n), args.batch, args.threads, args.utilization)
+    return _profile_jobs(args, jobs, "generated networks")
+
+
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    from . import zoo
+    from ._models import zoo_jobs
+
+    names = list(zoo.ZOO) if args.model == ["all"] else [n.strip() for v in args.model for n in v.split(",")]
+    return _profile_jobs(args, zoo_jobs(names, args.batch), "zoo models")
+
+
+def _profile_jobs(args: argparse.Namespace, jobs: list, what: str) -> int:
+    from ._models import MODEL_TIMER, profile_many
+
+    if not args.no_measure:
+        _ensure_measurement_env()
+    timer = dataclasses.replace(MODEL_TIMER, min_run_time_s=args.min_run_time)
+    recs = profile_many(args.out, jobs, threads=args.threads, utilization=args.utilization, timer=timer,
+                        progress=not args.no_progress, measure=not args.no_measure, rounds=args.rounds)
+    print(f"{'captured' if args.no_measure else 'measured'} {len(recs)} {what} -> {args.out}")
+    return 0
 
 
 def _cmd_catalogue(args: argparse.Namespace) -> int:
@@ -172,7 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("torch", help="measure modules with PyTorch (cpu or cuda)")
-    t.add_argument("--module", action="append", required=True, help="module type(s), comma-separated, or 'all'")
+    t.add_argument("--module", action="append", help="module type(s), comma-separated, or 'all'")
+    t.add_argument("--from-archs", action="append", metavar="RECORDS",
+                   help="measure the module configs of architecture records (.json/.jsonl) instead of sampling; "
+                        "--n N takes a seeded subset, --module filters types")
     t.add_argument("--n", action="append", help="configs per module: N, or MODULE=N (repeatable)")
     t.add_argument("--sampler", choices=METHODS, default="lhs", help="design (default: lhs, space-filling)")
     t.add_argument("--seed", type=int, default=0)
@@ -194,6 +315,39 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--plugin", action="append", help="Python module registering extra module types (importable)")
     t.set_defaults(func=_cmd_torch)
+
+    m = sub.add_parser("torch-model", help="capture a torch model's architecture record and time it end to end")
+    m.add_argument("--model", required=True, help="package.module:factory returning an nn.Module")
+    m.add_argument("--kwargs", help="JSON keyword arguments for the factory")
+    m.add_argument("--input-shape", type=_csv(int), required=True, help="example input shape, e.g. 1,3,224,224")
+    m.add_argument("--input-dtype", default="float32", help="float32, float16, bfloat16 or int64 (token ids)")
+    m.add_argument("--vocab", type=int, default=1000, help="token ids are drawn below this (int64 inputs)")
+    m.add_argument("--batch", type=_csv(int), help="batch sizes (replace the first input dimension); default: the shape's")
+    m.add_argument("--threads", type=int, default=1)
+    m.add_argument("--utilization", type=float, default=0.0, help="background CPU utilization 0..1 while timing")
+    m.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per model")
+    m.add_argument("--name", help="record name (default: the factory's name)")
+    m.add_argument("--no-measure", action="store_true", help="capture the record only")
+    m.add_argument("--out", required=True, help="record file: .json (one batch size) or .jsonl (appended)")
+    m.set_defaults(func=_cmd_torch_model)
+
+    g = sub.add_parser("generated", help="capture and time generated networks (composition training data)")
+    g.add_argument("--n", type=int, required=True, help="number of networks (seeds SEED..SEED+N-1)")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=_cmd_generated)
+    z = sub.add_parser("zoo", help="capture and time real architectures (profilers.zoo; needs the models extra)")
+    z.add_argument("--model", action="append", required=True, help="zoo names, comma-separated, or 'all'")
+    z.set_defaults(func=_cmd_zoo)
+    for q in (g, z):
+        q.add_argument("--batch", type=_csv(int), default=[1], help="batch sizes, comma-separated")
+        q.add_argument("--threads", type=int, default=1)
+        q.add_argument("--utilization", type=float, default=0.0)
+        q.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per model (all rounds)")
+        q.add_argument("--rounds", type=int, default=3,
+                       help="measure each model in N rounds, interleaved with other models, pooled (default 3)")
+        q.add_argument("--no-progress", action="store_true")
+        q.add_argument("--no-measure", action="store_true", help="capture the records only")
+        q.add_argument("--out", required=True, help=".jsonl records file; an existing one is resumed")
 
     c = sub.add_parser("catalogue", help="list module types, fields and allowed values")
     c.add_argument("--module", action="append")

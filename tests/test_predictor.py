@@ -81,7 +81,7 @@ def test_broken_artifacts_give_clear_errors(predictors, tmp_path):
         LatencyPredictor.load(d)
     d2 = predictors["mixed"].save(tmp_path / "q")
     text = (d2 / "predictor.json").read_text()
-    (d2 / "predictor.json").write_text(text.replace('"format_version": 1', '"format_version": 7'))
+    (d2 / "predictor.json").write_text(text.replace('"format_version": 2', '"format_version": 7'))
     with pytest.raises(ArtifactError, match="format_version=7 is unknown"):
         LatencyPredictor.load(d2)
     (d2 / "predictor.json").write_text(text[: len(text) // 2])

@@ -1,0 +1,95 @@
+"""Whole-model latency: the sum of module predictions plus a learned composition correction.
+
+A model's latency is not the sum of its modules measured alone: operators the catalogue does not
+cover (reshapes that copy, softmax, concatenation, embedding lookups), per-operator framework
+overhead and cache effects between consecutive operators all add or remove time. The
+correction is linear in interpretable terms, fitted on end-to-end measurements of generated
+networks (`jaxlat-profile generated`):
+
+    latency_ms = scale * sum(module predictions)
+               + per_module_ms * n_modules
+               + per_unmapped_ms * n_unmapped_compute + per_view_ms * n_unmapped_view
+               + ms_per_mb * unmapped_MB
+
+with every term but `per_module_ms` non-negative, fitted by bounded least squares on relative
+error. Its residual spread on the fitting networks widens the model's interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+TERMS = ("scale", "per_module_ms", "per_unmapped_ms", "per_view_ms", "ms_per_mb")
+#: The plain sum: what a predictor without a fitted correction uses.
+IDENTITY = {"scale": 1.0, "per_module_ms": 0.0, "per_unmapped_ms": 0.0, "per_view_ms": 0.0, "ms_per_mb": 0.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Composition:
+    """A fitted correction: `coef` per term, `log_sigma` (residual spread of log latency on the
+    fitting networks) and what it was fitted on."""
+
+    coef: Mapping[str, float]
+    log_sigma: float = 0.0
+    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def apply(self, terms: np.ndarray) -> np.ndarray:
+        """Corrected latency (ms) from the `[n, 5]` design rows of `design_rows`."""
+        return np.asarray(terms, np.float64) @ np.array([self.coef[t] for t in TERMS])
+
+    def as_json(self) -> dict[str, Any]:
+        return {"coef": dict(self.coef), "log_sigma": self.log_sigma, "info": dict(self.info)}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Composition:
+        missing = [t for t in TERMS if t not in obj.get("coef", {})]
+        if missing:
+            raise ValueError(f"composition: missing coefficients {missing}")
+        return cls({t: float(obj["coef"][t]) for t in TERMS}, float(obj.get("log_sigma", 0.0)), obj.get("info", {}))
+
+
+def design_rows(sum_ms: np.ndarray, counts: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """`[n, 5]` design matrix: the module sum and the composition counts of each record."""
+    c = {k: np.array([float(x[k]) for x in counts]) for k in
+         ("n_modules", "n_unmapped_compute", "n_unmapped_view", "unmapped_bytes")}
+    return np.stack([np.asarray(sum_ms, np.float64), c["n_modules"], c["n_unmapped_compute"],
+                     c["n_unmapped_view"], c["unmapped_bytes"] / 1e6], axis=1)
+
+
+def fit_composition(terms: np.ndarray, measured_ms: np.ndarray, *, info: Mapping[str, Any] | None = None) -> Composition:
+    """Fit the correction on design rows and measured end-to-end latencies (ms).
+
+    Minimizes relative squared error; `scale` and the per-unmapped terms are kept >= 0,
+    `per_module_ms` may be negative (isolated modules can carry more call overhead than the
+    same operators inside a model).
+
+    Raises:
+      ValueError: fewer than 6 networks, or non-positive latencies.
+    """
+    from scipy.optimize import lsq_linear
+
+    x = np.asarray(terms, np.float64)
+    y = np.asarray(measured_ms, np.float64)
+    if len(y) < 6:
+        raise ValueError(f"fit_composition: need at least 6 measured networks, got {len(y)}")
+    if np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("fit_composition: measured latencies must be finite and positive")
+    w = 1.0 / y
+    lo = np.array([0.0, -np.inf, 0.0, 0.0, 0.0])
+    res = lsq_linear(x * w[:, None], y * w, bounds=(lo, np.full(5, np.inf)))
+    coef = {t: float(v) for t, v in zip(TERMS, res.x)}
+    comp = Composition(coef, 0.0, {})
+    pred = np.maximum(comp.apply(x), 1e-6)
+    log_res = np.log(pred / y)
+    rel = pred / y - 1
+    fit_info = {
+        "n_networks": int(len(y)),
+        "fit_acc10": float(np.mean(np.abs(rel) <= 0.10)),
+        "fit_median_abs_rel_err": float(np.median(np.abs(rel))),
+        **dict(info or {}),
+    }
+    return Composition(coef, float(np.sqrt(np.mean(log_res**2))), fit_info)

@@ -1,0 +1,40 @@
+"""Predictors shipped with the package, so that `jaxlat predict` works right after install.
+
+Each lives in `jaxlat/predictors/NAME/` with a README.md that states the device it was
+measured on, the data and the command that built it.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+#: The default of `jaxlat predict`: this project's reference CPU, PyTorch, 1 thread.
+DEFAULT_REFERENCE = "cpu_torch_1t"
+
+
+def reference_names() -> tuple[str, ...]:
+    """Names of the shipped predictors."""
+    root = resources.files("jaxlat") / "predictors"
+    if not root.is_dir():
+        return ()
+    return tuple(sorted(p.name for p in root.iterdir() if (p / "predictor.json").is_file()))
+
+
+def reference_path(name: str = DEFAULT_REFERENCE) -> Path:
+    """Directory of a shipped predictor.
+
+    Raises:
+      ValueError: no shipped predictor of that name (the message lists them).
+    """
+    names = reference_names()
+    if name not in names:
+        raise ValueError(f"reference predictor {name!r} is not shipped: expected one of {', '.join(names) or '(none)'}")
+    return Path(str(resources.files("jaxlat") / "predictors" / name))
+
+
+def reference_predictor(name: str = DEFAULT_REFERENCE):
+    """Load a shipped predictor (`LatencyPredictor`)."""
+    from ._predictor import LatencyPredictor
+
+    return LatencyPredictor.load(reference_path(name))
