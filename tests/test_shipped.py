@@ -1,0 +1,36 @@
+"""The reference predictor shipped in the package, and `jaxlat predict` right after install."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from jaxlat._shipped import reference_names, reference_path, reference_predictor
+from profilers import capture_torch
+
+
+def test_reference_predictor_is_shipped_documented_and_predicts_a_model(tmp_path):
+    assert "cpu_torch_1t" in reference_names()
+    readme = (reference_path() / "README.md").read_text()
+    assert "Intel" in readme and "1 thread" in readme
+    pred = reference_predictor()
+    assert pred.composition is not None and pred.selection is not None
+    assert pred.device["backend"] == "torch"
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 64, 3, 1, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    rec = capture_torch(model, torch.randn(1, 3, 64, 64), name="small")
+    row = pred.predict_model(rec)
+    assert 0 < row["lo_ms"] < row["latency_ms"] < row["hi_ms"] and np.isnan(row["measured_ms"])
+    rec.save(tmp_path / "small.json")
+    r = subprocess.run([sys.executable, "-m", "jaxlat._cli", "predict", "--arch", str(tmp_path / "small.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("small: ") and "80% interval" in r.stdout
+
+
+def test_unknown_reference_name_lists_the_shipped_ones():
+    with pytest.raises(ValueError, match="cpu_torch_1t"):
+        reference_path("tpu_v9")
