@@ -142,7 +142,7 @@ def _full_frame():
 
 def _full_rows():
     rows = []
-    for i, m in enumerate(profilers.module_types()):
+    for i, m in enumerate(str(t) for t in profilers.ModuleType):  # built-in types (plugins come and go)
         cfgs = profilers.sample_configs(m, 40, seed=i)
         for c, lat in zip(cfgs, synthetic_latency_ms(cfgs)):
             rows.append(profilers.measurement_row(c, samples_ms=[0.99 * lat, lat, 1.01 * lat], number_per_run=1, backend="torch",
