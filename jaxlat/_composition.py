@@ -36,20 +36,26 @@ class Composition:
     coef: Mapping[str, float]
     log_sigma: float = 0.0
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: 80th percentile of |log(predicted / measured)| on the fitting networks: the half-width
+    #: of the 80 % interval of a whole-model prediction, at least 0.01 (None: derived from
+    #: module intervals).
+    log_q80: float | None = None
 
     def apply(self, terms: np.ndarray) -> np.ndarray:
         """Corrected latency (ms) from the `[n, 5]` design rows of `design_rows`."""
         return np.asarray(terms, np.float64) @ np.array([self.coef[t] for t in TERMS])
 
     def as_json(self) -> dict[str, Any]:
-        return {"coef": dict(self.coef), "log_sigma": self.log_sigma, "info": dict(self.info)}
+        return {"coef": dict(self.coef), "log_sigma": self.log_sigma, "log_q80": self.log_q80, "info": dict(self.info)}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Composition:
         missing = [t for t in TERMS if t not in obj.get("coef", {})]
         if missing:
             raise ValueError(f"composition: missing coefficients {missing}")
-        return cls({t: float(obj["coef"][t]) for t in TERMS}, float(obj.get("log_sigma", 0.0)), obj.get("info", {}))
+        q = obj.get("log_q80")
+        return cls({t: float(obj["coef"][t]) for t in TERMS}, float(obj.get("log_sigma", 0.0)), obj.get("info", {}),
+                   None if q is None else float(q))
 
 
 def design_rows(sum_ms: np.ndarray, counts: Sequence[Mapping[str, float]]) -> np.ndarray:
@@ -92,4 +98,4 @@ def fit_composition(terms: np.ndarray, measured_ms: np.ndarray, *, info: Mapping
         "fit_median_abs_rel_err": float(np.median(np.abs(rel))),
         **dict(info or {}),
     }
-    return Composition(coef, float(np.sqrt(np.mean(log_res**2))), fit_info)
+    return Composition(coef, float(np.sqrt(np.mean(log_res**2))), fit_info, max(0.01, float(np.quantile(np.abs(log_res), 0.8))))

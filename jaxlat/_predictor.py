@@ -187,7 +187,8 @@ class LatencyPredictor:
 
         Returns:
           A DataFrame, one row per record: `name`, `latency_ms` (corrected), `lo_ms`, `hi_ms`
-          (80 % interval: module intervals summed, widened by the correction's spread),
+          (80 % interval: with a fitted correction, the 80th percentile of its relative error on
+          the fitting networks; without one, the module intervals summed),
           `plain_sum_ms` (sum of module medians), `n_modules`, `n_extrapolated`,
           `n_unmapped_compute`, and `measured_ms` where the record was profiled.
         """
@@ -211,9 +212,12 @@ class LatencyPredictor:
         mid = comp.apply(design_rows(sums[:, 0], counts))
         lo = comp.apply(design_rows(sums[:, 1], counts))
         hi = comp.apply(design_rows(sums[:, 2], counts))
-        zs = INTERVAL_Z * comp.log_sigma
-        w_lo = np.sqrt(np.log(np.maximum(mid, 1e-9) / np.maximum(lo, 1e-9)) ** 2 + zs**2)
-        w_hi = np.sqrt(np.log(np.maximum(hi, 1e-9) / np.maximum(mid, 1e-9)) ** 2 + zs**2)
+        if comp.log_q80 is not None:  # calibrated on the fitting networks' residuals
+            w_lo = w_hi = np.full(len(mid), comp.log_q80)
+        else:  # module intervals summed (errors fully correlated), widened by the correction's spread
+            zs = INTERVAL_Z * comp.log_sigma
+            w_lo = np.sqrt(np.log(np.maximum(mid, 1e-9) / np.maximum(lo, 1e-9)) ** 2 + zs**2)
+            w_hi = np.sqrt(np.log(np.maximum(hi, 1e-9) / np.maximum(mid, 1e-9)) ** 2 + zs**2)
         return pd.DataFrame({
             "name": [r.name for r in records],
             "latency_ms": mid,
