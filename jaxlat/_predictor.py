@@ -210,11 +210,11 @@ class LatencyPredictor:
         counts = [r.counts() for r in records]
         comp = self.composition or Composition(IDENTITY)
         mid = comp.apply(design_rows(sums[:, 0], counts))
-        lo = comp.apply(design_rows(sums[:, 1], counts))
-        hi = comp.apply(design_rows(sums[:, 2], counts))
         if comp.log_q80 is not None:  # calibrated on the fitting networks' residuals
             w_lo = w_hi = np.full(len(mid), comp.log_q80)
         else:  # module intervals summed (errors fully correlated), widened by the correction's spread
+            lo = comp.apply(design_rows(sums[:, 1], counts))
+            hi = comp.apply(design_rows(sums[:, 2], counts))
             zs = INTERVAL_Z * comp.log_sigma
             w_lo = np.sqrt(np.log(np.maximum(mid, 1e-9) / np.maximum(lo, 1e-9)) ** 2 + zs**2)
             w_hi = np.sqrt(np.log(np.maximum(hi, 1e-9) / np.maximum(mid, 1e-9)) ** 2 + zs**2)

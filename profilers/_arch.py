@@ -304,8 +304,17 @@ class _Mapper:
 
     # each returns [(config, approx-reason)] or None
 
-    def _conv2d(self, node):
-        args = list(node.args) + [None] * 7
+    def _conv2d(self, node):  # conv2d(x, w, b, stride, padding, dilation, groups)
+        return self._conv(list(node.args))
+
+    def _convolution(self, node):  # convolution(x, w, b, stride, pad, dil, transposed, out_pad, groups)
+        a = node.args
+        if len(a) >= 9 and not a[6]:
+            return self._conv([a[0], a[1], a[2], a[3], a[4], a[5], a[8]])
+        return None
+
+    def _conv(self, args: list):
+        args = args + [None] * 7
         x, wt, bias = _shape(args[0]), _shape(args[1]), args[2]
         stride = _pair(args[3] if args[3] is not None else 1)
         padding = args[4] if args[4] is not None else 0
@@ -336,13 +345,6 @@ class _Mapper:
         cfg = self.make("conv2d", batch_size=b, cin=cin, cout=cout, h=h, w=w, kernel=kernel, stride=s,
                         groups=groups, bias=bias is not None)
         return [(cfg, "; ".join(notes))]
-
-    def _convolution(self, node):  # aten.convolution: (x, w, b, stride, pad, dil, transposed, out_pad, groups)
-        a = node.args
-        if len(a) >= 9 and not a[6] and len(_shape(a[0]) or ()) == 4:
-            shim = type("N", (), {"args": (a[0], a[1], a[2], a[3], a[4], a[5], a[8])})
-            return self._conv2d(shim)
-        return None
 
     def _linear(self, node):
         x, wt = _shape(node.args[0]), _shape(node.args[1])

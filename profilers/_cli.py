@@ -92,8 +92,6 @@ def _import_plugins(names: Sequence[str] | None) -> list[str]:
 
 
 def _cmd_torch(args: argparse.Namespace) -> int:
-    from ._runner import run_profile
-
     plugins = _import_plugins(args.plugin)
     if args.from_archs:
         return _profile_configs(args, _arch_configs(args), plugins, {"from_archs": args.from_archs})

@@ -11,6 +11,7 @@ Measuring runs in this process: callers set the measurement environment (malloc 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +24,12 @@ from ._timer import TimerConfig, time_function
 
 #: Timing of whole models: longer warm-up and fewer, longer blocks than single modules.
 MODEL_TIMER = TimerConfig(warmup_s=0.3, min_warmup_calls=2, min_run_time_s=1.0, min_repeats=7, max_run_time_s=20.0)
+
+
+@functools.cache
+def _fingerprint() -> dict[str, Any]:
+    """The host's fingerprint, read once per process (every model record carries it)."""
+    return host_fingerprint()
 
 
 def load_factory(spec: str) -> Callable[..., Any]:
@@ -75,7 +82,7 @@ def time_torch_model(
         timing = time_function(lambda: model(*inputs), config=timer)
         achieved = load.achieved() if load is not None else None
     st = timing.stats
-    fp = host_fingerprint()
+    fp = _fingerprint()
     return {
         "latency_ms": st.median_ms,
         "p10_ms": st.p10_ms,

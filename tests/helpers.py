@@ -22,3 +22,16 @@ def synthetic_arrays(module: str, n: int, seed: int = 0):
     cols = {k: np.array([c[k] for c in cfgs], dtype=object if isinstance(cfgs[0][k], str) else None) for k in cfgs[0].values}
     x = np.asarray(encode_columns(module, cols), np.float32)
     return cfgs, x, np.log(synthetic_latency_ms(cfgs)).astype(np.float32), feature_schema(module).names
+
+
+def synthetic_rows(modules, n_per: int, seed: int = 0, *, spread: float = 0.0) -> list[dict]:
+    """Dataset rows of the synthetic law: `n_per` sampled configs of each module type, three
+    samples per row at (1 - spread, 1, 1 + spread) times the law."""
+    rows = []
+    for i, m in enumerate(modules):
+        cfgs = profilers.sample_configs(m, n_per, seed=seed + i)
+        for c, lat in zip(cfgs, synthetic_latency_ms(cfgs)):
+            rows.append(profilers.measurement_row(c, samples_ms=[(1 - spread) * lat, lat, (1 + spread) * lat],
+                                                  number_per_run=1, backend="torch", device="cpu",
+                                                  device_id="synthetic"))
+    return rows

@@ -2,7 +2,6 @@ import subprocess
 import sys
 import textwrap
 
-import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,19 +12,13 @@ import jaxlat
 import profilers
 from jaxlat import ArtifactError, LatencyPredictor, TrainConfig, evaluate, train_predictor
 
-from .helpers import synthetic_latency_ms
+from .helpers import synthetic_rows
 
 MODULES = ["linear", "conv2d", "add"]
 
 
 def _frame(n_per: int, seed: int) -> pd.DataFrame:
-    rows = []
-    for i, m in enumerate(MODULES):
-        cfgs = profilers.sample_configs(m, n_per, seed=seed + i)
-        for c, lat in zip(cfgs, synthetic_latency_ms(cfgs)):
-            rows.append(profilers.measurement_row(c, samples_ms=[lat] * 3, number_per_run=1, backend="torch",
-                                                  device="cpu", device_id="synthetic"))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(synthetic_rows(MODULES, n_per, seed))
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,14 @@ import profilers
 from jaxlat import ArtifactError, Budgets, LatencyPredictor, TrainConfig, select_regressors, train_predictor
 from jaxlat._composition import TERMS, design_rows, fit_composition
 
-from .helpers import synthetic_latency_ms
+from .helpers import synthetic_rows
 
 MODULES = ["conv2d", "linear", "add"]
 SMALL = TrainConfig(epochs=60, batch_size=64, learning_rate=3e-3)
 
 
 def _frame(n_per: int, seed: int) -> pd.DataFrame:
-    rows = []
-    for i, m in enumerate(MODULES):
-        cfgs = profilers.sample_configs(m, n_per, seed=seed + i)
-        for c, lat in zip(cfgs, synthetic_latency_ms(cfgs)):
-            rows.append(profilers.measurement_row(c, samples_ms=[lat] * 3, number_per_run=1, backend="torch",
-                                                  device="cpu", device_id="synthetic"))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(synthetic_rows(MODULES, n_per, seed))
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +135,8 @@ def _full_frame():
 
 
 def _full_rows():
-    rows = []
-    for i, m in enumerate(str(t) for t in profilers.ModuleType):  # built-in types (plugins come and go)
-        cfgs = profilers.sample_configs(m, 40, seed=i)
-        for c, lat in zip(cfgs, synthetic_latency_ms(cfgs)):
-            rows.append(profilers.measurement_row(c, samples_ms=[0.99 * lat, lat, 1.01 * lat], number_per_run=1, backend="torch",
-                                                  device="cpu", device_id="synthetic"))
-    return rows
+    # built-in types only (a plugin type registered by another test is not in the file's reader)
+    return synthetic_rows([str(t) for t in profilers.ModuleType], 40, spread=0.01)
 
 
 def test_version_1_artifact_loads_as_plain_sum(full_frame, records, tmp_path):
