@@ -11,6 +11,8 @@ Examples:
   jaxlat-profile tflite-export --module all --n 300 --dtype fp32,fp16w,int8 --models models/ --jobs 2
   jaxlat-profile tflite-run --models models/ --threads 1 --delegate xnnpack --out data/tflite.parquet
   jaxlat-profile tflite --module conv2d --n 100 --out data/tflite_conv.parquet
+  jaxlat-profile tflite-model --model profilers.zoo:mobilenet_v2 --input-shape 1,3,224,224 --out mbv2_tflite.json
+  jaxlat-profile zoo --model resnet18 --backend tflite --tflite-dtype int8 --out runs/zoo_tflite.jsonl
   jaxlat-profile catalogue --module conv2d
   jaxlat-profile summary data/cpu.parquet
 """
@@ -25,6 +27,7 @@ import signal
 import threading
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ._catalogue import COMMON_FIELDS, get_spec, module_types
@@ -234,6 +237,8 @@ def _cmd_tflite_run(args: argparse.Namespace, keys: set[str] | None = None) -> i
         entries = {k: e for k, e in entries.items() if e.config.module in keep}
     if args.dtype:
         entries = {k: e for k, e in entries.items() if e.config["dtype"] in args.dtype}
+    if getattr(args, "n", None):
+        entries = _subset(entries, int(args.n), getattr(args, "seed", 0) or 0)
     if not entries:
         raise ValueError(f"--models {args.models}: no exported models match the --module/--dtype filters")
     configs = manifest_configs(entries, threads=args.threads, utilization=args.utilization)
@@ -243,6 +248,21 @@ def _cmd_tflite_run(args: argparse.Namespace, keys: set[str] | None = None) -> i
                             settings={})
 
 
+def _subset(entries: dict, n: int, seed: int) -> dict:
+    """At most `n` models per module type and dtype, a seeded sample (the same configs in every
+    dtype, so that precisions compare on equal configs)."""
+    import random
+
+    by_type: dict[str, list[str]] = {}
+    for k, e in entries.items():
+        by_type.setdefault(e.config.module, []).append(e.config.replace(dtype="fp32").key)
+    keep_base = set()
+    for module, bases in sorted(by_type.items()):
+        uniq = sorted(set(bases))
+        keep_base |= set(random.Random(f"{seed}|{module}").sample(uniq, min(n, len(uniq))))
+    return {k: e for k, e in entries.items() if e.config.replace(dtype="fp32").key in keep_base}
+
+
 def _cmd_tflite(args: argparse.Namespace) -> int:
     if args.models is None:
         args.models = os.path.splitext(args.out)[0] + ".models"
@@ -250,7 +270,7 @@ def _cmd_tflite(args: argparse.Namespace) -> int:
         keys = _tflite_export_configs(args)
     except KeyboardInterrupt:
         return 130
-    args.module = None  # the exported configs are the selection
+    args.module = args.n = None  # the exported configs are the selection
     return _cmd_tflite_run(args, keys)
 
 
@@ -278,6 +298,20 @@ def _model_inputs(args: argparse.Namespace, batch: int) -> tuple[Any, ...]:
     return (torch.randn(*shape, dtype=dtypes[args.input_dtype]),)
 
 
+def _runtime(args: argparse.Namespace):
+    """The model runtime of a command: torch, or TFLite with its delegate, dtype and models dir."""
+    from ._models import TFLiteRuntime, TorchRuntime
+
+    if getattr(args, "backend", "torch") == "torch":
+        return TorchRuntime()
+    from ._tflite_backend import TFLITE_DTYPES
+
+    if args.tflite_dtype not in TFLITE_DTYPES:
+        raise ValueError(f"--tflite-dtype {args.tflite_dtype!r} is not valid: expected one of {', '.join(TFLITE_DTYPES)}")
+    models = args.models or os.path.splitext(args.out)[0] + ".models"
+    return TFLiteRuntime(Path(models), delegate=args.delegate, dtype=args.tflite_dtype)
+
+
 def _cmd_torch_model(args: argparse.Namespace) -> int:
     import json
 
@@ -297,10 +331,13 @@ def _cmd_torch_model(args: argparse.Namespace) -> int:
     model = factory(**kwargs)
     name = args.name or args.model.split(":")[-1]
     timer = dataclasses.replace(MODEL_TIMER, min_run_time_s=args.min_run_time)
+    runtime = _runtime(args)
     for b in batches:
-        rec = profile_torch_model(model, _model_inputs(args, b), name=f"{name}_b{b}" if len(batches) > 1 else name,
+        rec_name = f"{name}_b{b}" if len(batches) > 1 else name
+        rec = profile_torch_model(model, _model_inputs(args, b), name=rec_name,
                                   threads=args.threads, utilization=args.utilization, timer=timer,
-                                  measure=not args.no_measure, info={"factory": args.model, "kwargs": kwargs})
+                                  measure=not args.no_measure, info={"factory": args.model, "kwargs": kwargs},
+                                  runtime=runtime)
         if args.out.endswith(".jsonl"):
             append_record(args.out, rec)
         else:
@@ -332,7 +369,8 @@ def _profile_jobs(args: argparse.Namespace, jobs: list, what: str) -> int:
         _ensure_measurement_env()
     timer = dataclasses.replace(MODEL_TIMER, min_run_time_s=args.min_run_time)
     recs = profile_many(args.out, jobs, threads=args.threads, utilization=args.utilization, timer=timer,
-                        progress=not args.no_progress, measure=not args.no_measure, rounds=args.rounds)
+                        progress=not args.no_progress, measure=not args.no_measure, rounds=args.rounds,
+                        runtime=_runtime(args))
     print(f"{'captured' if args.no_measure else 'measured'} {len(recs)} {what} -> {args.out}")
     return 0
 
@@ -436,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--models", required=True, help="models directory written by tflite-export")
     tr.add_argument("--module", action="append", help="measure only these module types")
     tr.add_argument("--dtype", type=_csv(str), default=None, help="measure only these precisions (default: all exported)")
+    tr.add_argument("--n", type=int, default=None,
+                    help="measure a seeded sample of at most N configs per module type (the same configs in every dtype)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the --n sample")
     tr.add_argument("--plugin", action="append", help="Python module registering extra module types (importable)")
     measuring(tr)
     delegate(tr)
@@ -448,20 +489,35 @@ def build_parser() -> argparse.ArgumentParser:
     delegate(tf)
     tf.set_defaults(func=_cmd_tflite)
 
+    def model_backend(q: argparse.ArgumentParser, *, tflite_only: bool = False) -> None:
+        if not tflite_only:
+            q.add_argument("--backend", choices=("torch", "tflite"), default="torch",
+                           help="run the models in torch, or convert them to .tflite and run them with LiteRT")
+        q.add_argument("--tflite-dtype", default="fp32", help="TFLite precision: fp32, fp16w or int8")
+        q.add_argument("--delegate", choices=("xnnpack", "none"), default="xnnpack", help="LiteRT CPU delegate")
+        q.add_argument("--models", help="where converted .tflite models are kept (default: next to --out)")
+
+    def one_model(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--model", required=True, help="package.module:factory returning an nn.Module")
+        q.add_argument("--kwargs", help="JSON keyword arguments for the factory")
+        q.add_argument("--input-shape", type=_csv(int), required=True, help="example input shape, e.g. 1,3,224,224")
+        q.add_argument("--input-dtype", default="float32", help="float32, float16, bfloat16 or int64 (token ids)")
+        q.add_argument("--vocab", type=int, default=1000, help="token ids are drawn below this (int64 inputs)")
+        q.add_argument("--batch", type=_csv(int), help="batch sizes (replace the first input dimension); default: the shape's")
+        q.add_argument("--threads", type=int, default=1)
+        q.add_argument("--utilization", type=float, default=0.0, help="background CPU utilization 0..1 while timing")
+        q.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per model")
+        q.add_argument("--name", help="record name (default: the factory's name)")
+        q.add_argument("--no-measure", action="store_true", help="capture the record only")
+        q.add_argument("--out", required=True, help="record file: .json (one batch size) or .jsonl (appended)")
+
     m = sub.add_parser("torch-model", help="capture a torch model's architecture record and time it end to end")
-    m.add_argument("--model", required=True, help="package.module:factory returning an nn.Module")
-    m.add_argument("--kwargs", help="JSON keyword arguments for the factory")
-    m.add_argument("--input-shape", type=_csv(int), required=True, help="example input shape, e.g. 1,3,224,224")
-    m.add_argument("--input-dtype", default="float32", help="float32, float16, bfloat16 or int64 (token ids)")
-    m.add_argument("--vocab", type=int, default=1000, help="token ids are drawn below this (int64 inputs)")
-    m.add_argument("--batch", type=_csv(int), help="batch sizes (replace the first input dimension); default: the shape's")
-    m.add_argument("--threads", type=int, default=1)
-    m.add_argument("--utilization", type=float, default=0.0, help="background CPU utilization 0..1 while timing")
-    m.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per model")
-    m.add_argument("--name", help="record name (default: the factory's name)")
-    m.add_argument("--no-measure", action="store_true", help="capture the record only")
-    m.add_argument("--out", required=True, help="record file: .json (one batch size) or .jsonl (appended)")
-    m.set_defaults(func=_cmd_torch_model)
+    one_model(m)
+    m.set_defaults(func=_cmd_torch_model, backend="torch")
+    tm = sub.add_parser("tflite-model", help="torch-model, converted to .tflite and timed with LiteRT")
+    one_model(tm)
+    model_backend(tm, tflite_only=True)
+    tm.set_defaults(func=_cmd_torch_model, backend="tflite")
 
     g = sub.add_parser("generated", help="capture and time generated networks (composition training data)")
     g.add_argument("--n", type=int, required=True, help="number of networks (seeds SEED..SEED+N-1)")
@@ -480,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--no-progress", action="store_true")
         q.add_argument("--no-measure", action="store_true", help="capture the records only")
         q.add_argument("--out", required=True, help=".jsonl records file; an existing one is resumed")
+        model_backend(q)
 
     c = sub.add_parser("catalogue", help="list module types, fields and allowed values")
     c.add_argument("--module", action="append")

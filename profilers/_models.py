@@ -11,16 +11,18 @@ Measuring runs in this process: callers set the measurement environment (malloc 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
+import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ._arch import ArchRecord, append_record, capture_torch, load_records
 from ._device import device_id, host_fingerprint
-from ._timer import TimerConfig, time_function
+from ._timer import TimerConfig, Timing, time_function
 
 #: Timing of whole models: longer warm-up and fewer, longer blocks than single modules.
 MODEL_TIMER = TimerConfig(warmup_s=0.3, min_warmup_calls=2, min_run_time_s=1.0, min_repeats=7, max_run_time_s=20.0)
@@ -55,6 +57,49 @@ def load_factory(spec: str) -> Callable[..., Any]:
     return fn
 
 
+@contextlib.contextmanager
+def _held_utilization(utilization: float, load_workers: int | None) -> Iterator[Callable[[], float | None]]:
+    """Hold a background CPU utilization inside the block; yields a function returning the
+    utilization achieved so far (None when idle)."""
+    from ._load import CpuLoad
+
+    if not 0.0 <= utilization <= 1.0:
+        raise ValueError(f"utilization={utilization} is not valid: expected a number in [0, 1]")
+    if utilization == 0:
+        yield lambda: None
+        return
+    with CpuLoad(load_workers) as load:
+        load.set(utilization)
+        load.reset()
+        yield load.achieved
+
+
+def _measured(timing: Timing, *, backend: str, threads: int, utilization: float, achieved: float | None,
+              fingerprint: dict[str, Any], libraries: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """The `measured` mapping of an architecture record."""
+    st = timing.stats
+    return {
+        "latency_ms": st.median_ms,
+        "p10_ms": st.p10_ms,
+        "p90_ms": st.p90_ms,
+        "iqr_ms": st.iqr_ms,
+        "cov": st.cov,
+        "n_repeats": st.n_repeats,
+        "number_per_run": timing.number_per_run,
+        "samples_ms": list(timing.samples_ms),
+        "backend": backend,
+        "device": "cpu",
+        "threads": threads,
+        "utilization": utilization,
+        "utilization_achieved": achieved,
+        "device_id": device_id(fingerprint, backend=backend, device="cpu"),
+        "fingerprint": fingerprint,
+        "libraries": libraries,
+        **extra,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def time_torch_model(
     model: Any,
     inputs: Sequence[Any],
@@ -68,41 +113,96 @@ def time_torch_model(
     architecture record (median and spread in ms, settings, device)."""
     import torch
 
-    from ._load import CpuLoad
     from ._torch_backend import flush_denormals, torch_threads
 
-    if not 0.0 <= utilization <= 1.0:
-        raise ValueError(f"utilization={utilization} is not valid: expected a number in [0, 1]")
     model = model.eval()
-    load_cm = CpuLoad(load_workers) if utilization > 0 else contextlib.nullcontext()
-    with torch_threads(threads), torch.inference_mode(), flush_denormals(), load_cm as load:
-        if load is not None:
-            load.set(utilization)
-            load.reset()
+    with torch_threads(threads), torch.inference_mode(), flush_denormals(), \
+            _held_utilization(utilization, load_workers) as achieved:
         timing = time_function(lambda: model(*inputs), config=timer)
-        achieved = load.achieved() if load is not None else None
-    st = timing.stats
-    fp = _fingerprint()
-    return {
-        "latency_ms": st.median_ms,
-        "p10_ms": st.p10_ms,
-        "p90_ms": st.p90_ms,
-        "iqr_ms": st.iqr_ms,
-        "cov": st.cov,
-        "n_repeats": st.n_repeats,
-        "number_per_run": timing.number_per_run,
-        "samples_ms": list(timing.samples_ms),
-        "backend": "torch",
-        "device": "cpu",
-        "threads": threads,
-        "utilization": utilization,
-        "utilization_achieved": achieved,
-        "device_id": device_id(fp, backend="torch", device="cpu"),
-        "fingerprint": fp,
-        "libraries": {"torch": torch.__version__},
-        "flush_denormals": True,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+        got = achieved()
+    return _measured(timing, backend="torch", threads=threads, utilization=utilization, achieved=got,
+                     fingerprint=_fingerprint(), libraries={"torch": torch.__version__}, flush_denormals=True)
+
+
+def time_tflite_file(
+    path: str | Path,
+    *,
+    threads: int = 1,
+    utilization: float = 0.0,
+    delegate: str = "xnnpack",
+    timer: TimerConfig = MODEL_TIMER,
+    load_workers: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Time a `.tflite` model with the LiteRT interpreter (needs only ai-edge-litert); returns the
+    `measured` mapping of an architecture record (`backend` tflite, with the delegate)."""
+    from ._tflite_backend import litert_version, time_tflite_model
+
+    with _held_utilization(utilization, load_workers) as achieved:
+        timing = time_tflite_model(path, threads=threads, delegate=delegate, config=timer)
+        got = achieved()
+    fp = {**_fingerprint(), "delegate": delegate}
+    return _measured(timing, backend="tflite", threads=threads, utilization=utilization, achieved=got,
+                     fingerprint=fp, libraries={"ai-edge-litert": litert_version()}, delegate=delegate,
+                     **(extra or {}))
+
+
+class Runtime(Protocol):
+    """How `profile_many` runs a built model: `prepare` once, then `time` once per round."""
+
+    name: str
+
+    def prepare(self, name: str, model: Any, inputs: Sequence[Any]) -> Any: ...
+
+    def time(self, prepared: Any, *, threads: int, utilization: float, timer: TimerConfig) -> dict[str, Any]: ...
+
+
+class TorchRuntime:
+    """Models run in torch, in this process."""
+
+    name = "torch"
+
+    def prepare(self, name: str, model: Any, inputs: Sequence[Any]) -> Any:
+        return model, inputs
+
+    def time(self, prepared: Any, *, threads: int, utilization: float, timer: TimerConfig) -> dict[str, Any]:
+        return time_torch_model(*prepared, threads=threads, utilization=utilization, timer=timer)
+
+
+@dataclasses.dataclass
+class TFLiteRuntime:
+    """Models converted to `.tflite` (cached by name and dtype in `models_dir`) and run with the
+    LiteRT interpreter.
+
+    Attributes:
+      models_dir: where converted models are kept; a model already there is reused.
+      delegate: `xnnpack` or `none`.
+      dtype: `fp32`, `fp16w` or `int8` (the record's module configs take this dtype).
+    """
+
+    models_dir: Path
+    delegate: str = "xnnpack"
+    dtype: str = "fp32"
+    name: str = "tflite"
+
+    def prepare(self, name: str, model: Any, inputs: Sequence[Any]) -> Any:
+        from ._tflite_backend import graph_ops
+        from ._tflite_export import convert_model
+
+        path = Path(self.models_dir) / f"{name}_{self.dtype}.tflite"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            model_bytes = convert_model(model, inputs, dtype=self.dtype)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp.write_bytes(model_bytes)
+            os.replace(tmp, path)
+        ops = graph_ops(path.read_bytes())
+        return path, {"dtype": self.dtype, "n_graph_ops": len(ops), "model_file": path.name}
+
+    def time(self, prepared: Any, *, threads: int, utilization: float, timer: TimerConfig) -> dict[str, Any]:
+        path, extra = prepared
+        return time_tflite_file(path, threads=threads, utilization=utilization, delegate=self.delegate, timer=timer,
+                                extra=extra)
 
 
 def profile_torch_model(
@@ -115,12 +215,18 @@ def profile_torch_model(
     timer: TimerConfig = MODEL_TIMER,
     measure: bool = True,
     info: dict[str, Any] | None = None,
+    runtime: Runtime | None = None,
 ) -> ArchRecord:
-    """Capture `model`'s architecture record and (unless `measure=False`) time it end to end."""
+    """Capture `model`'s architecture record and (unless `measure=False`) time it end to end
+    with `runtime` (default torch; `TFLiteRuntime` converts it to `.tflite` first)."""
+    runtime = runtime if runtime is not None else TorchRuntime()
     record = capture_torch(model, inputs, name=name, threads=threads, utilization=utilization, info=info)
+    if runtime.name == "tflite":
+        record = record.with_settings(dtype=runtime.dtype)
     if not measure:
         return record
-    return record.with_measured(time_torch_model(model, inputs, threads=threads, utilization=utilization, timer=timer))
+    prepared = runtime.prepare(name, model, inputs)
+    return record.with_measured(runtime.time(prepared, threads=threads, utilization=utilization, timer=timer))
 
 
 Job = tuple[str, Callable[[], tuple[Any, tuple[Any, ...], dict[str, Any]]]]
@@ -137,6 +243,7 @@ def profile_many(
     measure: bool = True,
     rounds: int = 1,
     chunk_size: int = 6,
+    runtime: Runtime | None = None,
 ) -> list[ArchRecord]:
     """Capture (and time) models into the `.jsonl` file `out`, one record per job.
 
@@ -148,8 +255,12 @@ def profile_many(
     round with `1/rounds` of the timing budget, and pools the samples: on a shared machine a
     slow spell of a few seconds then moves one round of one model, not its median. The
     per-round medians are kept in `measured["round_medians_ms"]`.
+
+    `runtime` runs the models: `TorchRuntime()` (default) or `TFLiteRuntime(models_dir, ...)`,
+    which converts each model to `.tflite` first; the record is captured from torch either way
+    (with the runtime's dtype for TFLite).
     """
-    import dataclasses
+    runtime = runtime if runtime is not None else TorchRuntime()
     import sys
 
     out = Path(out)
@@ -170,11 +281,14 @@ def profile_many(
         built = [(name, *build()) for name, build in chunk]
         recs = [capture_torch(m, x, name=name, threads=threads, utilization=utilization, info=info)
                 for name, m, x, info in built]
+        if runtime.name == "tflite":
+            recs = [r.with_settings(dtype=runtime.dtype) for r in recs]
         if measure:
+            prepared = [runtime.prepare(name, m, x) for name, m, x, _ in built]
             runs: list[list[dict[str, Any]]] = [[] for _ in built]
             for _ in range(rounds):
-                for i, (_, m, x, _) in enumerate(built):
-                    runs[i].append(time_torch_model(m, x, threads=threads, utilization=utilization, timer=per_round))
+                for i, p in enumerate(prepared):
+                    runs[i].append(runtime.time(p, threads=threads, utilization=utilization, timer=per_round))
             recs = [r.with_measured(_pool(ms)) for r, ms in zip(recs, runs)]
         for r in recs:
             append_record(out, r)

@@ -35,10 +35,12 @@ class WorkerError(RuntimeError):
 class _Worker:
     """One measurement subprocess speaking the JSON-lines protocol."""
 
-    def __init__(self, backend: str, device: str, extra_args: Sequence[str] = ()):
+    def __init__(self, backend: str, device: str, extra_args: Sequence[str] = (), *, describe: bool = False):
         self.backend, self.device = backend, device
         self._log = tempfile.TemporaryFile(mode="w+b")
         cmd = [sys.executable, "-m", "profilers._worker", "--backend", backend, "--device", device, *extra_args]
+        if describe:  # the device descriptor's micro-benchmarks (a few seconds), first worker only
+            cmd.append("--describe")
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -212,6 +214,7 @@ def run_profile(
     on_row: Callable[[dict[str, Any]], None] | None = None,
     rounds: int = 1,
     chunk_size: int = 8,
+    describe: bool = True,
 ) -> RunSummary:
     """Measure every config and write the dataset `out`, skipping configs already there.
 
@@ -235,6 +238,8 @@ def run_profile(
         disturbance then moves one round, and the pooled median barely.
       chunk_size: configs measured round-robin together when `rounds > 1`; each finished
         round is journaled, so an interruption loses at most one round of one config.
+      describe: measure the device descriptor (`profilers._descriptor`: matmul peak, copy
+        bandwidth, caches; a few seconds, CPU only) into the metadata.
 
     Returns:
       A `RunSummary`; the rows are in `out`.
@@ -249,8 +254,9 @@ def run_profile(
         raise ValueError(f"device={device!r} is not valid for backend 'tflite': expected 'cpu'")
     t0 = time.monotonic()
     worker_args = [a for p in plugins for a in ("--plugin", p)] + list(worker_args)
-    worker = _Worker(backend, device, worker_args)
-    fingerprint = {**host_fingerprint(), **{k: v for k, v in worker.hello.items() if k != "libraries"}}
+    worker = _Worker(backend, device, worker_args, describe=describe)
+    fingerprint = {**host_fingerprint(),
+                   **{k: v for k, v in worker.hello.items() if k not in ("libraries", "descriptor")}}
     dev_id = device_id(fingerprint, backend=backend, device=device)
     meta = {
         "backend": backend,
@@ -258,6 +264,7 @@ def run_profile(
         "device_id": dev_id,
         "fingerprint": fingerprint,
         "libraries": worker.hello.get("libraries", {}),
+        "descriptor": worker.hello.get("descriptor"),
         "timer": dataclasses.asdict(timer),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "runs": [{**(run_info or {}), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "n_configs": len(configs)}],

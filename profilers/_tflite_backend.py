@@ -342,16 +342,19 @@ def make_interpreter(model: str | os.PathLike | bytes, *, threads: int = 1, dele
 
 
 def random_inputs(interpreter, *, seed: int = 0) -> list[np.ndarray]:
-    """Inputs of the interpreter's shapes and dtypes: standard normal floats, uniform integers."""
+    """Inputs of the interpreter's shapes and dtypes: standard normal floats; the full range of
+    8-bit (quantized) inputs; integers in [0, 100) for wider integer inputs (token ids)."""
     rng = np.random.default_rng(seed)
     out = []
     for d in interpreter.get_input_details():
         shape, dtype = tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"])
         if np.issubdtype(dtype, np.floating):
             x = rng.standard_normal(shape).astype(dtype)
-        else:
+        elif dtype.itemsize == 1:
             info = np.iinfo(dtype)
-            x = rng.integers(max(info.min, -128), min(info.max, 127) + 1, size=shape).astype(dtype)
+            x = rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
+        else:
+            x = rng.integers(0, 100, size=shape).astype(dtype)
         out.append(x)
     return out
 

@@ -122,6 +122,37 @@ def convert_fp32(module, inputs: Sequence[Any]) -> bytes:
         return bytes(lt.convert(module.eval(), tuple(inputs)).model_content())
 
 
+def convert_model(model, inputs: Sequence[Any], *, dtype: str = "fp32", seed: int = 0) -> bytes:
+    """Convert a whole torch model to `.tflite`: 4-D floating inputs are taken channels-last
+    (NHWC, TFLite's layout) so the converter can drop the layout transposes; fp16w and int8 are
+    derived from the fp32 model (int8 calibrated on random inputs like the examples).
+
+    Raises:
+      ValueError: an unknown dtype; RuntimeError: the converter fails (its message).
+    """
+    import torch
+
+    if dtype not in TFLITE_DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not valid for TFLite: expected one of {', '.join(TFLITE_DTYPES)}")
+    inputs = tuple(inputs)
+    image = [i for i, x in enumerate(inputs) if isinstance(x, torch.Tensor) and x.ndim == 4 and x.is_floating_point()]
+    module = model.eval()
+    if image:
+        module = _quiet_converter().to_channel_last_io(module, args=image).eval()
+        inputs = tuple(x.permute(0, 2, 3, 1).contiguous() if i in image else x for i, x in enumerate(inputs))
+    try:
+        fp32 = convert_fp32(module, inputs)
+    except Exception as e:  # noqa: BLE001 - re-raised with the converter's message
+        raise RuntimeError(f"litert-torch could not convert the model: {_short(e)}") from e
+    if dtype == "fp32":
+        return fp32
+    if dtype == "fp16w":
+        return quantize_fp16w(fp32)
+    rng = np.random.default_rng(seed)
+    calib = [[rng.standard_normal(tuple(x.shape)).astype(np.float32) for x in inputs] for _ in range(CALIBRATION_SAMPLES)]
+    return quantize_int8(fp32, calib)
+
+
 def _input_names(model: bytes) -> list[str]:
     """Signature input names in the order of the interpreter's inputs."""
     it = make_interpreter(model, delegate="none")
@@ -149,7 +180,8 @@ def quantize_int8(fp32_model: bytes, calibration: Sequence[Sequence[np.ndarray]]
     names = _input_names(fp32_model)
     q = quantizer.Quantizer(fp32_model, recipe.static_wi8_ai8())
     data = {"serving_default": [dict(zip(names, sample)) for sample in calibration]}
-    with contextlib.redirect_stdout(io.StringIO()):
+    # The quantizer draws its own calibration progress bar on stderr.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return bytes(q.quantize(q.calibrate(data, num_threads=1)).quantized_model)
 
 
@@ -254,7 +286,6 @@ def _worker_init(plugins: Sequence[str] = ()) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
-    os.environ["TQDM_DISABLE"] = "1"
     torch.set_num_threads(1)
     _quiet_converter()
     for name in plugins:

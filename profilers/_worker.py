@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plugin", action="append", default=[], help="module to import first (user module types)")
     parser.add_argument("--models", help="tflite: the models directory (jaxlat-profile tflite-export)")
     parser.add_argument("--delegate", default="xnnpack", help="tflite: xnnpack or none")
+    parser.add_argument("--describe", action="store_true", help="measure the device descriptor for the hello")
     args = parser.parse_args(argv)
     # Keep the protocol channel clean: anything a library prints to fd 1 goes to stderr.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -105,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the parent records this as every task's error
         send({"hello": None, "error": f"{type(e).__name__}: {e}"})
         return 1
+    if args.describe and args.device == "cpu":
+        from ._descriptor import measure_descriptor
+
+        hello["descriptor"] = measure_descriptor(args.backend)
     send({"hello": hello})
     for line in sys.stdin:
         if not line.strip():

@@ -215,3 +215,39 @@ def test_export_then_run_from_the_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "profilers._cli", "tflite", "--module", "add", "--n", "1",
                           "--dtype", "fp16", "--out", str(tmp_path / "x.parquet")], capture_output=True, text=True)
     assert bad.returncode == 2 and "--dtype 'fp16' is not valid for TFLite" in bad.stderr
+
+
+def test_a_whole_model_is_converted_checked_and_timed(tmp_path):
+    from profilers._models import TFLiteRuntime, profile_torch_model
+    from profilers.spaces import NB201
+
+    arch = NB201.parse("|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|")
+    space = NB201.with_settings(resolution=16)
+    model, x = space.torch_model(arch), torch.randn(1, 3, 16, 16)
+    timer = profilers.TimerConfig(warmup_s=0.01, min_run_time_s=0.05, min_repeats=3)
+    rec = profile_torch_model(model, (x,), name="nb201_small", timer=timer, runtime=TFLiteRuntime(tmp_path))
+    m = rec.measured
+    assert m["backend"] == "tflite" and m["delegate"] == "xnnpack" and m["latency_ms"] > 0 and m["n_graph_ops"] > 10
+    assert rec.modules == space.record(arch).modules  # the record is the torch capture
+    # The converted model computes what the torch model computes (NHWC input, logits out).
+    it = make_interpreter(tmp_path / m["model_file"])
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    out = run_model(it, [x.permute(0, 2, 3, 1).numpy()])[0]
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_tflite_model_cli_with_int8(tmp_path):
+    arch = "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"
+    out = tmp_path / "nb.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "profilers._cli", "tflite-model", "--model", "profilers.spaces:model", "--kwargs",
+         json.dumps({"space": "nb201", "arch": arch, "resolution": 16}), "--input-shape", "1,3,16,16",
+         "--tflite-dtype", "int8", "--min-run-time", "0.05", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    rec = profilers.load_record(out)
+    assert rec.measured["backend"] == "tflite" and rec.measured["dtype"] == "int8"
+    assert {m.config["dtype"] for m in rec.modules} == {"int8"}
+    assert (tmp_path / "nb.models" / "model_int8.tflite").exists()
