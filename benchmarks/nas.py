@@ -1,0 +1,193 @@
+"""Gradient-based NAS with the latency penalty, judged by measurement: search the MobileNet-like
+space at several penalty strengths and several latency targets, then measure every derived
+architecture end to end on this CPU (not predicted), and time the latency term's share of an
+architecture step.
+
+  python benchmarks/nas.py                       # searches, then measurements, then the report
+  python benchmarks/nas.py --phase measure       # measure the archs of a finished search phase
+
+Writes nas.json / nas.md (and nas_archs.json, nas_records.jsonl in between). Acceptance checks
+in the report: measured latency falls monotonically as the additive penalty tightens; with a
+target T, measured latency within 10 % of T.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, machine_markdown, write_results  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def search_phase(args) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from jaxlat import LatencyPredictor
+    from jaxlat._shipped import reference_predictor
+    from jaxlat.nas import (SearchConfig, digits_data, expected_latency_fn, no_penalty, proxyless_penalty, search,
+                            tfnas_penalty, train_derived)
+    from jaxlat.nas._search import ArchParams, make_steps
+    from jaxlat.nas._supernet import supernet
+    from profilers.spaces import mobile_space
+
+    pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()
+    space = mobile_space(resolution=args.resolution)
+    cfg = SearchConfig(epochs=args.epochs, warmup_epochs=max(1, args.epochs // 5))
+    data = digits_data(cfg.train_resolution)
+    lat = expected_latency_fn(pred, space)
+    runs = [("proxyless", {"lam": lam}, proxyless_penalty(lam)) for lam in args.lams]
+    runs += [("tfnas", {"lam": args.target_lam, "target_ms": t}, tfnas_penalty(args.target_lam, t)) for t in args.targets]
+    out = []
+    for kind, settings, pen in runs:
+        t0 = time.perf_counter()
+        r = search(space, pred, pen, data=data, config=cfg, latency_ms=lat, progress=False)
+        acc = train_derived(space, r.arch, data, epochs=args.train_epochs)
+        out.append({"penalty": kind, **settings, "arch": space.encode(r.arch),
+                    "expected_latency_ms": r.expected_latency_ms, "predicted_latency_ms": r.predicted_latency_ms,
+                    "supernet_accuracy": r.supernet_accuracy, "trained_accuracy": acc, "search_s": r.seconds,
+                    "history": r.history})
+        print(f"{kind} {settings}: predicted {r.predicted_latency_ms:.3f} ms, accuracy {acc:.3f}, "
+              f"{time.perf_counter() - t0:.0f} s; {space.encode(r.arch)}", flush=True)
+    # The latency term's share of an architecture step: the same step with and without it.
+    from flax import nnx
+    import optax
+
+    model = supernet(space, rngs=nnx.Rngs(0))
+    _, params = nnx.split(model)
+    arch = ArchParams(jnp.zeros((len(space.layers()), len(space.ops))), jnp.zeros((len(space.stages),)))
+    x, y = data.x_arch[:cfg.batch_size], data.y_arch[:cfg.batch_size]
+    times = {}
+    steps = {}
+    for name, pen in (("without", no_penalty()), ("with", proxyless_penalty(0.05))):
+        wopt, aopt = optax.adam(cfg.weight_lr), optax.adam(cfg.arch_lr)
+        _, a_step = make_steps(space, model, pen, lat, cfg, wopt, aopt)
+        state = aopt.init(arch)
+        jax.block_until_ready(a_step(params, arch, state, x, y, jax.random.key(0), 1.0))
+        steps[name] = (a_step, state)
+        times[name] = []
+    for _ in range(args.overhead_repeats):  # alternate, so drift hits both alike
+        for name, (a_step, state) in steps.items():
+            t = time.perf_counter()
+            jax.block_until_ready(a_step(params, arch, state, x, y, jax.random.key(0), 1.0))
+            times[name].append(time.perf_counter() - t)
+    overhead = {k: {"median_ms": 1e3 * float(np.median(v)), "p10_ms": 1e3 * float(np.quantile(v, 0.1)),
+                    "p90_ms": 1e3 * float(np.quantile(v, 0.9))} for k, v in times.items()}
+    overhead["ratio"] = overhead["with"]["median_ms"] / overhead["without"]["median_ms"]
+    payload = {"space": {"name": space.name, "resolution": space.resolution, "ops": list(space.ops),
+                         "width_range": list(space.width_range)},
+               "predictor": str(args.predictor or "shipped cpu_torch_1t"), "config": vars(cfg), "runs": out,
+               "overhead": overhead}
+    (RESULTS / "nas_archs.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
+
+
+def measure_phase(args) -> None:
+    """Measure every derived architecture end to end (rounds interleaved), in this process;
+    the caller starts it with the measurement environment."""
+    from profilers._models import MODEL_TIMER, profile_many
+    from profilers.spaces import decode, mobile_space
+
+    payload = json.loads((RESULTS / "nas_archs.json").read_text())
+    space = mobile_space(resolution=payload["space"]["resolution"])
+    jobs = []
+    for i, r in enumerate(payload["runs"]):
+        arch = decode(space, r["arch"])
+
+        def build(arch=arch):
+            import torch
+
+            return space.torch_model(arch), (torch.randn(*space.input_shape()),), {"arch": space.encode(arch)}
+
+        jobs.append((f"run{i}", build))
+    out = RESULTS / "nas_records.jsonl"
+    profile_many(out, jobs, timer=MODEL_TIMER, rounds=args.rounds, chunk_size=len(jobs))
+
+
+def report(args) -> None:
+    from profilers import load_records
+
+    payload = json.loads((RESULTS / "nas_archs.json").read_text())
+    measured = {r.name: r.measured for r in load_records(RESULTS / "nas_records.jsonl")}
+    runs = payload["runs"]
+    for i, r in enumerate(runs):
+        m = measured[f"run{i}"]
+        r["measured_ms"] = m["latency_ms"]
+        r["measured_p10_ms"], r["measured_p90_ms"] = m["p10_ms"], m["p90_ms"]
+        r["round_medians_ms"] = m.get("round_medians_ms")
+    prox = [r for r in runs if r["penalty"] == "proxyless"]
+    lat = [r["measured_ms"] for r in prox]
+    monotone = all(b < a for a, b in zip(lat, lat[1:]))
+    targets = [r for r in runs if r["penalty"] == "tfnas"]
+    within = [abs(r["measured_ms"] / r["target_ms"] - 1) <= 0.10 for r in targets]
+    summary = {"monotone": monotone, "targets_within_10pct": int(sum(within)), "n_targets": len(targets),
+               "overhead_ratio": payload["overhead"]["ratio"]}
+    meta = {"machine": machine(), "args": vars(args)}
+    md = ["# NAS with a latency penalty, measured\n\n", machine_markdown(meta["machine"]), "\n",
+          f"Space: {payload['space']['name']} at {payload['space']['resolution']}x{payload['space']['resolution']}, "
+          f"ops {', '.join(payload['space']['ops'])}, stage widths in {payload['space']['width_range']}. "
+          f"Predictor: {payload['predictor']}. Search: {payload['config']['epochs']} epochs on scikit-learn's digits "
+          f"(8x8); accuracy: the derived architecture trained alone, test split.\n\n",
+          "Measured: the derived architecture's torch model, end to end, 1 thread, batch 1, median of pooled rounds "
+          "(p10-p90 of the samples).\n\n",
+          "| penalty | setting | predicted ms | measured ms (p10-p90) | measured / predicted | accuracy | architecture |\n"
+          "|---|---|---|---|---|---|---|\n"]
+    for r in runs:
+        setting = f"lambda={r['lam']:g}" + (f", T={r['target_ms']:g} ms" if r["penalty"] == "tfnas" else "")
+        md.append(f"| {r['penalty']} | {setting} | {r['predicted_latency_ms']:.3f} | {r['measured_ms']:.3f} "
+                  f"({r['measured_p10_ms']:.3f}-{r['measured_p90_ms']:.3f}) | {r['measured_ms'] / r['predicted_latency_ms']:.3f} | "
+                  f"{r['trained_accuracy']:.3f} | `{r['arch']}` |\n")
+    o = payload["overhead"]
+    md += [f"\nAdditive penalty: measured latency {'falls monotonically' if monotone else 'does NOT fall monotonically'} "
+           f"as lambda grows ({' > '.join(f'{x:.3f}' for x in lat)} ms).\n\n",
+           f"Targets: measured within 10 % of T for {sum(within)} of {len(targets)} ("
+           + ", ".join(f"T={r['target_ms']:g}: {r['measured_ms'] / r['target_ms']:.3f}" for r in targets) + ").\n\n",
+           f"Latency term overhead: an architecture step takes {o['with']['median_ms']:.1f} ms with the latency term and "
+           f"{o['without']['median_ms']:.1f} ms without (medians of {args.overhead_repeats} alternating calls; "
+           f"p10-p90 {o['with']['p10_ms']:.1f}-{o['with']['p90_ms']:.1f} and {o['without']['p10_ms']:.1f}-"
+           f"{o['without']['p90_ms']:.1f}): ratio {o['ratio']:.3f}.\n"]
+    path = write_results(RESULTS, "nas", {"meta": meta, "summary": summary, **payload}, "".join(md))
+    print(path.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--phase", choices=("all", "search", "measure", "report"), default="all")
+    ap.add_argument("--predictor", help="predictor directory (default: the shipped CPU predictor)")
+    ap.add_argument("--resolution", type=int, default=96, help="deployment input resolution of the space")
+    ap.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.03, 0.1, 0.3, 1.0],
+                    help="additive penalty strengths, per ms, in increasing order")
+    ap.add_argument("--targets", type=float, nargs="+", default=[3.0, 5.0, 7.0], help="target latencies, ms")
+    ap.add_argument("--target-lam", type=float, default=2.0)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--train-epochs", type=int, default=30, help="epochs to train each derived architecture")
+    ap.add_argument("--rounds", type=int, default=3, help="measurement rounds per architecture")
+    ap.add_argument("--overhead-repeats", type=int, default=30)
+    args = ap.parse_args()
+    if args.phase in ("all", "search"):
+        search_phase(args)
+    if args.phase in ("all", "measure"):
+        from profilers import MEASUREMENT_ENV
+
+        if all(os.environ.get(k) == v for k, v in MEASUREMENT_ENV.items()) and args.phase == "measure":
+            measure_phase(args)
+        else:
+            (RESULTS / "nas_records.jsonl").unlink(missing_ok=True)
+            subprocess.run([sys.executable, __file__, "--phase", "measure", "--rounds", str(args.rounds)],
+                           env={**os.environ, **MEASUREMENT_ENV}, check=True)
+    if args.phase in ("all", "report"):
+        report(args)
+
+
+if __name__ == "__main__":
+    main()

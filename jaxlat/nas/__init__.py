@@ -1,0 +1,32 @@
+"""Gradient-based NAS with a differentiable latency penalty through the learned predictor.
+
+    from jaxlat import nas
+    from profilers.spaces import mobile_space
+
+    space = mobile_space(resolution=96)
+    lat = nas.expected_latency_fn(predictor, space)          # (probs, widths) -> ms, pure JAX
+    result = nas.search(space, predictor, nas.proxyless_penalty(0.05))
+    space.torch_model(result.arch)                           # measure it (profilers, torch)
+
+Spaces (`profilers.spaces`): a MobileNetV2/FBNet-like space with searchable kernels, expansions,
+skips and stage widths, HW-NAS-Bench's FBNet space and NAS-Bench-201's cell space.
+"""
+
+from ._latency import RelaxedSpace as RelaxedSpace
+from ._latency import expected_latency_fn as expected_latency_fn
+from ._latency import one_hot as one_hot
+from ._penalties import Penalty as Penalty
+from ._penalties import fbnet_penalty as fbnet_penalty
+from ._penalties import no_penalty as no_penalty
+from ._penalties import proxyless_penalty as proxyless_penalty
+from ._penalties import tfnas_penalty as tfnas_penalty
+from ._search import ArchParams as ArchParams
+from ._search import Data as Data
+from ._search import SearchConfig as SearchConfig
+from ._search import SearchResult as SearchResult
+from ._search import derive as derive
+from ._search import digits_data as digits_data
+from ._search import search as search
+from ._search import train_derived as train_derived
+from ._supernet import MobileSupernet as MobileSupernet
+from ._supernet import Nb201Supernet as Nb201Supernet

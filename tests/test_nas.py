@@ -1,0 +1,157 @@
+"""Gradient-based NAS: the relaxed latency through the predictor, penalties, the search driver."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import profilers
+from jaxlat._shipped import reference_predictor
+from jaxlat.nas import (
+    SearchConfig,
+    digits_data,
+    expected_latency_fn,
+    fbnet_penalty,
+    no_penalty,
+    one_hot,
+    proxyless_penalty,
+    search,
+    tfnas_penalty,
+)
+from jaxlat.nas._search import ArchParams, make_steps
+from jaxlat.nas._supernet import supernet
+from profilers.spaces import FBNET, NB201, MobileArch, MobileSpace, mobile_space
+
+#: A small space: 3 layers in 2 stages, 3 candidates, searchable widths.
+TINY = MobileSpace("tiny", stages=((1, 16, 1), (2, 24, 2)), ops=("k3_e1", "k5_e3", "skip"), stem_channels=16,
+                   stem_stride=2, head_channels=0, classes=10, resolution=32, act="relu6", expand_when_e1=False,
+                   width_range=(0.5, 1.5))
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return reference_predictor()
+
+
+@pytest.mark.parametrize("space", [TINY, NB201, FBNET], ids=lambda s: s.name)
+def test_space_records_equal_what_capture_torch_sees(space):
+    for seed in range(2):
+        arch = space.random_arch(seed)
+        rec = space.record(arch)
+        cap = profilers.capture_torch(space.torch_model(arch), torch.randn(*space.input_shape()), name="x")
+        assert [(m.op, m.config.key) for m in rec.modules] == [(m.op, m.config.key) for m in cap.modules]
+        assert sorted(map(tuple, (vars(u).values() for u in rec.unmapped))) == sorted(
+            map(tuple, (vars(u).values() for u in cap.unmapped)))
+
+
+def test_published_encodings():
+    text = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    arch = NB201.parse(text)
+    assert NB201.encode(arch) == text and len(NB201.all_archs()) == 5**6
+    with pytest.raises(ValueError, match="is not a NAS-Bench-201 cell"):
+        NB201.parse("|nor_conv_3x3~0|+|conv_9x9~0|none~1|+|none~0|none~1|none~2|")
+    fb = FBNET.arch_from_indices([8] * 22)
+    assert len(FBNET.layers()) == 22 and fb.ops == ("skip",) * 22
+    # Skips that change shape are 1x1 projections (conv, BN, ReLU); the rest are identities.
+    assert sum(m.config.module == "conv2d" for m in FBNET.record(fb).modules) == 1 + 6 + 1
+    with pytest.raises(ValueError, match="op indices must lie in 0..8"):
+        FBNET.arch_from_indices([9] * 22)
+
+
+@pytest.mark.parametrize("space", [TINY, NB201], ids=lambda s: s.name)
+def test_relaxed_latency_at_one_hot_equals_the_derived_record(predictor, space):
+    f = jax.jit(expected_latency_fn(predictor, space))
+    arch = space.random_arch(3)
+    widths = None
+    if isinstance(arch, MobileArch):  # widths whose channels are whole multiples of 8
+        arch = MobileArch(arch.ops, tuple(round(c * w / 8) * 8 / c for c, w in zip(space.base_channels[1:], arch.widths)))
+        widths = jnp.asarray(arch.widths)
+    got = float(f(one_hot(space, arch), widths))
+    want = predictor.predict_model(space.record(arch))["latency_ms"]
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_latency_gradients_match_finite_differences(predictor):
+    f = expected_latency_fn(predictor, TINY)
+
+    @jax.jit
+    def lat(logits, widths):
+        return f(jax.nn.softmax(logits, axis=-1), widths)
+
+    logits = jax.random.normal(jax.random.key(0), (3, 3))
+    widths = jnp.array([0.9, 1.1])
+    g_logits, g_widths = jax.grad(lat, argnums=(0, 1))(logits, widths)
+    assert np.abs(np.asarray(g_widths)).min() > 0  # width has a real gradient
+
+    def matches(grad, f0, f_plus, f_minus, eps):
+        # The regressors are ReLU networks: piecewise linear, so the gradient is the slope of
+        # the piece the point lies on; a kink inside one of the two one-sided intervals spoils
+        # only that side's difference.
+        sides = ((f_plus - f0) / eps, (f0 - f_minus) / eps)
+        return any(abs(float(grad) - float(s)) <= 3e-2 * abs(float(grad)) + 1e-4 for s in sides), (float(grad), sides)
+
+    eps, f0 = 1e-3, lat(logits, widths)
+    for (i, j) in [(0, 0), (1, 1), (2, 2), (1, 0)]:
+        d = jnp.zeros_like(logits).at[i, j].set(eps)
+        ok, info = matches(g_logits[i, j], f0, lat(logits + d, widths), lat(logits - d, widths), eps)
+        assert ok, info
+    for s in range(2):
+        d = jnp.zeros_like(widths).at[s].set(eps)
+        ok, info = matches(g_widths[s], f0, lat(logits, widths + d), lat(logits, widths - d), eps)
+        assert ok, info
+    # Wider is slower, more expansion is slower than a skip.
+    assert (np.asarray(g_widths) > 0).all()
+
+
+def test_penalties():
+    ce, lat = jnp.asarray(0.5), jnp.asarray(4.0)
+    assert float(proxyless_penalty(0.1)(ce, lat)) == pytest.approx(0.9)
+    assert float(tfnas_penalty(2.0, 5.0)(ce, lat)) == pytest.approx(0.5 + 2.0 * 0.2)
+    assert float(fbnet_penalty(0.2, 0.6)(ce, lat)) == pytest.approx(0.5 * 0.2 * np.log(4000.0) ** 0.6, rel=1e-5)
+    assert float(no_penalty()(ce, lat)) == 0.5
+    both = proxyless_penalty(0.1) + tfnas_penalty(2.0, 5.0)
+    assert float(both(ce, lat)) == pytest.approx(0.5 + 0.4 + 0.4)
+    with pytest.raises(ValueError, match="lam=-1 must be >= 0"):
+        proxyless_penalty(-1)
+
+
+def _steps(predictor, penalty):
+    from flax import nnx
+    import optax
+
+    cfg = SearchConfig(epochs=1, batch_size=16, train_resolution=16)
+    model = supernet(TINY, rngs=nnx.Rngs(0))
+    _, params = nnx.split(model)
+    wopt, aopt = optax.adam(cfg.weight_lr), optax.adam(cfg.arch_lr)
+    arch = ArchParams(jax.random.normal(jax.random.key(1), (3, 3)), jnp.zeros((2,)))
+    w_step, a_step = make_steps(TINY, model, penalty, expected_latency_fn(predictor, TINY), cfg, wopt, aopt)
+    return params, arch, wopt.init(params), aopt.init(arch), w_step, a_step
+
+
+def test_lambda_zero_is_plain_accuracy_training(predictor):
+    data = digits_data(16)
+    x, y = data.x_arch[:16], data.y_arch[:16]
+    out = {}
+    for name, pen in {"zero": proxyless_penalty(0.0), "none": no_penalty(), "strong": proxyless_penalty(1.0)}.items():
+        params, arch, ws, as_, w_step, a_step = _steps(predictor, pen)
+        key = jax.random.key(2)
+        for _ in range(3):
+            arch, as_, m = a_step(params, arch, as_, x, y, key, 1.0)
+        out[name] = arch
+    np.testing.assert_allclose(out["zero"].logits, out["none"].logits, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(out["zero"].width_u, out["none"].width_u, rtol=0, atol=1e-7)
+    assert np.abs(np.asarray(out["strong"].logits - out["none"].logits)).max() > 1e-2  # the penalty does act
+
+
+def test_search_runs_and_a_strong_penalty_finds_a_faster_architecture(predictor):
+    cfg = SearchConfig(epochs=4, warmup_epochs=1, batch_size=32, train_resolution=16)
+    lat = expected_latency_fn(predictor, TINY)
+    free = search(TINY, predictor, no_penalty(), config=cfg, latency_ms=lat, progress=False)
+    tight = search(TINY, predictor, proxyless_penalty(5.0), config=cfg, latency_ms=lat, progress=False)
+    assert tight.predicted_latency_ms < free.predicted_latency_ms
+    for r in (free, tight):
+        assert len(r.history) == 4 and 0.0 <= r.supernet_accuracy <= 1.0
+        assert r.arch.ops and all(op in TINY.ops for op in r.arch.ops)
+        TINY.check(r.arch)
+        assert r.predicted_latency_ms == pytest.approx(predictor.predict_model(TINY.record(r.arch))["latency_ms"])
