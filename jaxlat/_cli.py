@@ -186,6 +186,76 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_table(path: str, *, latency: bool = True):
+    """A latency table file: CSV with columns `arch` (or `name`) and `latency_ms`; with
+    `latency=False` only the keys are read (an `Index`)."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    key = "arch" if "arch" in df.columns else "name"
+    missing = [c for c in (key, "latency_ms")[: 2 if latency else 1] if c not in df.columns]
+    if missing:
+        what = "arch (or name) and latency_ms" if latency else "arch (or name)"
+        raise ValueError(f"{path}: missing columns {missing}; this table needs {what}")
+    if not latency:
+        return pd.Index(df[key].astype(str))
+    return pd.Series(df["latency_ms"].to_numpy(float), index=df[key].astype(str))
+
+
+def _cmd_transfer_monotonicity(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    import profilers
+
+    from .transfer import monotonicity_matrix, settings_tables
+
+    tables = {}
+    for path in args.data:
+        df = profilers.read_dataset(path, allow_mixed_devices=True)
+        tables.update(settings_tables(df))
+    out = {m: monotonicity_matrix(tables, metric=m) for m in ("spearman", "kendall")}
+    if args.json:
+        print(json.dumps({m: v.to_dict() for m, v in out.items()}, indent=1))
+        return 0
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        for m, v in out.items():
+            print(f"{m}:")
+            print(v.round(3).to_string())
+    return 0
+
+
+def _cmd_transfer_adapt(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from profilers.spaces import decode, space_by_name
+
+    from .transfer import adapt, predictor_proxy, table_proxy
+
+    space = space_by_name(args.space)
+    samples = _read_table(args.samples)
+    wanted = _read_table(args.predict, latency=False) if args.predict.endswith(".csv") else pd.Index(
+        [x.strip() for x in Path(args.predict).read_text().splitlines() if x.strip()])
+
+    def records(keys):
+        return [space.record(decode(space, k), name=k) for k in keys]
+
+    proxies = [table_proxy(_read_table(p), name=Path(p).stem) for p in args.proxy_table or []]
+    if args.proxy_predictor:
+        from ._predictor import LatencyPredictor
+        from ._shipped import reference_predictor
+
+        pred = reference_predictor() if args.proxy_predictor == "shipped" else LatencyPredictor.load(args.proxy_predictor)
+        proxies.append(predictor_proxy(pred, name=str(args.proxy_predictor)))
+    if not proxies:
+        raise ValueError("give at least one --proxy-table or --proxy-predictor")
+    adapted = adapt(records(samples.index), samples.to_numpy(float), proxies, threshold=args.threshold)
+    out = pd.DataFrame({"arch": wanted, "latency_ms": adapted.predict(records(wanted))})
+    out.to_csv(args.out, index=False)
+    print(json.dumps(adapted.report, indent=1, default=float))
+    print(f"wrote {len(out)} predictions to {args.out}; method {adapted.method}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxlat", description="Train and evaluate latency predictors.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -223,6 +293,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", default=None, help="PNG path (default: PREDICTOR/evaluate.png)")
     e.add_argument("--allow-mixed-devices", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
+    tr = sub.add_parser("transfer", help="cross-device: rank agreement, few-shot adaptation")
+    tsub = tr.add_subparsers(dest="transfer_command", required=True)
+    mo = tsub.add_parser("monotonicity", help="Spearman and Kendall between every device and setting in datasets")
+    mo.add_argument("--data", action="append", required=True, help="dataset file (repeatable; devices may differ)")
+    mo.add_argument("--json", action="store_true")
+    mo.set_defaults(func=_cmd_transfer_monotonicity)
+    ad = tsub.add_parser("adapt", help="predict a new device's latency over a NAS space from K measured architectures")
+    ad.add_argument("--space", required=True, help="nb201, fbnet or mobile (architectures as their encodings)")
+    ad.add_argument("--samples", required=True, help="CSV arch,latency_ms: the K measurements on the target")
+    ad.add_argument("--predict", required=True, help="CSV with an arch column, or a text file of one arch per line")
+    ad.add_argument("--proxy-table", action="append", help="CSV arch,latency_ms measured on another device (repeatable)")
+    ad.add_argument("--proxy-predictor", help="a predictor directory, or 'shipped', as a proxy")
+    ad.add_argument("--threshold", type=float, default=0.9, help="rank correlation above which the proxy is reused")
+    ad.add_argument("--out", required=True, help="CSV arch,latency_ms of the predictions")
+    ad.set_defaults(func=_cmd_transfer_adapt)
     return p
 
 

@@ -39,6 +39,8 @@ class MEDNConfig:
       encoder: hidden widths of the shared encoder.
       latent: size of the latent code.
       decoder: hidden widths of each task's decoder head.
+      device_dim: size of the device vector read next to the features (0: no device input;
+        the device-aware MEDN of `jaxlat.transfer` sets it).
     """
 
     n_tasks: int
@@ -47,6 +49,7 @@ class MEDNConfig:
     encoder: tuple[int, ...] = (256, 256, 256)
     latent: int = 128
     decoder: tuple[int, ...] = (64,)
+    device_dim: int = 0
 
 
 class MEDN(nnx.Module):
@@ -55,7 +58,7 @@ class MEDN(nnx.Module):
     def __init__(self, config: MEDNConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.embed = nnx.Embed(config.n_tasks, config.embed_dim, rngs=rngs)
-        sizes = (config.n_features + config.embed_dim, *config.encoder, config.latent)
+        sizes = (config.n_features + config.embed_dim + config.device_dim, *config.encoder, config.latent)
         self.encoder = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
         # Decoder heads stacked over tasks: every head runs, the row's task is selected.
         dsizes = (config.latent, *config.decoder, 2)
@@ -67,10 +70,15 @@ class MEDN(nnx.Module):
             self.decoder_w.append(nnx.Param(w))
             self.decoder_b.append(nnx.Param(jnp.zeros((config.n_tasks, b))))
 
-    def __call__(self, x: jax.Array, task: jax.Array | int) -> jax.Array:
+    def __call__(self, x: jax.Array, task: jax.Array | int, device: jax.Array | None = None) -> jax.Array:
         static_task = isinstance(task, int)
         # Index the table directly: nnx.Embed special-cases a one-row table.
-        h = jnp.concatenate([self.embed.embedding[...][task], x], axis=-1)
+        parts = [self.embed.embedding[...][task], x]
+        if self.config.device_dim:
+            if device is None:
+                raise ValueError("this MEDN reads a device vector: pass `device`")
+            parts.append(device)
+        h = jnp.concatenate(parts, axis=-1)
         for layer in self.encoder[:-1]:
             h = jax.nn.silu(layer(h))
         h = self.encoder[-1](h)  # the latent code

@@ -1,0 +1,359 @@
+"""Few-shot adaptation to a new device from K measurements.
+
+The items are whole networks (`profilers.ArchRecord`, e.g. from `profilers.spaces`) or module
+configs (a dataset frame). A **proxy** gives each item's latency on another device: a jaxlat
+predictor (`predictor_proxy`) or a table of latencies measured there (`table_proxy`, for example
+a published latency table over a NAS space). Several proxies may be combined.
+
+    proxies = [table_proxy(edgegpu_table, key="arch"), predictor_proxy(reference_predictor())]
+    adapted = adapt(records_k, measured_ms_k, proxies)          # K target measurements
+    adapted.method, adapted.report                              # what was used, and why
+    adapted.predict(other_records)                              # latency (ms) on the target
+
+Methods, all in log latency (t = log target ms, q_i = log proxy_i ms, f = item features):
+
+- `reuse`: t = c + q_1: the first proxy as is, rescaled (its rank order kept);
+- `affine`: t = a + b q_1;
+- `multi_proxy`: t = a + sum_i b_i q_i, ridge over several proxies;
+- `adaproxy`: t = a + b q_1 + w . f, the AdaProxy form: scale, bias and a per-feature
+  reweighting (ridge on w);
+- `scratch`: t = a + w . f, no proxy (the baseline a target would have alone).
+
+`adapt` first checks the first proxy's rank correlation on the K samples: at or above
+`threshold` (default 0.9) it chooses between `reuse` and `affine`; below, between the
+corrections. The choice is by leave-one-out error on the K samples (log RMSE); the report holds
+every candidate's score, the rank correlation and the choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+METHODS = ("reuse", "affine", "multi_proxy", "adaproxy", "scratch")
+_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+#: A learned correction: `fit(items, latency_ms) -> predict(items) -> latency_ms`.
+LearnedMethod = Callable[[Any, np.ndarray], Callable[[Any], np.ndarray]]
+
+
+class Proxy(NamedTuple):
+    """Latency (ms) of items on a proxy device: `fn(items) -> [n]`."""
+
+    name: str
+    fn: Callable[[Any], np.ndarray]
+
+
+def predictor_proxy(predictor: Any, name: str = "predictor") -> Proxy:
+    """A jaxlat predictor as a proxy: whole networks through `predict_models`, module configs
+    (a frame) through `predict`."""
+
+    def fn(items):
+        if isinstance(items, pd.DataFrame):
+            return predictor.predict(items)["latency_ms"].to_numpy(float)
+        return predictor.predict_models(list(items))["latency_ms"].to_numpy(float)
+
+    return Proxy(name, fn)
+
+
+def item_keys(items: Any, key: str = "name") -> list[str]:
+    """Keys of items: a record's `name` or `info[key]` (e.g. `arch`); a frame's `config_key`
+    (or the column `key`)."""
+    if isinstance(items, pd.DataFrame):
+        col = key if key in items.columns else "config_key"
+        return [str(k) for k in items[col]]
+    return [r.name if key == "name" else str(r.info.get(key, r.name)) for r in items]
+
+
+def table_proxy(table: pd.Series | Mapping[str, float], *, key: str = "name", name: str = "table") -> Proxy:
+    """Latencies measured on another device as a proxy, looked up by item key (see `item_keys`).
+
+    Raises (when called):
+      KeyError: items the table does not hold, named.
+    """
+    t = pd.Series(table, dtype=float)
+
+    def fn(items):
+        keys = item_keys(items, key)
+        missing = [k for k in keys if k not in t.index]
+        if missing:
+            raise KeyError(f"proxy table {name!r} has no latency for {len(missing)} item(s), e.g. {missing[:3]}")
+        return t.loc[keys].to_numpy(float)
+
+    return Proxy(name, fn)
+
+
+def network_features(items: Any) -> np.ndarray:
+    """Features of items for the feature-based methods: for records, log of the summed FLOPs,
+    parameters, bytes in / out / weight, log1p of the module count per type, of unmapped compute
+    operators and of their MB, log batch size; for a module frame, log1p of the analytic costs
+    and the module type one-hot."""
+    if isinstance(items, pd.DataFrame):
+        from profilers import module_types
+
+        costs = np.log1p(items[["flops", "params", "bytes_in", "bytes_out", "bytes_weight"]].to_numpy(float))
+        onehot = np.stack([(items["module"] == m).to_numpy(float) for m in module_types()], axis=1)
+        return np.concatenate([costs, onehot, np.log(items[["batch_size"]].to_numpy(float))], axis=1)
+    from profilers import module_types
+
+    types = module_types()
+    rows = []
+    for r in items:
+        c = {"flops": 0.0, "params": 0.0, "bytes_in": 0.0, "bytes_out": 0.0, "bytes_weight": 0.0}
+        per_type = dict.fromkeys(types, 0)
+        for m in r.modules:
+            k = m.config.costs()
+            for f in c:
+                c[f] += getattr(k, f)
+            per_type[m.config.module] = per_type.get(m.config.module, 0) + 1
+        n = r.counts()
+        rows.append([np.log1p(c[f]) for f in c] + [np.log1p(per_type[t]) for t in types]
+                    + [np.log1p(n["n_unmapped_compute"]), np.log1p(n["unmapped_bytes"] / 1e6), np.log(r.batch_size)])
+    return np.asarray(rows, float)
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+    """Least squares with a per-coefficient L2 penalty (0 for unpenalized columns)."""
+    a = x.T @ x + np.diag(penalty)
+    return np.linalg.solve(a + 1e-9 * np.eye(len(a)), x.T @ y)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Design:
+    """How a method builds its design matrix from (log proxies, standardized features)."""
+
+    use_proxies: int  # 0: none, 1: the first, -1: all
+    use_features: bool
+    fixed_slope: bool = False  # reuse: slope 1 on the first proxy
+
+
+_DESIGNS = {
+    "reuse": _Design(1, False, fixed_slope=True),
+    "affine": _Design(1, False),
+    "multi_proxy": _Design(-1, False),
+    "adaproxy": _Design(1, True),
+    "scratch": _Design(0, True),
+}
+
+
+def _design(method: str, q: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    d = _DESIGNS[method]
+    cols = [np.ones((len(q), 1))]
+    pen = [0.0]
+    if d.use_proxies and not d.fixed_slope:
+        qq = q[:, :1] if d.use_proxies == 1 else q
+        cols.append(qq)
+        pen += [0.0 if d.use_proxies == 1 else 1.0] * qq.shape[1]
+    if d.use_features:
+        cols.append(f)
+        pen += [1.0] * f.shape[1]
+    return np.concatenate(cols, axis=1), np.asarray(pen)
+
+
+@dataclasses.dataclass
+class _Fit:
+    method: str
+    coef: np.ndarray
+    alpha: float
+    f_mean: np.ndarray
+    f_scale: np.ndarray
+
+    def predict_log(self, q: np.ndarray, f_raw: np.ndarray) -> np.ndarray:
+        f = (f_raw - self.f_mean) / self.f_scale
+        x, _ = _design(self.method, q, f)
+        out = x @ self.coef
+        return out + q[:, 0] if _DESIGNS[self.method].fixed_slope else out
+
+
+def _fit(method: str, q: np.ndarray, f_raw: np.ndarray, t: np.ndarray, alpha: float) -> _Fit:
+    mean = f_raw.mean(0)
+    scale = np.where(f_raw.std(0) > 1e-9, f_raw.std(0), 1.0)
+    f = (f_raw - mean) / scale
+    x, pen = _design(method, q, f)
+    target = t - q[:, 0] if _DESIGNS[method].fixed_slope else t
+    if method == "reuse":  # the median ratio: robust to one bad sample
+        coef = np.array([np.median(target)])
+    else:
+        coef = _ridge(x, target, alpha * pen)
+    return _Fit(method, coef, alpha, mean, scale)
+
+
+def _loo_log_errors(method: str, q: np.ndarray, f: np.ndarray, t: np.ndarray, alpha: float) -> np.ndarray:
+    errs = np.empty(len(t))
+    for i in range(len(t)):
+        keep = np.arange(len(t)) != i
+        fit = _fit(method, q[keep], f[keep], t[keep], alpha)
+        errs[i] = fit.predict_log(q[i:i + 1], f[i:i + 1])[0] - t[i]
+    return errs
+
+
+def _take(items: Any, idx: np.ndarray) -> Any:
+    return items.iloc[idx] if isinstance(items, pd.DataFrame) else [items[i] for i in idx]
+
+
+def _kfold_log_errors(method: LearnedMethod, items: Any, y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    n = len(y)
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    errs = np.empty(n)
+    for k in range(folds):
+        te, tr = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
+        predict = method(_take(items, tr), y[tr])
+        errs[te] = np.log(predict(_take(items, te))) - np.log(y[te])
+    return errs
+
+
+@dataclasses.dataclass
+class Adapted:
+    """A proxy adapted to the target device.
+
+    Attributes:
+      method: the chosen method (see the module docstring).
+      report: the K samples' rank correlation with the first proxy, the threshold decision, and
+        every candidate's leave-one-out log RMSE, ±10 % accuracy and ridge alpha.
+    """
+
+    method: str
+    report: dict[str, Any]
+    _fit: _Fit | None
+    _proxies: tuple[Proxy, ...]
+    _learned: Callable[[Any], np.ndarray] | None = None
+
+    def predict(self, items: Any) -> np.ndarray:
+        """Latency (ms) of items on the target device."""
+        if self._learned is not None:
+            return np.asarray(self._learned(items), float)
+        q = _log_proxies(self._proxies, items)
+        return np.exp(self._fit.predict_log(q, network_features(items)))
+
+
+def _log_proxies(proxies: Sequence[Proxy], items: Any) -> np.ndarray:
+    cols = []
+    for p in proxies:
+        v = np.asarray(p.fn(items), float)
+        if np.any(~np.isfinite(v)) or np.any(v <= 0):
+            raise ValueError(f"proxy {p.name!r} gave non-positive or non-finite latencies")
+        cols.append(np.log(v))
+    return np.stack(cols, axis=1) if cols else np.zeros((len(item_keys(items)), 0))
+
+
+def adapt(
+    items: Any,
+    latency_ms: Sequence[float],
+    proxies: Sequence[Proxy],
+    *,
+    threshold: float = 0.9,
+    methods: Sequence[str] | None = None,
+    learned: Mapping[str, LearnedMethod] | None = None,
+) -> Adapted:
+    """Adapt `proxies` to a target from K measured items (see the module docstring).
+
+    Args:
+      items: K architecture records, or a frame of K module configs.
+      latency_ms: their measured latencies on the target.
+      proxies: one or more; the first is the primary (rank check, reuse, affine, AdaProxy).
+      threshold: rank correlation on the K samples at or above which the primary proxy is
+        reused (rescaled) or only affinely corrected.
+      methods: restrict the candidates (default: by the threshold rule).
+      learned: more candidates that learn from the samples (`embedding_method`,
+        `finetune_method` of a device-aware MEDN); scored by 5-fold cross-validation (fewer
+        folds below 10 samples) and considered only below the threshold.
+
+    Raises:
+      ValueError: fewer than 3 samples, non-positive latencies, no proxy, unknown methods.
+    """
+    t = np.log(np.asarray(latency_ms, float))
+    if len(t) < 3:
+        raise ValueError(f"adapt: {len(t)} samples; at least 3 are needed")
+    if not np.all(np.isfinite(t)):
+        raise ValueError("adapt: measured latencies must be finite and positive")
+    q = _log_proxies(proxies, items)
+    f = network_features(items)
+    rho = float(stats.spearmanr(q[:, 0], t).statistic) if proxies else float("nan")
+    if methods is None:
+        if not proxies:
+            methods = ("scratch",)
+        elif rho >= threshold:
+            methods = ("reuse", "affine")
+        else:
+            methods = ("affine", "adaproxy", "scratch") + (("multi_proxy",) if len(proxies) > 1 else ())
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"methods={bad} not valid: expected some of {', '.join(METHODS)}")
+    if not proxies and any(_DESIGNS[m].use_proxies for m in methods):
+        raise ValueError("adapt: these methods need at least one proxy")
+    scores = {}
+    for m in methods:
+        alphas = _ALPHAS if m in ("multi_proxy", "adaproxy", "scratch") else (0.0,)
+        best = None
+        for a in alphas:
+            e = _loo_log_errors(m, q, f, t, a)
+            rmse = float(np.sqrt(np.mean(e**2)))
+            if best is None or rmse < best["log_rmse"]:
+                best = {"log_rmse": rmse, "acc10": float(np.mean(np.abs(np.exp(e) - 1) <= 0.10)), "alpha": a}
+        scores[m] = best
+    y = np.exp(t)
+    use_learned = dict(learned or {}) if not (proxies and rho >= threshold) else {}
+    for name, method in use_learned.items():
+        e = _kfold_log_errors(method, items, y, folds=min(5, max(2, len(t) // 2)))
+        scores[name] = {"log_rmse": float(np.sqrt(np.mean(e**2))),
+                        "acc10": float(np.mean(np.abs(np.exp(e) - 1) <= 0.10)), "alpha": None}
+    # Fewer parameters win ties within 1 %: reuse, affine, then the richer forms, learned last.
+    order = {m: i for i, m in enumerate(METHODS + tuple(use_learned))}
+    candidates = list(methods) + list(use_learned)
+    chosen = min(candidates, key=lambda m: (round(scores[m]["log_rmse"] / 0.01), order[m]))
+    report = {"k": int(len(t)), "spearman_primary": rho, "threshold": threshold,
+              "reused": chosen == "reuse", "candidates": scores, "chosen": chosen,
+              "proxies": [p.name for p in proxies]}
+    if chosen in use_learned:
+        return Adapted(chosen, report, None, tuple(proxies), use_learned[chosen](items, y))
+    return Adapted(chosen, report, _fit(chosen, q, f, t, scores[chosen]["alpha"]), tuple(proxies))
+
+
+def few_shot_curve(
+    items: Any,
+    latency_ms: Sequence[float],
+    proxies: Sequence[Proxy],
+    *,
+    ks: Sequence[int] = (5, 10, 20, 50),
+    repeats: int = 20,
+    seed: int = 0,
+    threshold: float = 0.9,
+) -> pd.DataFrame:
+    """Spearman rho and ±10 % accuracy against K on a target: for each K and repeat, adapt on a
+    random K of the items and score the predictions of all the others; the same K samples also
+    train `scratch` alone (the baseline).
+
+    Returns:
+      One row per (k, repeat, approach): `approach` (`adapted` or `scratch`), `method`,
+      `spearman`, `acc10`, `mape`.
+    """
+    y = np.asarray(latency_ms, float)
+    n = len(y)
+    is_frame = isinstance(items, pd.DataFrame)
+
+    def take(idx):
+        return items.iloc[idx] if is_frame else [items[i] for i in idx]
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in ks:
+        if k >= n:
+            continue
+        for rep in range(repeats):
+            idx = rng.permutation(n)
+            tr, te = idx[:k], idx[k:]
+            for approach in ("adapted", "scratch"):
+                a = adapt(take(tr), y[tr], proxies, threshold=threshold,
+                          methods=("scratch",) if approach == "scratch" else None)
+                p = a.predict(take(te))
+                rel = p / y[te] - 1
+                rows.append({"k": k, "repeat": rep, "approach": approach, "method": a.method,
+                             "spearman": float(stats.spearmanr(p, y[te]).statistic),
+                             "acc10": float(np.mean(np.abs(rel) <= 0.10)), "mape": float(np.mean(np.abs(rel)))})
+    return pd.DataFrame(rows)

@@ -1,0 +1,152 @@
+"""Cross-device: rank agreement, few-shot adaptation, the device-aware MEDN."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import profilers
+from jaxlat import TrainConfig
+from jaxlat._shipped import reference_predictor
+from jaxlat.transfer import (
+    adapt,
+    embedding_method,
+    few_shot_curve,
+    fit_device_medn,
+    monotonicity_matrix,
+    predictor_proxy,
+    rank_agreement,
+    rank_agreement_by_module,
+    settings_tables,
+    table_proxy,
+)
+from profilers.spaces import NB201
+
+from .helpers import synthetic_rows
+
+
+def _frame(scale_conv=1.0, seed=0, n_per=60, utilization=0.0):
+    rows = synthetic_rows(["conv2d", "linear", "add"], n_per, seed)
+    df = pd.DataFrame(rows)
+    df["utilization"] = utilization
+    conv = df["module"] == "conv2d"
+    for c in ("latency_ms_median", "latency_ms_mean", "latency_ms_p10", "latency_ms_p90"):
+        df.loc[conv, c] *= scale_conv
+    return df
+
+
+def test_rank_agreement_and_the_matrix():
+    a = pd.Series([1.0, 2.0, 3.0, 4.0, 5.0], index=list("abcde"))
+    assert rank_agreement(a, a**2 * 3)["spearman"] == pytest.approx(1.0)
+    assert rank_agreement(a, -a)["spearman"] == pytest.approx(-1.0)
+    assert rank_agreement(a, a * 2)["ratio_median"] == pytest.approx(2.0)
+    m = monotonicity_matrix({"x": a, "y": a * 2, "z": -a})
+    assert m.loc["x", "y"] == pytest.approx(1.0) and m.loc["x", "z"] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="2 common keys; at least 3"):
+        rank_agreement(a, pd.Series([1.0, 2.0], index=["a", "b"]))
+
+
+def test_settings_tables_and_per_module_agreement():
+    df = pd.concat([_frame(utilization=0.0), _frame(scale_conv=3.0, utilization=0.5)], ignore_index=True)
+    tables = settings_tables(df)
+    assert set(tables) == {"torch t1 u0", "torch t1 u0.5"}
+    per = rank_agreement_by_module(df[df.utilization == 0], df[df.utilization == 0.5]).set_index("module")
+    assert per.loc["conv2d", "spearman"] == pytest.approx(1.0)
+    assert per.loc["conv2d", "ratio_median"] == pytest.approx(3.0)
+    assert per.loc["linear", "ratio_median"] == pytest.approx(1.0)
+
+
+def _planted(n=60, seed=0, noise=0.02):
+    rng = np.random.default_rng(seed)
+    proxy = pd.Series(np.exp(rng.uniform(0, 3, n)), index=[f"m{i}" for i in range(n)])
+    target = 0.5 * proxy**1.1 * np.exp(rng.normal(0, noise, n))
+    records = [profilers.ArchRecord(k, ((1, 3, 8, 8),), (profilers.ArchModule(profilers.make_config("add", channels=8 + i), "add"),))
+               for i, k in enumerate(proxy.index)]
+    return records, proxy, target
+
+
+def test_adapt_reuses_a_well_ranked_proxy_and_corrects_it():
+    records, proxy, target = _planted()
+    k = 10
+    a = adapt(records[:k], target.iloc[:k].to_numpy(), [table_proxy(proxy)])
+    assert a.report["spearman_primary"] > 0.9 and a.method in ("reuse", "affine")
+    rel = a.predict(records[k:]) / target.iloc[k:].to_numpy() - 1
+    assert np.mean(np.abs(rel) <= 0.10) >= 0.9
+    assert a.method == "affine"  # the planted exponent 1.1 is worth its parameter
+
+
+def test_a_poorly_ranked_proxy_is_not_reused():
+    records, proxy, target = _planted()
+    shuffled = pd.Series(np.random.default_rng(1).permutation(proxy.to_numpy()), index=proxy.index)
+    a = adapt(records[:20], target.iloc[:20].to_numpy(), [table_proxy(shuffled)])
+    assert a.report["spearman_primary"] < 0.9
+    assert a.method in ("affine", "adaproxy", "scratch") and not a.report["reused"]
+    assert set(a.report["candidates"]) == {"affine", "adaproxy", "scratch"}
+
+
+def test_several_proxies_combine_and_bad_input_is_rejected():
+    records, proxy, target = _planted()
+    half = pd.Series(np.sqrt(proxy.to_numpy()), index=proxy.index)
+    a = adapt(records[:15], target.iloc[:15].to_numpy(), [table_proxy(half, name="a"), table_proxy(proxy, name="b")],
+              methods=("multi_proxy",))
+    assert a.method == "multi_proxy"
+    assert np.mean(np.abs(a.predict(records[15:]) / target.iloc[15:].to_numpy() - 1) <= 0.10) >= 0.9
+    with pytest.raises(KeyError, match="has no latency for 1 item"):
+        table_proxy(proxy.iloc[:3], name="short").fn(records[:4])
+    with pytest.raises(ValueError, match="at least 3 are needed"):
+        adapt(records[:2], target.iloc[:2].to_numpy(), [table_proxy(proxy)])
+    with pytest.raises(ValueError, match="not valid: expected some of"):
+        adapt(records[:5], target.iloc[:5].to_numpy(), [table_proxy(proxy)], methods=("magic",))
+
+
+def test_few_shot_curve_beats_scratch_with_an_informative_proxy():
+    records, proxy, target = _planted(n=80)
+    curve = few_shot_curve(records, target.to_numpy(), [table_proxy(proxy)], ks=(5, 10), repeats=4)
+    mean = curve.groupby(["k", "approach"])[["spearman", "acc10"]].mean()
+    assert mean.loc[(10, "adapted"), "spearman"] > 0.95 and mean.loc[(10, "adapted"), "acc10"] >= 0.8
+    assert mean.loc[(10, "adapted"), "acc10"] > mean.loc[(10, "scratch"), "acc10"]
+
+
+def test_device_aware_medn_learns_devices_and_fits_a_new_embedding():
+    small = TrainConfig(epochs=60, batch_size=64, learning_rate=3e-3, patience=0)
+    frames = {"fast": _frame(1.0, seed=0), "slow": _frame(4.0, seed=1)}
+    dm = fit_device_medn(frames, train=small, medn={"encoder": (64, 64), "latent": 32, "decoder": (32,)})
+    test = _frame(4.0, seed=5, n_per=20)
+    conv = test[test.module == "conv2d"]
+    ratio = dm.predictor("slow").predict(conv)["latency_ms"].to_numpy() / dm.predictor("fast").predict(conv)["latency_ms"].to_numpy()
+    assert 2.5 < np.median(ratio) < 6.0  # it learned that 'slow' convolutions take about 4x
+    # A new device like 'slow', from 15 module samples: the embedding alone moves towards it.
+    k = test.sample(15, random_state=0)
+    start = dm.predictor(dm.embeddings.mean(0)).predict(test)["latency_ms"].to_numpy()
+    vec = dm.fit_embedding(k, k["latency_ms_median"].to_numpy(), steps=150)
+    after = dm.predictor(vec).predict(test)["latency_ms"].to_numpy()
+    y = test["latency_ms_median"].to_numpy()
+    assert np.mean(np.abs(np.log(after / y))) < np.mean(np.abs(np.log(start / y)))
+    # As a learned candidate of adapt (modules as items).
+    a = adapt(k, k["latency_ms_median"].to_numpy(), [predictor_proxy(dm.predictor("fast"))], threshold=1.01,
+              learned={"embedding": embedding_method(dm, steps=100)})
+    assert "embedding" in a.report["candidates"]
+
+
+def test_cli_adapts_a_latency_table_over_nb201(tmp_path):
+    pred = reference_predictor()
+    archs = [NB201.random_arch(s) for s in range(24)]
+    codes = [NB201.encode(a) for a in archs]
+    proxy_ms = pred.predict_models([NB201.record(a) for a in archs])["latency_ms"].to_numpy()
+    target_ms = 0.3 * proxy_ms**1.05
+    pd.DataFrame({"arch": codes, "latency_ms": proxy_ms}).to_csv(tmp_path / "proxy.csv", index=False)
+    pd.DataFrame({"arch": codes[:8], "latency_ms": target_ms[:8]}).to_csv(tmp_path / "k.csv", index=False)
+    pd.DataFrame({"arch": codes[8:]}).to_csv(tmp_path / "want.csv", index=False)
+    r = subprocess.run([sys.executable, "-m", "jaxlat._cli", "transfer", "adapt", "--space", "nb201", "--samples",
+                        str(tmp_path / "k.csv"), "--proxy-table", str(tmp_path / "proxy.csv"), "--predict",
+                        str(tmp_path / "want.csv"), "--out", str(tmp_path / "out.csv")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    assert report["k"] == 8 and report["chosen"] in ("reuse", "affine")
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert list(out["arch"]) == codes[8:]
+    assert np.mean(np.abs(out["latency_ms"].to_numpy() / target_ms[8:] - 1) <= 0.10) >= 0.9
