@@ -5,6 +5,7 @@ parameter count.
 
   python benchmarks/accuracy.py --cpu-data data/cpu_torch_1t.parquet \
       --v100 ../shared/data/tinynas_v100_trt_conv/conv_data.out --out benchmarks/results
+  python benchmarks/accuracy.py --dataset cpu_tflite_1t=data/cpu_tflite_1t.parquet --name accuracy_tflite
 
 Writes accuracy.json and accuracy.md. `--quick` shrinks every training for a smoke run.
 """
@@ -157,7 +158,9 @@ def markdown(results: pd.DataFrame, ablations: dict, meta: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cpu-data", default=None, help="this project's dataset (.parquet)")
+    ap.add_argument("--cpu-data", default=None, help="this project's torch dataset (.parquet), named cpu_torch_1t")
+    ap.add_argument("--dataset", action="append", default=[], metavar="NAME=PATH",
+                    help="another dataset to score, split 80/20 by config like --cpu-data (repeatable)")
     ap.add_argument("--v100", default=None, help="conv_data.out of the V100 TensorRT data")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--quick", action="store_true")
@@ -168,12 +171,13 @@ def main() -> None:
     ap.add_argument("--name", default="accuracy", help="output file stem")
     args = ap.parse_args()
     rows, ablations = [], {}
-    if args.cpu_data:
-        df = profilers.read_dataset(args.cpu_data)
+    datasets = ([("cpu_torch_1t", args.cpu_data)] if args.cpu_data else []) + [tuple(d.split("=", 1)) for d in args.dataset]
+    for name, path in datasets:
+        df = profilers.read_dataset(path)
         tr, te = split_by_config(df, test_frac=0.2, seed=0)
-        r, a = run("cpu_torch_1t", "by-config 80/20", tr, te, quick=args.quick, mlp_epochs=args.mlp_epochs, medn_epochs=args.medn_epochs, only=args.only)
+        r, a = run(name, "by-config 80/20", tr, te, quick=args.quick, mlp_epochs=args.mlp_epochs, medn_epochs=args.medn_epochs, only=args.only)
         rows += r
-        ablations["cpu_torch_1t/by-config 80/20"] = a
+        ablations[f"{name}/by-config 80/20"] = a
     if args.v100:
         import tinynas
 
