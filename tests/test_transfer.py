@@ -76,6 +76,9 @@ def test_adapt_reuses_a_well_ranked_proxy_and_corrects_it():
     rel = a.predict(records[k:]) / target.iloc[k:].to_numpy() - 1
     assert np.mean(np.abs(rel) <= 0.10) >= 0.9
     assert a.method == "affine"  # the planted exponent 1.1 is worth its parameter
+    la, lb = a.log_affine()
+    assert lb == pytest.approx(1.1, abs=0.05) and np.exp(la) == pytest.approx(0.5, rel=0.1)
+    np.testing.assert_allclose(np.exp(la) * proxy.iloc[k:].to_numpy() ** lb, a.predict(records[k:]), rtol=1e-9)
 
 
 def test_a_poorly_ranked_proxy_is_not_reused():
@@ -85,6 +88,9 @@ def test_a_poorly_ranked_proxy_is_not_reused():
     assert a.report["spearman_primary"] < 0.9
     assert a.method in ("affine", "adaproxy", "scratch") and not a.report["reused"]
     assert set(a.report["candidates"]) == {"affine", "adaproxy", "scratch"}
+    if a.method != "affine":
+        with pytest.raises(ValueError, match="not a map of the proxy latency alone"):
+            a.log_affine()
 
 
 def test_several_proxies_combine_and_bad_input_is_rejected():

@@ -231,6 +231,21 @@ class Adapted:
         q = _log_proxies(self._proxies, items)
         return np.exp(self._fit.predict_log(q, network_features(items)))
 
+    def log_affine(self) -> tuple[float, float]:
+        """`(a, b)` with target ms = exp(a) * proxy ms ** b, for `reuse` and `affine` (the forms
+        that map the proxy's latency alone); apply it to a JAX latency to keep gradients, e.g.
+        `lambda p, w: jnp.exp(a) * lat(p, w) ** b` in a NAS penalty.
+
+        Raises:
+          ValueError: the chosen method also reads item features or several proxies.
+        """
+        if self.method == "reuse":
+            return float(self._fit.coef[0]), 1.0
+        if self.method == "affine":
+            return float(self._fit.coef[0]), float(self._fit.coef[1])
+        raise ValueError(f"log_affine: method {self.method!r} is not a map of the proxy latency alone; "
+                         "only 'reuse' and 'affine' are (adapt(..., methods=('reuse', 'affine')))")
+
 
 def _log_proxies(proxies: Sequence[Proxy], items: Any) -> np.ndarray:
     cols = []
