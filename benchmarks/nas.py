@@ -46,20 +46,44 @@ def search_phase(args) -> None:
     space = mobile_space(resolution=args.resolution)
     cfg = SearchConfig(epochs=args.epochs, warmup_epochs=max(1, args.epochs // 5))
     data = digits_data(cfg.train_resolution)
-    lat = expected_latency_fn(pred, space)
+    base_lat = expected_latency_fn(pred, space)
+    calibration = calibrate(args, space, pred) if args.calibrate else None
+    if calibration is None:
+        lat = base_lat
+    else:
+        a, b = calibration["log_affine"]
+
+        def lat(probs, widths=None):
+            return jnp.exp(a) * base_lat(probs, widths) ** b
+
+    def on_target(ms):
+        return ms if calibration is None else np.exp(a) * np.asarray(ms, float) ** b
+
+    def predicted_ms(records):  # on this machine's scale
+        return on_target(pred.predict_models(records)["latency_ms"].to_numpy())
+
     runs = [("proxyless", {"lam": lam}, proxyless_penalty(lam)) for lam in args.lams]
     runs += [("tfnas", {"lam": args.target_lam, "target_ms": t}, tfnas_penalty(args.target_lam, t)) for t in args.targets]
-    out = []
+    path = RESULTS / "nas_archs.json"
+    previous = json.loads(path.read_text()) if (args.append and path.exists()) else {}
+    out = list(previous.get("runs", []))
+    done = {(r["penalty"], r["lam"], r.get("target_ms")) for r in out}
     for kind, settings, pen in runs:
+        if (kind, settings["lam"], settings.get("target_ms")) in done:
+            continue
         t0 = time.perf_counter()
         r = search(space, pred, pen, data=data, config=cfg, latency_ms=lat, progress=False)
-        acc = train_derived(space, r.arch, data, epochs=args.train_epochs)
-        out.append({"penalty": kind, **settings, "arch": space.encode(r.arch),
-                    "expected_latency_ms": r.expected_latency_ms, "predicted_latency_ms": r.predicted_latency_ms,
-                    "supernet_accuracy": r.supernet_accuracy, "trained_accuracy": acc, "search_s": r.seconds,
-                    "history": r.history})
-        print(f"{kind} {settings}: predicted {r.predicted_latency_ms:.3f} ms, accuracy {acc:.3f}, "
-              f"{time.perf_counter() - t0:.0f} s; {space.encode(r.arch)}", flush=True)
+        row = {"penalty": kind, **settings, "expected_latency_ms": r.expected_latency_ms,
+               "uncalibrated_latency_ms": r.predicted_latency_ms, "supernet_accuracy": r.supernet_accuracy,
+               "search_s": r.seconds, "history": r.history}
+        row.update(_finish(space, r.arch, kind, settings, predicted_ms, data, args))
+        out.append(row)
+        print(f"{kind} {settings}: predicted {row['predicted_latency_ms']:.3f} ms, accuracy {row['trained_accuracy']:.3f}, "
+              f"{time.perf_counter() - t0:.0f} s; {row['arch']}", flush=True)
+    if previous.get("overhead"):
+        payload = {**previous, "runs": out}
+        path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+        return
     # The latency term's share of an architecture step: the same step with and without it.
     from flax import nnx
     import optax
@@ -88,30 +112,120 @@ def search_phase(args) -> None:
     payload = {"space": {"name": space.name, "resolution": space.resolution, "ops": list(space.ops),
                          "width_range": list(space.width_range)},
                "predictor": str(args.predictor or "shipped cpu_torch_1t"), "config": vars(cfg), "runs": out,
+               "calibration": calibration,
                "overhead": overhead}
     (RESULTS / "nas_archs.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
 
 
-def measure_phase(args) -> None:
-    """Measure every derived architecture end to end (rounds interleaved), in this process;
-    the caller starts it with the measurement environment."""
-    from profilers._models import MODEL_TIMER, profile_many
+def _finish(space, arch, kind, settings, predicted_ms, data, args) -> dict:
+    """The derived architecture's record: for the target form, widths scaled so that the
+    predicted latency comes closest to T (`jaxlat.nas.fit_widths`); then trained alone."""
+    from jaxlat.nas import fit_widths, train_derived
+
+    row = {"arch": space.encode(arch), "predicted_latency_ms": float(predicted_ms([space.record(arch)])[0])}
+    if kind == "tfnas":
+        fitted, ms = fit_widths(space, arch, predicted_ms, settings["target_ms"])
+        row = {"searched_arch": row["arch"], "searched_predicted_ms": row["predicted_latency_ms"],
+               "arch": space.encode(fitted), "predicted_latency_ms": ms}
+        arch = fitted
+    row["trained_accuracy"] = train_derived(space, arch, data, epochs=args.train_epochs)
+    return row
+
+
+def refit_phase(args) -> None:
+    """Apply the target form's width fit to target runs of an earlier search phase."""
+    from jaxlat import LatencyPredictor
+    from jaxlat._shipped import reference_predictor
+    from jaxlat.nas import digits_data
     from profilers.spaces import decode, mobile_space
 
-    payload = json.loads((RESULTS / "nas_archs.json").read_text())
+    path = RESULTS / "nas_archs.json"
+    payload = json.loads(path.read_text())
+    pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()
     space = mobile_space(resolution=payload["space"]["resolution"])
+    a, b = (payload.get("calibration") or {}).get("log_affine", (0.0, 1.0))
+
+    def predicted_ms(records):
+        return np.exp(a) * pred.predict_models(records)["latency_ms"].to_numpy() ** b
+
+    data = digits_data(payload["config"]["train_resolution"])
+    for r in payload["runs"]:
+        if r["penalty"] == "tfnas" and "searched_arch" not in r:
+            r.update(_finish(space, decode(space, r["arch"]), "tfnas", r, predicted_ms, data, args))
+            print(f"refit T={r['target_ms']}: {r['searched_arch']} ({r['searched_predicted_ms']:.3f} ms) -> "
+                  f"{r['arch']} ({r['predicted_latency_ms']:.3f} ms)", flush=True)
+    path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+
+
+def calibrate(args, space, pred) -> dict:
+    """Few-shot transfer of the predictor to this machine (`jaxlat.transfer.adapt`, reuse or
+    affine in log latency) from `args.calibrate` random architectures of the space, measured
+    end to end here; the search then penalizes the calibrated latency."""
+    from profilers import load_records
+    from jaxlat.transfer import adapt, predictor_proxy
+
+    archs = [space.encode(space.random_arch(10_000 + i)) for i in range(args.calibrate)]
+    path, rec_path = RESULTS / "nas_calibration_archs.json", RESULTS / "nas_calibration_records.jsonl"
+    spec = {"resolution": args.resolution, "archs": archs}
+    have = {r.name for r in load_records(rec_path)} if rec_path.exists() else set()
+    same = path.exists() and json.loads(path.read_text()) == spec
+    if not (same and have >= {f"cal{i}" for i in range(len(archs))}):  # else: measured before, reuse
+        path.write_text(json.dumps(spec))
+        _measure_subprocess("calibrate-measure", args)
+    measured = {r.name: r for r in load_records(rec_path)}
+    recs = [measured[f"cal{i}"] for i in range(len(archs))]
+    ms = [r.measured["latency_ms"] for r in recs]
+    adapted = adapt(recs, ms, [predictor_proxy(pred)], methods=("reuse", "affine"))
+    a, b = adapted.log_affine()
+    print(f"calibration on {len(ms)} measured architectures: {adapted.method}, target ms = "
+          f"{np.exp(a):.3f} * predicted ** {b:.3f} (Spearman {adapted.report['spearman_primary']:.3f})", flush=True)
+    return {"k": len(ms), "method": adapted.method, "log_affine": [a, b], "report": adapted.report,
+            "measured_ms": ms, "predicted_ms": list(map(float, predictor_proxy(pred).fn(recs)))}
+
+
+def _measure_subprocess(phase: str, args) -> None:
+    from profilers import MEASUREMENT_ENV
+
+    subprocess.run([sys.executable, __file__, "--phase", phase, "--rounds", str(args.rounds)],
+                   env={**os.environ, **MEASUREMENT_ENV}, check=True)
+
+
+def _measure_archs(space, named_archs, out: Path, rounds: int) -> None:
+    from profilers._models import MODEL_TIMER, profile_many
+    from profilers.spaces import decode
+
     jobs = []
-    for i, r in enumerate(payload["runs"]):
-        arch = decode(space, r["arch"])
+    for name, text in named_archs:
+        arch = decode(space, text)
 
         def build(arch=arch):
             import torch
 
             return space.torch_model(arch), (torch.randn(*space.input_shape()),), {"arch": space.encode(arch)}
 
-        jobs.append((f"run{i}", build))
+        jobs.append((name, build))
+    profile_many(out, jobs, timer=MODEL_TIMER, rounds=rounds, chunk_size=len(jobs))
+
+
+def calibrate_phase(args) -> None:
+    from profilers.spaces import mobile_space
+
+    spec = json.loads((RESULTS / "nas_calibration_archs.json").read_text())
+    out = RESULTS / "nas_calibration_records.jsonl"
+    out.unlink(missing_ok=True)
+    _measure_archs(mobile_space(resolution=spec["resolution"]), [(f"cal{i}", a) for i, a in enumerate(spec["archs"])],
+                   out, args.rounds)
+
+
+def measure_phase(args) -> None:
+    """Measure every derived architecture end to end (rounds interleaved), in this process;
+    the caller starts it with the measurement environment."""
+    from profilers.spaces import mobile_space
+
+    payload = json.loads((RESULTS / "nas_archs.json").read_text())
+    space = mobile_space(resolution=payload["space"]["resolution"])
     out = RESULTS / "nas_records.jsonl"
-    profile_many(out, jobs, timer=MODEL_TIMER, rounds=args.rounds, chunk_size=len(jobs))
+    _measure_archs(space, [(f"run{i}", r["arch"]) for i, r in enumerate(payload["runs"])], out, args.rounds)
 
 
 def report(args) -> None:
@@ -125,7 +239,7 @@ def report(args) -> None:
         r["measured_ms"] = m["latency_ms"]
         r["measured_p10_ms"], r["measured_p90_ms"] = m["p10_ms"], m["p90_ms"]
         r["round_medians_ms"] = m.get("round_medians_ms")
-    prox = [r for r in runs if r["penalty"] == "proxyless"]
+    prox = sorted((r for r in runs if r["penalty"] == "proxyless"), key=lambda r: r["lam"])
     lat = [r["measured_ms"] for r in prox]
     monotone = all(b < a for a, b in zip(lat, lat[1:]))
     targets = [r for r in runs if r["penalty"] == "tfnas"]
@@ -138,6 +252,12 @@ def report(args) -> None:
           f"ops {', '.join(payload['space']['ops'])}, stage widths in {payload['space']['width_range']}. "
           f"Predictor: {payload['predictor']}. Search: {payload['config']['epochs']} epochs on scikit-learn's digits "
           f"(8x8); accuracy: the derived architecture trained alone, test split.\n\n",
+          (f"Calibration to this machine (the predictor was trained on another CPU): `jaxlat.transfer.adapt` on "
+           f"{payload['calibration']['k']} random architectures of the space measured here, method "
+           f"{payload['calibration']['method']}: target ms = {np.exp(payload['calibration']['log_affine'][0]):.3f} x "
+           f"predicted ** {payload['calibration']['log_affine'][1]:.3f} (Spearman on the K: "
+           f"{payload['calibration']['report']['spearman_primary']:.3f}). The penalty and the predicted column use it.\n\n"
+           if payload.get("calibration") else ""),
           "Measured: the derived architecture's torch model, end to end, 1 thread, batch 1, median of pooled rounds "
           "(p10-p90 of the samples).\n\n",
           "| penalty | setting | predicted ms | measured ms (p10-p90) | measured / predicted | accuracy | architecture |\n"
@@ -150,6 +270,9 @@ def report(args) -> None:
     o = payload["overhead"]
     md += [f"\nAdditive penalty: measured latency {'falls monotonically' if monotone else 'does NOT fall monotonically'} "
            f"as lambda grows ({' > '.join(f'{x:.3f}' for x in lat)} ms).\n\n",
+           "".join(f"Target T={r['target_ms']:g} ms: the search derived `{r['searched_arch']}` (predicted "
+                   f"{r['searched_predicted_ms']:.3f} ms); its widths scaled by one factor to the predicted latency "
+                   f"closest to T (`jaxlat.nas.fit_widths`).\n\n" for r in targets if "searched_arch" in r),
            f"Targets: measured within 10 % of T for {sum(within)} of {len(targets)} ("
            + ", ".join(f"T={r['target_ms']:g}: {r['measured_ms'] / r['target_ms']:.3f}" for r in targets) + ").\n\n",
            f"Latency term overhead: an architecture step takes {o['with']['median_ms']:.1f} ms with the latency term and "
@@ -162,7 +285,7 @@ def report(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--phase", choices=("all", "search", "measure", "report"), default="all")
+    ap.add_argument("--phase", choices=("all", "search", "refit", "measure", "report", "calibrate", "calibrate-measure"), default="all")
     ap.add_argument("--predictor", help="predictor directory (default: the shipped CPU predictor)")
     ap.add_argument("--resolution", type=int, default=96, help="deployment input resolution of the space")
     ap.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.03, 0.1, 0.3, 1.0],
@@ -173,9 +296,26 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=30, help="epochs to train each derived architecture")
     ap.add_argument("--rounds", type=int, default=3, help="measurement rounds per architecture")
     ap.add_argument("--overhead-repeats", type=int, default=30)
+    ap.add_argument("--append", action="store_true",
+                    help="search phase: keep the runs of nas_archs.json and search only the missing settings")
+    ap.add_argument("--calibrate", type=int, default=0, metavar="K",
+                    help="adapt the predictor to this machine from K measured random architectures first "
+                         "(the predictor was trained on another CPU); 0: use it as is")
     args = ap.parse_args()
     if args.phase in ("all", "search"):
         search_phase(args)
+    if args.phase == "refit":
+        refit_phase(args)
+    if args.phase == "calibrate-measure":  # the measuring subprocess
+        calibrate_phase(args)
+    if args.phase == "calibrate":  # measure and fit only, e.g. to choose targets before a search
+        from jaxlat import LatencyPredictor
+        from jaxlat._shipped import reference_predictor
+        from profilers.spaces import mobile_space
+
+        pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()
+        print(json.dumps({k: v for k, v in calibrate(args, mobile_space(resolution=args.resolution), pred).items()
+                          if k != "report"}, default=float))
     if args.phase in ("all", "measure"):
         from profilers import MEASUREMENT_ENV
 
@@ -183,8 +323,7 @@ def main() -> None:
             measure_phase(args)
         else:
             (RESULTS / "nas_records.jsonl").unlink(missing_ok=True)
-            subprocess.run([sys.executable, __file__, "--phase", "measure", "--rounds", str(args.rounds)],
-                           env={**os.environ, **MEASUREMENT_ENV}, check=True)
+            _measure_subprocess("measure", args)
     if args.phase in ("all", "report"):
         report(args)
 

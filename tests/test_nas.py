@@ -155,3 +155,21 @@ def test_search_runs_and_a_strong_penalty_finds_a_faster_architecture(predictor)
         assert r.arch.ops and all(op in TINY.ops for op in r.arch.ops)
         TINY.check(r.arch)
         assert r.predicted_latency_ms == pytest.approx(predictor.predict_model(TINY.record(r.arch))["latency_ms"])
+
+
+def test_fit_widths_moves_the_predicted_latency_to_the_target(predictor):
+    from jaxlat.nas import fit_widths
+
+    arch = MobileArch(("k5_e3", "k3_e1", "k5_e3"), (1.0, 1.0))
+
+    def ms(records):
+        return predictor.predict_models(records)["latency_ms"].to_numpy()
+
+    start = float(ms([TINY.record(arch)])[0])
+    for target in (start * 0.8, start * 1.25):
+        fitted, got = fit_widths(TINY, arch, ms, target)
+        assert fitted.ops == arch.ops and abs(np.log(got / target)) < abs(np.log(start / target))
+        assert got == pytest.approx(float(ms([TINY.record(fitted)])[0]))
+        TINY.check(fitted)
+    with pytest.raises(ValueError, match="target_ms=0 must be > 0"):
+        fit_widths(TINY, arch, ms, 0)

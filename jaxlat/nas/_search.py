@@ -167,6 +167,42 @@ def derive(space: Any, logits: np.ndarray, widths: np.ndarray | None) -> MobileA
     return MobileArch(ops, tuple(snapped))
 
 
+def fit_widths(space: Any, arch: MobileArch, latency_ms: Callable[[list], np.ndarray], target_ms: float, *,
+               n_grid: int = 64) -> tuple[MobileArch, float]:
+    """Scale all stage widths of a derived architecture by one factor so that its predicted
+    latency comes closest to `target_ms` (the ops stay): the target form's last step, since the
+    argmax of a relaxed search lands near, not on, the target.
+
+    Args:
+      space: a `MobileSpace` with a `width_range`.
+      arch: the derived architecture.
+      latency_ms: records -> predicted ms (e.g. `lambda r: predictor.predict_models(r)["latency_ms"]`).
+      target_ms: the target.
+      n_grid: factors tried (log-spaced over what the width range allows; snapped widths).
+
+    Returns:
+      `(arch with the new widths, its predicted latency)`; `arch` itself if it has no widths.
+    """
+    from ._latency import one_hot
+
+    if not isinstance(arch, MobileArch) or space.width_range is None or not arch.widths:
+        return arch, float(np.asarray(latency_ms([space.record(arch)]))[0])
+    if not target_ms > 0:
+        raise ValueError(f"target_ms={target_ms} must be > 0")
+    w = np.asarray(arch.widths, float)
+    lo, hi = space.width_range
+    factors = np.geomspace(lo / w.max(), hi / w.min(), n_grid)
+    cands, seen = [], set()
+    for f in factors:
+        a = derive(space, one_hot(space, arch), np.clip(w * f, lo, hi))
+        if a.widths not in seen:
+            seen.add(a.widths)
+            cands.append(a)
+    ms = np.asarray(latency_ms([space.record(a) for a in cands]), float)
+    best = int(np.argmin(np.abs(np.log(ms / target_ms))))
+    return cands[best], float(ms[best])
+
+
 def _batches(n: int, size: int, rng: np.random.Generator):
     idx = rng.permutation(n)
     for s in range(0, n - size + 1, size):
