@@ -84,6 +84,41 @@ def measure_jobs(jobs_json: Path, out_jsonl: Path, rounds: int) -> None:
                      chunk_size=len(built), runtime=rt, progress=False)
 
 
+def calibrate(pred, jobs: list[dict], tag: str, rounds: int) -> dict:
+    """Few-shot transfer of `pred` to this machine (`jaxlat.transfer.adapt`, reuse or affine in
+    log latency) from measured jobs; returns the map and its report."""
+    from jaxlat.transfer import adapt, predictor_proxy
+    from profilers import load_records
+
+    jpath, rpath = RESULTS / f"optimize_{tag}_calibration_jobs.json", RESULTS / f"optimize_{tag}_calibration_records.jsonl"
+    jpath.write_text(json.dumps(jobs))
+    rpath.unlink(missing_ok=True)
+    _measure(jpath, rpath, rounds)
+    recs = load_records(rpath)
+    ms = [r.measured["latency_ms"] for r in recs]
+    a = adapt(recs, ms, [predictor_proxy(pred)], methods=("reuse", "affine"))
+    la, lb = a.log_affine()
+    print(f"{tag} calibration: {a.method}, target ms = {np.exp(la):.3f} * predicted ** {lb:.3f} "
+          f"(K={len(ms)}, Spearman {a.report['spearman_primary']:.3f})", flush=True)
+    return {"k": len(ms), "method": a.method, "log_affine": [la, lb], "spearman": a.report["spearman_primary"],
+            "measured_ms": ms, "predicted_ms": list(map(float, predictor_proxy(pred).fn(recs)))}
+
+
+def _apply(cal: dict | None, ms):
+    if cal is None:
+        return ms
+    a, b = cal["log_affine"]
+    return np.exp(a) * np.asarray(ms, float) ** b
+
+
+def _cal_md(cal: dict | None, what: str) -> str:
+    if cal is None:
+        return ""
+    a, b = cal["log_affine"]
+    return (f"{what} calibrated to this machine from K={cal['k']} measured networks (`jaxlat.transfer.adapt`, "
+            f"{cal['method']}): ms = {np.exp(a):.3f} x predicted ** {b:.3f}, Spearman on the K {cal['spearman']:.3f}.\n\n")
+
+
 def early_exits(args, pred) -> tuple[dict, list[str]]:
     from jaxlat.nas import digits_data
     from jaxlat.optimize import (eenet_policy, entropy_policy, evaluate_policy, exit_costs_ms, exit_outputs,
@@ -98,7 +133,14 @@ def early_exits(args, pred) -> tuple[dict, list[str]]:
     model = train_multi_exit(space, arch, EE_EXITS, data, epochs=args.ee_epochs)
     train_s = time.perf_counter() - t0
     val, test = exit_outputs(model, data.x_arch, data.y_arch), exit_outputs(model, data.x_test, data.y_test)
-    costs = exit_costs_ms(pred, space, arch, EE_EXITS)
+    cal = None
+    if args.calibrate:
+        rng = np.random.default_rng(1)
+        cal_jobs = [{"name": f"cal{i}", "kind": "ee", "arch": space.encode(space.random_arch(20_000 + i)),
+                     "exits": [list(e) for e in EE_EXITS[: int(rng.integers(1, len(EE_EXITS) + 1))]],
+                     "runtime": "torch", "threads": 1, "utilization": 0.0} for i in range(args.calibrate)]
+        cal = calibrate(pred, cal_jobs, "ee", args.rounds)
+    costs = _apply(cal, exit_costs_ms(pred, space, arch, EE_EXITS))
     jobs = [{"name": f"exit{k}", "kind": "ee", "arch": EE_ARCH, "exits": [list(e) for e in EE_EXITS[: k + 1]],
              "runtime": "torch", "threads": 1, "utilization": 0.0} for k in range(len(EE_EXITS))]
     jpath, rpath = RESULTS / "optimize_ee_jobs.json", RESULTS / "optimize_ee_records.jsonl"
@@ -123,7 +165,8 @@ def early_exits(args, pred) -> tuple[dict, list[str]]:
     within = sum(abs(r["measured_mean_ms"] / r["budget_ms"] - 1) <= 0.10 for r in learned)
     md = ["## Early exits\n\n",
           f"Network: NAS-Bench-201 skeleton, c=16, 3 cells per stage, 16x16 inputs, cell `{EE_ARCH}`, exits after "
-          f"{EE_EXITS}; trained {args.ee_epochs} epochs on digits ({train_s:.0f} s). Exit costs (ms): predicted "
+          f"{EE_EXITS}; trained {args.ee_epochs} epochs on digits ({train_s:.0f} s). " + _cal_md(cal, "Exit costs") +
+          "Exit costs (ms): predicted "
           f"{np.round(costs, 3).tolist()}, measured {np.round(mcosts, 3).tolist()} (torch, 1 thread, "
           f"{args.rounds} rounds). Exit accuracy on test: {np.round(test.correct.mean(0), 3).tolist()}.\n\n",
           "| budget ms | policy | test accuracy | predicted mean ms | measured mean ms | measured / budget | exits |\n"
@@ -134,7 +177,7 @@ def early_exits(args, pred) -> tuple[dict, list[str]]:
                   f"{np.round(r['exit_distribution'], 2).tolist()} |\n")
     md.append(f"\nThe learned scheduler's accuracy is at least both baselines' at {wins} of {len(budgets)} budgets; "
               f"its measured mean latency lies within 10 % of the budget at {within} of {len(budgets)}.\n\n")
-    return {"rows": rows, "predicted_costs_ms": costs.tolist(), "measured_costs_ms": mcosts.tolist(),
+    return {"rows": rows, "calibration": cal, "predicted_costs_ms": costs.tolist(), "measured_costs_ms": mcosts.tolist(),
             "wins": int(wins), "within_10pct": int(within), "n_budgets": len(budgets)}, md
 
 
@@ -149,10 +192,22 @@ def designs(args, pred_torch, pred_tflite) -> tuple[dict, list[str]]:
                         {"fp32": accuracy[n], "int8": accuracy[n] - args.int8_drop}) for n, a in VARIANTS.items()]
     predictors = {("torch", "fp32"): pred_torch}
     if pred_tflite is not None:
-        predictors |= {("tflite", "fp32"): pred_tflite, ("tflite", "int8"): pred_tflite}
+        predictors |= {("tflite", "fp32"): pred_tflite}
+        if args.tflite_int8:
+            predictors |= {("tflite", "int8"): pred_tflite}
     ds = DesignSpace(variants, predictors, threads=(1,), batch_sizes=(1,))
     grid = np.round(np.linspace(0, 1, 21), 3)
     table = ds.evaluate(grid)
+    cal = None
+    if args.calibrate:  # the torch predictor was trained on another CPU
+        cal_jobs = [{"name": f"cal{i}", "kind": "design", "arch": space.encode(space.random_arch(30_000 + i)),
+                     "runtime": "torch", "dtype": "fp32", "threads": 1, "utilization": 0.0} for i in range(args.calibrate)]
+        cal = calibrate(pred_torch, cal_jobs, "design", args.rounds)
+        torch_rows = table["backend"] == "torch"
+        for col in ("median_ms", "p90_ms"):
+            table.loc[torch_rows, col] = _apply(cal, table.loc[torch_rows, col].to_numpy())
+        if "throughput_per_s" in table:
+            table.loc[torch_rows, "throughput_per_s"] = table.loc[torch_rows, "batch_size"] * 1e3 / table.loc[torch_rows, "median_ms"]
     slos = {f"p90<={x:g}ms": SLO(max_p90_ms=x) for x in args.slo_ms}
     sw = switch_table(table, slos)
     sw.save(RESULTS / "optimize_switch.json")
@@ -200,7 +255,7 @@ def designs(args, pred_torch, pred_tflite) -> tuple[dict, list[str]]:
           f"Variants (MobileNet-like space, 128x128, accuracies as given: {accuracy}; int8 = fp32 - {args.int8_drop}) x "
           f"{', '.join('/'.join(k) for k in predictors)}, 1 thread, batch 1. Switch table over {len(grid)} utilization "
           f"levels for {len(slos)} SLO sets; lookup {lookup_us:.2f} us per utilization change (median of "
-          f"{len(us)} calls' mean).\n\n",
+          f"{len(us)} calls' mean).\n\n", _cal_md(cal, "Torch latencies"),
           "| SLO | utilization | choice | design | predicted p90 ms | measured p90 ms | met |\n|---|---|---|---|---|---|---|\n"]
     for c in cases:
         d = c.get("design")
@@ -211,13 +266,15 @@ def designs(args, pred_torch, pred_tflite) -> tuple[dict, list[str]]:
     md.append(f"\nUtilization-aware choices met their SLO in {met_aware} of {len(aware)} cases "
               f"({met_aware / max(1, len(aware)):.2f}); the hardware-unaware choice (best at utilization 0, kept) in "
               f"{met_unaware} of {len(unaware)}.\n\n")
-    return {"cases": cases, "lookup_us": lookup_us, "met_aware": met_aware, "met_unaware": met_unaware,
+    return {"cases": cases, "calibration": cal, "lookup_us": lookup_us, "met_aware": met_aware, "met_unaware": met_unaware,
             "n_cases": len(aware)}, md
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--phase", choices=("all", "measure-jobs"), default="all")
+    ap.add_argument("--part", choices=("all", "ee", "designs"), default="all",
+                    help="run one part; the other part's results are kept from optimize.json")
     ap.add_argument("--jobs")
     ap.add_argument("--out")
     ap.add_argument("--tflite-predictor", help="a LiteRT predictor directory (adds the tflite designs)")
@@ -228,6 +285,9 @@ def main() -> None:
     ap.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.25, 0.5])
     ap.add_argument("--accuracy", help="JSON variant -> fp32 accuracy")
     ap.add_argument("--int8-drop", type=float, default=0.005)
+    ap.add_argument("--tflite-int8", action="store_true", help="add LiteRT int8 designs (the predictor must know int8)")
+    ap.add_argument("--calibrate", type=int, default=0, metavar="K",
+                    help="adapt the torch predictor to this machine from K measured networks first (0: as is)")
     args = ap.parse_args()
     if args.phase == "measure-jobs":
         measure_jobs(Path(args.jobs), Path(args.out), args.rounds)
@@ -237,11 +297,19 @@ def main() -> None:
 
     pred = reference_predictor()
     tfl = LatencyPredictor.load(args.tflite_predictor) if args.tflite_predictor else None
-    ee, md_ee = early_exits(args, pred)
-    ds, md_ds = designs(args, pred, tfl)
+    previous = json.loads((RESULTS / "optimize.json").read_text()) if (RESULTS / "optimize.json").exists() else {}
+    if args.part in ("all", "ee"):
+        ee, md_ee = early_exits(args, pred)
+    else:  # keep the earlier part's results and text
+        ee, md_ee = previous.get("early_exits"), previous.get("markdown_ee", [])
+    if args.part in ("all", "designs"):
+        ds, md_ds = designs(args, pred, tfl)
+    else:
+        ds, md_ds = previous.get("designs"), previous.get("markdown_designs", [])
     meta = {"machine": machine(), "args": vars(args)}
     md = ["# Optimizers on the predictor, measured\n\n", machine_markdown(meta["machine"]), "\n", *md_ee, *md_ds]
-    path = write_results(RESULTS, "optimize", {"meta": meta, "early_exits": ee, "designs": ds}, "".join(md))
+    path = write_results(RESULTS, "optimize", {"meta": meta, "early_exits": ee, "designs": ds, "markdown_ee": md_ee,
+                                               "markdown_designs": md_ds}, "".join(md))
     print(path.read_text())
 
 

@@ -7,6 +7,7 @@ in fp32 and int8), then
   proxy (the other settings' tables and the shipped predictor); Spearman and ±10 % accuracy on
   the remaining networks against K, beside training from scratch on the same K.
 
+  python benchmarks/transfer.py --phase convert  # LiteRT conversions only (no timing; any load)
   python benchmarks/transfer.py                 # measure what is missing, then analyze
   python benchmarks/transfer.py --phase analyze
 
@@ -57,6 +58,31 @@ def archs(space_name: str, n: int, seed: int):
     return space, out
 
 
+def _settings(args) -> dict:
+    bad = [s for s in args.settings if s not in SETTINGS]
+    if bad:
+        raise SystemExit(f"--settings {bad} not valid: expected some of {', '.join(SETTINGS)}")
+    return {s: SETTINGS[s] for s in args.settings}
+
+
+def convert(args) -> None:
+    """Convert the networks of the LiteRT settings (cached by name in --models), so that the
+    measurement phase only times them; conversions need no quiet machine."""
+    import torch
+
+    from profilers._models import TFLiteRuntime
+
+    for space_name, n in (("nb201", args.n_nb201), ("fbnet", args.n_fbnet)):
+        space, arch_list = archs(space_name, n, args.seed)
+        for setting, (runtime, dtype, _, _) in _settings(args).items():
+            if runtime != "tflite":
+                continue
+            rt = TFLiteRuntime(Path(args.models) / space_name, dtype=dtype)
+            for i, a in enumerate(arch_list):
+                rt.prepare(f"{space_name}:{space.encode(a)}", space.torch_model(a), (torch.randn(*space.input_shape()),))
+                print(f"{space_name} {setting}: converted {i + 1}/{len(arch_list)}", file=sys.stderr, flush=True)
+
+
 def measure(args) -> None:
     import dataclasses
 
@@ -68,7 +94,7 @@ def measure(args) -> None:
     timer = dataclasses.replace(MODEL_TIMER, min_run_time_s=args.min_run_time)
     for space_name, n in (("nb201", args.n_nb201), ("fbnet", args.n_fbnet)):
         space, arch_list = archs(space_name, n, args.seed)
-        for setting, (runtime, dtype, threads, util) in SETTINGS.items():
+        for setting, (runtime, dtype, threads, util) in _settings(args).items():
             jobs = []
             for a in arch_list:
                 code = space.encode(a)
@@ -159,9 +185,11 @@ def analyze(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--phase", choices=("all", "measure", "analyze"), default="all")
-    ap.add_argument("--n-nb201", type=int, default=100)
-    ap.add_argument("--n-fbnet", type=int, default=60)
+    ap.add_argument("--phase", choices=("all", "convert", "measure", "analyze"), default="all")
+    ap.add_argument("--n-nb201", type=int, default=60)
+    ap.add_argument("--n-fbnet", type=int, default=40)
+    ap.add_argument("--settings", nargs="+", default=[s for s in SETTINGS if "int8" not in s],
+                    help=f"settings to measure (default: all but int8); of {', '.join(SETTINGS)}")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--min-run-time", type=float, default=0.6, help="seconds of timing per network and setting")
@@ -169,6 +197,9 @@ def main() -> None:
     ap.add_argument("--ks", type=int, nargs="+", default=[5, 10, 20, 50])
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
+    if args.phase == "convert":
+        convert(args)
+        return
     if args.phase in ("all", "measure"):
         from profilers import MEASUREMENT_ENV
 
@@ -177,7 +208,7 @@ def main() -> None:
         else:
             cmd = [sys.executable, __file__, "--phase", "measure", "--n-nb201", str(args.n_nb201), "--n-fbnet",
                    str(args.n_fbnet), "--seed", str(args.seed), "--rounds", str(args.rounds), "--min-run-time",
-                   str(args.min_run_time), "--models", args.models]
+                   str(args.min_run_time), "--models", args.models, "--settings", *args.settings]
             subprocess.run(cmd, env={**os.environ, **MEASUREMENT_ENV}, check=True)
     if args.phase in ("all", "analyze"):
         analyze(args)
