@@ -145,13 +145,13 @@ def test_lambda_zero_is_plain_accuracy_training(predictor):
 
 
 def test_search_runs_and_a_strong_penalty_finds_a_faster_architecture(predictor):
-    cfg = SearchConfig(epochs=4, warmup_epochs=1, batch_size=32, train_resolution=16)
+    cfg = SearchConfig(epochs=2, warmup_epochs=1, batch_size=32, train_resolution=16)
     lat = expected_latency_fn(predictor, TINY)
     free = search(TINY, predictor, no_penalty(), config=cfg, latency_ms=lat, progress=False)
     tight = search(TINY, predictor, proxyless_penalty(5.0), config=cfg, latency_ms=lat, progress=False)
     assert tight.predicted_latency_ms < free.predicted_latency_ms
     for r in (free, tight):
-        assert len(r.history) == 4 and 0.0 <= r.supernet_accuracy <= 1.0
+        assert len(r.history) == 2 and 0.0 <= r.supernet_accuracy <= 1.0
         assert r.arch.ops and all(op in TINY.ops for op in r.arch.ops)
         TINY.check(r.arch)
         assert r.predicted_latency_ms == pytest.approx(predictor.predict_model(TINY.record(r.arch))["latency_ms"])
