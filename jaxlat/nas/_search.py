@@ -28,7 +28,7 @@ from flax import nnx
 
 from profilers.spaces import MobileArch, MobileSpace, Nb201Arch, Nb201Space
 
-from ._latency import expected_latency_fn
+from ._latency import expected_latency_fn, one_hot
 from ._penalties import Penalty
 from ._supernet import MobileSupernet, channel_masks, supernet
 
@@ -183,8 +183,6 @@ def fit_widths(space: Any, arch: MobileArch, latency_ms: Callable[[list], np.nda
     Returns:
       `(arch with the new widths, its predicted latency)`; `arch` itself if it has no widths.
     """
-    from ._latency import one_hot
-
     if not isinstance(arch, MobileArch) or space.width_range is None or not arch.widths:
         return arch, float(np.asarray(latency_ms([space.record(arch)]))[0])
     if not target_ms > 0:
@@ -327,8 +325,6 @@ def search(
 def supernet_accuracy(space: Any, model: nnx.Module, params: Any, arch: Any, x: np.ndarray, y: np.ndarray,
                       config: SearchConfig) -> float:
     """Test accuracy of the supernet's weights with the ops and widths of `arch` (one-hot)."""
-    from ._latency import one_hot
-
     graphdef, _ = nnx.split(model)
     probs = jnp.asarray(one_hot(space, arch))
     masks = None
@@ -342,8 +338,6 @@ def train_derived(space: Any, arch: Any, data: Data, *, epochs: int = 30, batch_
                   seed: int = 0, width_softness: float = 1.0) -> float:
     """Train the derived architecture alone (the supernet with its one-hot ops and widths, fresh
     weights) on the weight and architecture splits; returns its test accuracy."""
-    from ._latency import one_hot
-
     kwargs = {"cells": space.cells} if isinstance(space, Nb201Space) else {}
     model = supernet(space, rngs=nnx.Rngs(seed), **kwargs)
     graphdef, params = nnx.split(model)
