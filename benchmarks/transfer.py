@@ -187,7 +187,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--phase", choices=("all", "convert", "measure", "analyze"), default="all")
     ap.add_argument("--n-nb201", type=int, default=60)
-    ap.add_argument("--n-fbnet", type=int, default=40)
+    ap.add_argument("--n-fbnet", type=int, default=30)
     ap.add_argument("--settings", nargs="+", default=[s for s in SETTINGS if "int8" not in s],
                     help=f"settings to measure (default: all but int8); of {', '.join(SETTINGS)}")
     ap.add_argument("--seed", type=int, default=0)
