@@ -39,7 +39,7 @@ def search_phase(args) -> None:
     from jaxlat.nas import (SearchConfig, digits_data, expected_latency_fn, no_penalty, proxyless_penalty, search,
                             tfnas_penalty, train_derived)
     from jaxlat.nas._search import ArchParams, make_steps
-    from jaxlat.nas._supernet import supernet
+    from jaxlat.nas import init_supernet
     from profilers.spaces import mobile_space
 
     pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()
@@ -88,7 +88,7 @@ def search_phase(args) -> None:
     from flax import nnx
     import optax
 
-    model = supernet(space, rngs=nnx.Rngs(0))
+    model = init_supernet(space, 0)
     _, params = nnx.split(model)
     arch = ArchParams(jnp.zeros((len(space.layers()), len(space.ops))), jnp.zeros((len(space.stages),)))
     x, y = data.x_arch[:cfg.batch_size], data.y_arch[:cfg.batch_size]

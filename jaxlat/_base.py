@@ -101,9 +101,17 @@ def residual_rows(x, y, x_val, y_val):
 
 
 def predict_batch(regressor: Regressor, params: Params, x: np.ndarray) -> np.ndarray:
-    """`[n, 2]` predictions for `[n, f]` features: vmap+jit, or the numpy path for trees."""
+    """`[n, 2]` predictions for `[n, f]` features: vmap+jit, or the numpy path for trees.
+
+    The jitted path pads the rows to the next power of two (at least 8), so that batches of
+    varying size share a few compiled shapes instead of compiling one per size."""
     if regressor.jittable:
-        return np.asarray(_jit_vmap(regressor.predict)(params, jnp.asarray(x, jnp.float32)))
+        x = np.asarray(x, np.float32)
+        n = len(x)
+        padded = max(8, 1 << max(0, n - 1).bit_length())
+        if padded != n:
+            x = np.concatenate([x, np.repeat(x[-1:] if n else np.zeros((1,) + x.shape[1:], np.float32), padded - n, 0)])
+        return np.asarray(_jit_vmap(regressor.predict)(params, jnp.asarray(x)))[:n]
     # Tree ensembles predict on host, on the whole [n, f] batch at once.
     return np.asarray(regressor.predict(params, np.asarray(x, np.float32)))
 

@@ -19,8 +19,8 @@ from jaxlat.nas import (
     search,
     tfnas_penalty,
 )
-from jaxlat.nas._search import ArchParams, make_steps
-from jaxlat.nas._supernet import supernet
+from jaxlat.nas._search import _STEPS, ArchParams, _adam, make_steps
+from jaxlat.nas import init_supernet
 from profilers.spaces import FBNET, NB201, MobileArch, MobileSpace, mobile_space
 
 #: A small space: 3 layers in 2 stages, 3 candidates, searchable widths.
@@ -32,6 +32,16 @@ TINY = MobileSpace("tiny", stages=((1, 16, 1), (2, 24, 2)), ops=("k3_e1", "k5_e3
 @pytest.fixture(scope="module")
 def predictor():
     return reference_predictor()
+
+
+@pytest.fixture(scope="module")
+def tiny_latency(predictor):
+    """One expected-latency function for the module, so that its searches share compiled steps."""
+    return expected_latency_fn(predictor, TINY)
+
+
+#: The tests' search settings (one shape for every step: the steps compile once per penalty form).
+CFG = SearchConfig(epochs=2, warmup_epochs=1, batch_size=32, train_resolution=16)
 
 
 @pytest.mark.parametrize("space", [TINY, NB201, FBNET], ids=lambda s: s.name)
@@ -112,29 +122,33 @@ def test_penalties():
     assert float(no_penalty()(ce, lat)) == 0.5
     both = proxyless_penalty(0.1) + tfnas_penalty(2.0, 5.0)
     assert float(both(ce, lat)) == pytest.approx(0.5 + 0.4 + 0.4)
+    # Settings given at call time (as a jitted step passes them) replace the factory's.
+    assert float(both(ce, lat, {"proxyless.lam": 0.2, "tfnas.lam": 1.0, "tfnas.target_ms": 2.0})) == pytest.approx(
+        0.5 + 0.8 + 1.0)
+    assert (proxyless_penalty(0.1) + tfnas_penalty(1, 1)).fn is both.fn  # one form: one compiled step
+    with pytest.raises(ValueError, match="two penalties named 'proxyless'"):
+        proxyless_penalty(0.1) + proxyless_penalty(0.2)
     with pytest.raises(ValueError, match="lam=-1 must be >= 0"):
         proxyless_penalty(-1)
 
 
-def _steps(predictor, penalty):
+def _steps(latency_ms, penalty):
     from flax import nnx
-    import optax
 
-    cfg = SearchConfig(epochs=1, batch_size=16, train_resolution=16)
-    model = supernet(TINY, rngs=nnx.Rngs(0))
+    model = init_supernet(TINY, 0)
     _, params = nnx.split(model)
-    wopt, aopt = optax.adam(cfg.weight_lr), optax.adam(cfg.arch_lr)
+    wopt, aopt = _adam(CFG.weight_lr), _adam(CFG.arch_lr)
     arch = ArchParams(jax.random.normal(jax.random.key(1), (3, 3)), jnp.zeros((2,)))
-    w_step, a_step = make_steps(TINY, model, penalty, expected_latency_fn(predictor, TINY), cfg, wopt, aopt)
+    w_step, a_step = make_steps(TINY, model, penalty, latency_ms, CFG, wopt, aopt)
     return params, arch, wopt.init(params), aopt.init(arch), w_step, a_step
 
 
-def test_lambda_zero_is_plain_accuracy_training(predictor):
-    data = digits_data(16)
-    x, y = data.x_arch[:16], data.y_arch[:16]
+def test_lambda_zero_is_plain_accuracy_training(tiny_latency):
+    data = digits_data(CFG.train_resolution)
+    x, y = data.x_arch[:CFG.batch_size], data.y_arch[:CFG.batch_size]
     out = {}
     for name, pen in {"zero": proxyless_penalty(0.0), "none": no_penalty(), "strong": proxyless_penalty(1.0)}.items():
-        params, arch, ws, as_, w_step, a_step = _steps(predictor, pen)
+        params, arch, ws, as_, w_step, a_step = _steps(tiny_latency, pen)
         key = jax.random.key(2)
         for _ in range(3):
             arch, as_, m = a_step(params, arch, as_, x, y, key, 1.0)
@@ -144,11 +158,24 @@ def test_lambda_zero_is_plain_accuracy_training(predictor):
     assert np.abs(np.asarray(out["strong"].logits - out["none"].logits)).max() > 1e-2  # the penalty does act
 
 
-def test_search_runs_and_a_strong_penalty_finds_a_faster_architecture(predictor):
-    cfg = SearchConfig(epochs=2, warmup_epochs=1, batch_size=32, train_resolution=16)
-    lat = expected_latency_fn(predictor, TINY)
-    free = search(TINY, predictor, no_penalty(), config=cfg, latency_ms=lat, progress=False)
-    tight = search(TINY, predictor, proxyless_penalty(5.0), config=cfg, latency_ms=lat, progress=False)
+def test_penalty_settings_do_not_recompile_the_steps(tiny_latency):
+    data = digits_data(CFG.train_resolution)
+    x, y = data.x_arch[:CFG.batch_size], data.y_arch[:CFG.batch_size]
+    before = len(_STEPS.entries)
+    archs = []
+    for pen in (tfnas_penalty(1.0, 2.0), tfnas_penalty(3.0, 0.5)):
+        params, arch, _, as_, _, a_step = _steps(tiny_latency, pen)
+        archs.append(a_step(params, arch, as_, x, y, jax.random.key(0), 1.0)[0])
+    arch_steps = [v for k, _, v in _STEPS.entries if k[0] == "arch" and k[-3] is tfnas_penalty(1, 1).fn]
+    assert len(arch_steps) == 1 and arch_steps[0]._cache_size() == 1  # one compile for both settings
+    assert len(_STEPS.entries) <= before + 2
+    # ...and the settings still act: a tighter target moves the logits differently.
+    assert np.abs(np.asarray(archs[0].logits - archs[1].logits)).max() > 1e-3
+
+
+def test_search_runs_and_a_strong_penalty_finds_a_faster_architecture(predictor, tiny_latency):
+    free = search(TINY, predictor, no_penalty(), config=CFG, latency_ms=tiny_latency, progress=False)
+    tight = search(TINY, predictor, proxyless_penalty(5.0), config=CFG, latency_ms=tiny_latency, progress=False)
     assert tight.predicted_latency_ms < free.predicted_latency_ms
     for r in (free, tight):
         assert len(r.history) == 2 and 0.0 <= r.supernet_accuracy <= 1.0

@@ -31,3 +31,4 @@ from ._search import search as search
 from ._search import train_derived as train_derived
 from ._supernet import MobileSupernet as MobileSupernet
 from ._supernet import Nb201Supernet as Nb201Supernet
+from ._supernet import init_supernet as init_supernet

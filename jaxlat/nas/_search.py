@@ -15,6 +15,7 @@ each layer's most likely op and rounds each stage's channels to the space's mult
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from profilers.spaces import MobileArch, MobileSpace, Nb201Arch, Nb201Space
 
 from ._latency import expected_latency_fn, one_hot
 from ._penalties import Penalty
-from ._supernet import MobileSupernet, channel_masks, supernet
+from ._supernet import MobileSupernet, channel_masks, init_supernet
 
 
 class Data(NamedTuple):
@@ -207,46 +208,102 @@ def _batches(n: int, size: int, rng: np.random.Generator):
         yield idx[s:s + size]
 
 
-def make_steps(space: Any, model: nnx.Module, penalty: Penalty, latency_ms: Callable, config: SearchConfig,
-               weight_opt: optax.GradientTransformation, arch_opt: optax.GradientTransformation):
-    """The two jitted steps: `weight_step(params, opt_state, arch, x, y, key, tau)` and
-    `arch_step(params, arch, opt_state, x, y, key, tau)`; both return new state and metrics."""
-    graphdef, _ = nnx.split(model)
-    max_channels = model.max_channels if isinstance(model, MobileSupernet) else None
+class _StepCache:
+    """Jitted steps kept across calls, so that searches of one space that differ only in data,
+    seeds or a penalty's settings compile once. Keys are hashable settings plus the model's
+    `GraphDef` (compared by equality: it does not hash). Bounded: the oldest entry goes first."""
 
+    def __init__(self, size: int = 16):
+        self.size = size
+        self.entries: list[tuple[tuple, Any, Any]] = []
+
+    def get(self, key: tuple, graphdef: Any, build: Callable[[], Any]) -> Any:
+        for k, g, value in self.entries:
+            if k == key and g == graphdef:
+                return value
+        value = build()
+        self.entries = [*self.entries, (key, graphdef, value)][-self.size:]
+        return value
+
+
+_STEPS = _StepCache()
+
+
+def _forward_fn(space: Any, graphdef: Any, max_channels: tuple[int, ...] | None, width_softness: float):
     def forward(params, arch, x, key, tau, gumbel):
         probs = _probs(arch.logits, key, tau, gumbel)
         widths = widths_of(space, arch.width_u)
-        masks = channel_masks(space, max_channels, widths, config.width_softness) if max_channels else None
+        masks = channel_masks(space, max_channels, widths, width_softness) if max_channels else None
         return nnx.merge(graphdef, params)(x, probs, masks), probs, widths
 
-    def ce_of(logits, y):
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return forward
 
+
+def _ce(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def _build_weight_step(forward: Callable, gumbel_weights: bool, weight_opt: optax.GradientTransformation):
     @jax.jit
     def weight_step(params, opt_state, arch, x, y, key, tau):
         def loss(p):
-            logits, _, _ = forward(p, arch, x, key, tau, config.gumbel_weights)
-            return ce_of(logits, y), logits
+            logits, _, _ = forward(p, arch, x, key, tau, gumbel_weights)
+            return _ce(logits, y), logits
 
         (ce, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
         updates, opt_state = weight_opt.update(grads, opt_state, params)
         acc = (logits.argmax(-1) == y).mean()
         return optax.apply_updates(params, updates), opt_state, {"ce": ce, "acc": acc}
 
+    return weight_step
+
+
+def _build_arch_step(forward: Callable, gumbel: bool, form: Callable, latency_ms: Callable,
+                     arch_opt: optax.GradientTransformation):
     @jax.jit
-    def arch_step(params, arch, opt_state, x, y, key, tau):
+    def arch_step(params, arch, opt_state, x, y, key, tau, settings):
         def loss(a):
-            logits, probs, widths = forward(params, a, x, key, tau, config.gumbel)
-            ce = ce_of(logits, y)
+            logits, probs, widths = forward(params, a, x, key, tau, gumbel)
+            ce = _ce(logits, y)
             lat = latency_ms(probs, widths)
-            return penalty(ce, lat), (ce, lat)
+            return form(ce, lat, settings), (ce, lat)
 
         (total, (ce, lat)), grads = jax.value_and_grad(loss, has_aux=True)(arch)
         updates, opt_state = arch_opt.update(grads, opt_state, arch)
         return optax.apply_updates(arch, updates), opt_state, {"arch_ce": ce, "latency_ms": lat, "loss": total}
 
+    return arch_step
+
+
+def make_steps(space: Any, model: nnx.Module, penalty: Penalty, latency_ms: Callable, config: SearchConfig,
+               weight_opt: optax.GradientTransformation, arch_opt: optax.GradientTransformation):
+    """The two jitted steps: `weight_step(params, opt_state, arch, x, y, key, tau)` and
+    `arch_step(params, arch, opt_state, x, y, key, tau)`; both return new state and metrics.
+
+    Compiled steps are reused across calls with the same space, supernet structure, step
+    settings, optimizers, `latency_ms` function and penalty form: the penalty's settings
+    (strength, target) are passed to the compiled step, not baked into it.
+    """
+    graphdef, _ = nnx.split(model)
+    max_channels = model.max_channels if isinstance(model, MobileSupernet) else None
+    forward = _forward_fn(space, graphdef, max_channels, config.width_softness)
+    base = (space, max_channels, config.width_softness)
+    weight_step = _STEPS.get(("weight", *base, config.gumbel_weights, weight_opt), graphdef,
+                             lambda: _build_weight_step(forward, config.gumbel_weights, weight_opt))
+    compiled = _STEPS.get(("arch", *base, config.gumbel, penalty.fn, latency_ms, arch_opt), graphdef,
+                          lambda: _build_arch_step(forward, config.gumbel, penalty.fn, latency_ms, arch_opt))
+    settings = {k: jnp.asarray(v, jnp.float32) for k, v in penalty.config.items()}
+
+    def arch_step(params, arch, opt_state, x, y, key, tau):
+        return compiled(params, arch, opt_state, x, y, key, tau, settings)
+
     return weight_step, arch_step
+
+
+@functools.cache
+def _adam(lr: float) -> optax.GradientTransformation:
+    # One optimizer object per learning rate, so that compiled steps can be reused.
+    return optax.adam(lr)
 
 
 def search(
@@ -274,12 +331,12 @@ def search(
     data = data if data is not None else digits_data(config.train_resolution, seed=config.seed)
     latency_ms = latency_ms if latency_ms is not None else expected_latency_fn(predictor, space)
     kwargs = {"cells": config.nb201_cells} if isinstance(space, Nb201Space) else {}
-    model = supernet(space, rngs=nnx.Rngs(config.seed), **kwargs)
+    model = init_supernet(space, config.seed, **kwargs)
     _, params = nnx.split(model)
     n_layers, n_ops = (len(space.layers()), len(space.ops)) if isinstance(space, MobileSpace) else (6, 5)
     n_widths = len(space.stages) if isinstance(space, MobileSpace) and space.width_range else 0
     arch = ArchParams(jnp.zeros((n_layers, n_ops)), jnp.zeros((n_widths,)))
-    weight_opt, arch_opt = optax.adam(config.weight_lr), optax.adam(config.arch_lr)
+    weight_opt, arch_opt = _adam(config.weight_lr), _adam(config.arch_lr)
     w_state, a_state = weight_opt.init(params), arch_opt.init(arch)
     weight_step, arch_step = make_steps(space, model, penalty, latency_ms, config, weight_opt, arch_opt)
     rng = np.random.default_rng(config.seed)
@@ -315,7 +372,7 @@ def search(
     widths = widths_of(space, arch.width_u)
     widths_np = np.asarray(widths) if widths is not None else np.zeros((0,))
     derived = derive(space, np.asarray(arch.logits), widths_np if widths is not None else None)
-    exp_lat = float(latency_ms(jnp.asarray(probs), widths))
+    exp_lat = float(_STEPS.get(("latency", latency_ms), None, lambda: jax.jit(latency_ms))(jnp.asarray(probs), widths))
     pred_lat = float(predictor.predict_model(space.record(derived))["latency_ms"])
     acc = supernet_accuracy(space, model, params, derived, data.x_test, data.y_test, config)
     return SearchResult(derived, probs, widths_np, exp_lat, pred_lat, acc, history,
@@ -330,7 +387,12 @@ def supernet_accuracy(space: Any, model: nnx.Module, params: Any, arch: Any, x: 
     masks = None
     if isinstance(model, MobileSupernet) and space.width_range is not None:
         masks = channel_masks(space, model.max_channels, jnp.asarray(arch.widths), config.width_softness)
-    logits = nnx.merge(graphdef, params)(jnp.asarray(x), probs, masks)
+    return _accuracy(graphdef, params, x, y, probs, masks)
+
+
+def _accuracy(graphdef: Any, params: Any, x: np.ndarray, y: np.ndarray, probs: jax.Array, masks: Any) -> float:
+    apply = _STEPS.get(("apply",), graphdef, lambda: jax.jit(lambda p, x, probs, masks: nnx.merge(graphdef, p)(x, probs, masks)))
+    logits = apply(params, jnp.asarray(x), probs, masks)
     return float((np.asarray(logits).argmax(-1) == y).mean())
 
 
@@ -339,17 +401,28 @@ def train_derived(space: Any, arch: Any, data: Data, *, epochs: int = 30, batch_
     """Train the derived architecture alone (the supernet with its one-hot ops and widths, fresh
     weights) on the weight and architecture splits; returns its test accuracy."""
     kwargs = {"cells": space.cells} if isinstance(space, Nb201Space) else {}
-    model = supernet(space, rngs=nnx.Rngs(seed), **kwargs)
+    model = init_supernet(space, seed, **kwargs)
     graphdef, params = nnx.split(model)
     probs = jnp.asarray(one_hot(space, arch))
     masks = None
     if isinstance(model, MobileSupernet) and space.width_range is not None:
         masks = channel_masks(space, model.max_channels, jnp.asarray(arch.widths), width_softness)
-    opt = optax.adam(lr)
+    opt = _adam(lr)
     state = opt.init(params)
+    step = _STEPS.get(("derived", opt), graphdef, lambda: _build_derived_step(graphdef, opt))
+    x = np.concatenate([data.x_weights, data.x_arch])
+    y = np.concatenate([data.y_weights, data.y_arch])
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        for idx in _batches(len(y), min(batch_size, len(y)), rng):
+            params, state = step(params, state, x[idx], y[idx], probs, masks)
+    return _accuracy(graphdef, params, data.x_test, data.y_test, probs, masks)
 
+
+def _build_derived_step(graphdef: Any, opt: optax.GradientTransformation):
+    # The architecture (one-hot probs, masks) is an argument: one compile serves every arch of a space.
     @jax.jit
-    def step(params, state, x, y):
+    def step(params, state, x, y, probs, masks):
         def loss(p):
             return optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graphdef, p)(x, probs, masks), y).mean()
 
@@ -357,11 +430,4 @@ def train_derived(space: Any, arch: Any, data: Data, *, epochs: int = 30, batch_
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
-    x = np.concatenate([data.x_weights, data.x_arch])
-    y = np.concatenate([data.y_weights, data.y_arch])
-    rng = np.random.default_rng(seed)
-    for _ in range(epochs):
-        for idx in _batches(len(y), min(batch_size, len(y)), rng):
-            params, state = step(params, state, x[idx], y[idx])
-    logits = nnx.merge(graphdef, params)(jnp.asarray(data.x_test), probs, masks)
-    return float((np.asarray(logits).argmax(-1) == data.y_test).mean())
+    return step

@@ -16,6 +16,7 @@ searches usually do, so every call is a pure function of parameters and inputs.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -278,3 +279,15 @@ def supernet(space: MobileSpace | Nb201Space, *, rngs: nnx.Rngs, **kwargs: Any) 
     if isinstance(space, Nb201Space):
         return Nb201Supernet(space, rngs=rngs, **kwargs)
     raise ValueError(f"space={space!r} has no supernet: expected a MobileSpace or an Nb201Space")
+
+
+def init_supernet(space: MobileSpace | Nb201Space, seed: int = 0, **kwargs: Any) -> nnx.Module:
+    """`supernet(space, rngs=nnx.Rngs(seed), **kwargs)`, built by one compiled program per space
+    and settings (cached): further seeds cost milliseconds instead of one small compile per
+    parameter."""
+    return _init_program(space, tuple(sorted(kwargs.items())))(jax.random.key(seed))
+
+
+@functools.lru_cache(maxsize=16)
+def _init_program(space: Any, kwargs: tuple) -> Any:
+    return nnx.jit(lambda key: supernet(space, rngs=nnx.Rngs(key), **dict(kwargs)))
