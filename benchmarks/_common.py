@@ -1,4 +1,5 @@
-"""Shared benchmark plumbing: describe the machine, write results as JSON and Markdown."""
+"""Shared benchmark plumbing: describe the machine, write results as JSON and Markdown, calibrate
+a predictor to this machine from measured networks."""
 
 from __future__ import annotations
 
@@ -43,3 +44,22 @@ def machine_markdown(m: dict[str, Any]) -> str:
         parts.append(m["gpu"])
     parts.append(f"JAX {m.get('jax')} on {', '.join(m.get('jax_devices', []))}")
     return "Machine: " + "; ".join(parts) + f"; {m.get('date')}.\n"
+
+
+def calibrate_to_records(pred: Any, records: list, label: str) -> dict[str, Any]:
+    """Few-shot transfer of `pred` to this machine (`jaxlat.transfer.adapt`, reuse or affine in
+    log latency) from measured architecture records; prints the map and returns it with its
+    report, the measured and the predicted latencies."""
+    import numpy as np
+
+    from jaxlat.transfer import adapt, predictor_proxy
+
+    ms = [r.measured["latency_ms"] for r in records]
+    proxy = predictor_proxy(pred)
+    adapted = adapt(records, ms, [proxy], methods=("reuse", "affine"))
+    a, b = adapted.log_affine()
+    rho = adapted.report["spearman_primary"]
+    print(f"{label} calibration on {len(ms)} measured networks: {adapted.method}, target ms = "
+          f"{np.exp(a):.3f} * predicted ** {b:.3f} (Spearman {rho:.3f})", flush=True)
+    return {"k": len(ms), "method": adapted.method, "log_affine": [a, b], "spearman": rho, "report": adapted.report,
+            "measured_ms": ms, "predicted_ms": list(map(float, proxy.fn(records)))}

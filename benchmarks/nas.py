@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, machine_markdown, write_results  # noqa: E402
+from _common import calibrate_to_records, machine, machine_markdown, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -162,7 +162,6 @@ def calibrate(args, space, pred) -> dict:
     affine in log latency) from `args.calibrate` random architectures of the space, measured
     end to end here; the search then penalizes the calibrated latency."""
     from profilers import load_records
-    from jaxlat.transfer import adapt, predictor_proxy
 
     archs = [space.encode(space.random_arch(10_000 + i)) for i in range(args.calibrate)]
     path, rec_path = RESULTS / "nas_calibration_archs.json", RESULTS / "nas_calibration_records.jsonl"
@@ -173,14 +172,7 @@ def calibrate(args, space, pred) -> dict:
         path.write_text(json.dumps(spec))
         _measure_subprocess("calibrate-measure", args)
     measured = {r.name: r for r in load_records(rec_path)}
-    recs = [measured[f"cal{i}"] for i in range(len(archs))]
-    ms = [r.measured["latency_ms"] for r in recs]
-    adapted = adapt(recs, ms, [predictor_proxy(pred)], methods=("reuse", "affine"))
-    a, b = adapted.log_affine()
-    print(f"calibration on {len(ms)} measured architectures: {adapted.method}, target ms = "
-          f"{np.exp(a):.3f} * predicted ** {b:.3f} (Spearman {adapted.report['spearman_primary']:.3f})", flush=True)
-    return {"k": len(ms), "method": adapted.method, "log_affine": [a, b], "report": adapted.report,
-            "measured_ms": ms, "predicted_ms": list(map(float, predictor_proxy(pred).fn(recs)))}
+    return calibrate_to_records(pred, [measured[f"cal{i}"] for i in range(len(archs))], "NAS")
 
 
 def _measure_subprocess(phase: str, args) -> None:

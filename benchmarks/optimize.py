@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, machine_markdown, write_results  # noqa: E402
+from _common import calibrate_to_records, machine, machine_markdown, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 EE_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -87,21 +87,13 @@ def measure_jobs(jobs_json: Path, out_jsonl: Path, rounds: int) -> None:
 def calibrate(pred, jobs: list[dict], tag: str, rounds: int) -> dict:
     """Few-shot transfer of `pred` to this machine (`jaxlat.transfer.adapt`, reuse or affine in
     log latency) from measured jobs; returns the map and its report."""
-    from jaxlat.transfer import adapt, predictor_proxy
     from profilers import load_records
 
     jpath, rpath = RESULTS / f"optimize_{tag}_calibration_jobs.json", RESULTS / f"optimize_{tag}_calibration_records.jsonl"
     jpath.write_text(json.dumps(jobs))
     rpath.unlink(missing_ok=True)
     _measure(jpath, rpath, rounds)
-    recs = load_records(rpath)
-    ms = [r.measured["latency_ms"] for r in recs]
-    a = adapt(recs, ms, [predictor_proxy(pred)], methods=("reuse", "affine"))
-    la, lb = a.log_affine()
-    print(f"{tag} calibration: {a.method}, target ms = {np.exp(la):.3f} * predicted ** {lb:.3f} "
-          f"(K={len(ms)}, Spearman {a.report['spearman_primary']:.3f})", flush=True)
-    return {"k": len(ms), "method": a.method, "log_affine": [la, lb], "spearman": a.report["spearman_primary"],
-            "measured_ms": ms, "predicted_ms": list(map(float, predictor_proxy(pred).fn(recs)))}
+    return calibrate_to_records(pred, load_records(rpath), tag)
 
 
 def _apply(cal: dict | None, ms):

@@ -100,20 +100,32 @@ def residual_rows(x, y, x_val, y_val):
     return x, y
 
 
+#: Rows per compiled call of the jitted paths (`predict_batch`, `_mass.predict_chunks`).
+CHUNK_ROWS = 65536
+
+
+def pad_rows(block: np.ndarray, rows: int) -> np.ndarray:
+    """`block` (`[m, f]`, m <= rows) with zero rows appended up to `rows`: fixed shapes, so a
+    compiled function is reused; the caller drops the padded rows' outputs."""
+    m = len(block)
+    return block if m == rows else np.concatenate([block, np.zeros((rows - m,) + block.shape[1:], block.dtype)])
+
+
 def predict_batch(regressor: Regressor, params: Params, x: np.ndarray) -> np.ndarray:
     """`[n, 2]` predictions for `[n, f]` features: vmap+jit, or the numpy path for trees.
 
-    The jitted path pads the rows to the next power of two (at least 8), so that batches of
-    varying size share a few compiled shapes instead of compiling one per size."""
-    if regressor.jittable:
-        x = np.asarray(x, np.float32)
-        n = len(x)
-        padded = max(8, 1 << max(0, n - 1).bit_length())
-        if padded != n:
-            x = np.concatenate([x, np.repeat(x[-1:] if n else np.zeros((1,) + x.shape[1:], np.float32), padded - n, 0)])
-        return np.asarray(_jit_vmap(regressor.predict)(params, jnp.asarray(x)))[:n]
-    # Tree ensembles predict on host, on the whole [n, f] batch at once.
-    return np.asarray(regressor.predict(params, np.asarray(x, np.float32)))
+    The jitted path runs chunks of `rows` = the next power of two of n (at least 8, at most
+    `CHUNK_ROWS`), the last one zero-padded: batches of varying size share a few compiled
+    shapes instead of compiling one per size."""
+    if not regressor.jittable:  # tree ensembles predict on host, on the whole batch at once
+        return np.asarray(regressor.predict(params, np.asarray(x, np.float32)))
+    x = np.asarray(x, np.float32)
+    n = len(x)
+    rows = min(CHUNK_ROWS, max(8, 1 << max(0, n - 1).bit_length()))
+    fn = _jit_vmap(regressor.predict)
+    parts = [np.asarray(fn(params, jnp.asarray(pad_rows(x[s:s + rows], rows))))[:len(x[s:s + rows])]
+             for s in range(0, n, rows)]
+    return np.concatenate(parts) if parts else np.zeros((0, 2), np.float32)
 
 
 @functools.cache

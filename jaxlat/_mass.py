@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._base import PredictFn
+from ._base import CHUNK_ROWS, PredictFn, pad_rows
 from ._features import encode_columns
 
 DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
@@ -49,7 +49,7 @@ def predict_chunks(
     params: Any,
     features: Iterable[np.ndarray],
     *,
-    chunk_size: int = 65536,
+    chunk_size: int = CHUNK_ROWS,
     dtype: str = "fp32",
 ) -> Iterator[np.ndarray]:
     """Predict feature chunks (`[n_i, f]` arrays of any sizes); yields `[n_i, 2]` per input.
@@ -69,11 +69,8 @@ def predict_chunks(
         parts = []
         for start in range(0, n, rows):
             block = x[start : start + rows]
-            m = len(block)
-            if m < rows:
-                block = np.concatenate([block, np.zeros((rows - m, x.shape[1]), np.float32)])
-            out = fn(params, jax.device_put(block, sharding))
-            parts.append(np.asarray(out)[:m])
+            out = fn(params, jax.device_put(pad_rows(block, rows), sharding))
+            parts.append(np.asarray(out)[: len(block)])
         yield np.concatenate(parts) if parts else np.zeros((0, 2), np.float32)
 
 
@@ -83,7 +80,7 @@ def predict_latency_ms(
     module: str,
     column_chunks: Iterable[Mapping[str, Any]],
     *,
-    chunk_size: int = 65536,
+    chunk_size: int = CHUNK_ROWS,
     dtype: str = "fp32",
 ) -> np.ndarray:
     """Median latency (ms) of configs given as chunks of columns (e.g. from a generator).

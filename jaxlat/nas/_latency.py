@@ -137,8 +137,8 @@ def expected_latency_fn(
       composition: apply the predictor's whole-model correction (False: the plain sum).
 
     Returns:
-      `latency_ms(probs [n_layers, n_ops], widths [n_widths] or None) -> []`: jit-, vmap- and
-      grad-able in both arguments.
+      `latency_ms(probs [n_layers, n_ops], widths [n_widths] or None) -> []`, already jitted;
+      vmap- and grad-able in both arguments.
 
     Raises:
       ValueError: the predictor has no model for a module type of the space.
@@ -204,7 +204,9 @@ def expected_latency_fn(
                 + coef["per_unmapped_ms"] * jnp.dot(jnp.asarray(n_comp), weights)
                 + coef["per_view_ms"] * jnp.dot(jnp.asarray(n_view), weights) + coef["ms_per_mb"] * mb)
 
-    return latency_ms
+    # Jitted here, so that a direct call (a report, a plot) runs one compiled program rather than
+    # op by op; inside a caller's jit or grad it is traced through as usual.
+    return jax.jit(latency_ms)
 
 
 def _dtype_bytes(dtype: str) -> int:

@@ -372,7 +372,7 @@ def search(
     widths = widths_of(space, arch.width_u)
     widths_np = np.asarray(widths) if widths is not None else np.zeros((0,))
     derived = derive(space, np.asarray(arch.logits), widths_np if widths is not None else None)
-    exp_lat = float(_STEPS.get(("latency", latency_ms), None, lambda: jax.jit(latency_ms))(jnp.asarray(probs), widths))
+    exp_lat = float(latency_ms(jnp.asarray(probs), widths))
     pred_lat = float(predictor.predict_model(space.record(derived))["latency_ms"])
     acc = supernet_accuracy(space, model, params, derived, data.x_test, data.y_test, config)
     return SearchResult(derived, probs, widths_np, exp_lat, pred_lat, acc, history,
