@@ -203,3 +203,28 @@ def test_fit_widths_moves_the_predicted_latency_to_the_target(predictor):
         TINY.check(fitted)
     with pytest.raises(ValueError, match="target_ms=0 must be > 0"):
         fit_widths(TINY, arch, ms, 0)
+
+
+def test_fit_to_target_changes_the_most_probable_ops_when_widths_cannot_reach_the_target(predictor):
+    from jaxlat.nas import fit_to_target, fit_widths
+
+    def ms(records):
+        return predictor.predict_models(records)["latency_ms"].to_numpy()
+
+    arch = MobileArch(("k3_e1", "skip", "skip"), (1.0, 1.0))
+    # Layer 1 nearly chose k5_e3; layer 2 was sure of skip.
+    probs = np.array([[0.9, 0.05, 0.05], [0.02, 0.49, 0.49], [0.02, 0.03, 0.95]])
+    _, widths_only = fit_widths(TINY, arch, ms, 1.0)
+    target = 2.0 * widths_only  # beyond what widths alone reach
+    one, got_one = fit_to_target(TINY, probs, arch, ms, target, max_moves=1)
+    assert one.ops[0] == "k3_e1" and one.ops[1] != "skip" and one.ops[2] == "skip"  # the near-tie goes first
+    fitted, got = fit_to_target(TINY, probs, arch, ms, target)
+    TINY.check(fitted)
+    assert got == pytest.approx(float(ms([TINY.record(fitted)])[0]))
+    assert abs(np.log(got / target)) <= abs(np.log(got_one / target)) < abs(np.log(widths_only / target))
+    # Reachable by widths alone within the tolerance: the ops stay.
+    near = float(ms([TINY.record(arch)])[0]) * 1.01
+    fitted, got = fit_to_target(TINY, probs, arch, ms, near)
+    assert fitted.ops == arch.ops and abs(got / near - 1) <= 0.03
+    with pytest.raises(ValueError, match="probs has shape"):
+        fit_to_target(TINY, probs[:2], arch, ms, near)

@@ -26,6 +26,7 @@ from ._search import SearchConfig as SearchConfig
 from ._search import SearchResult as SearchResult
 from ._search import derive as derive
 from ._search import digits_data as digits_data
+from ._search import fit_to_target as fit_to_target
 from ._search import fit_widths as fit_widths
 from ._search import search as search
 from ._search import train_derived as train_derived

@@ -202,6 +202,64 @@ def fit_widths(space: Any, arch: MobileArch, latency_ms: Callable[[list], np.nda
     return cands[best], float(ms[best])
 
 
+def _with_op(arch: MobileArch | Nb201Arch, layer: int, op: str) -> MobileArch | Nb201Arch:
+    if isinstance(arch, MobileArch):
+        return MobileArch(arch.ops[:layer] + (op,) + arch.ops[layer + 1:], arch.widths)
+    return Nb201Arch(arch.edges[:layer] + (op,) + arch.edges[layer + 1:])
+
+
+def fit_to_target(space: Any, probs: np.ndarray, arch: MobileArch | Nb201Arch,
+                  latency_ms: Callable[[list], np.ndarray], target_ms: float, *, tolerance: float = 0.03,
+                  max_moves: int | None = None) -> tuple[MobileArch | Nb201Arch, float]:
+    """The target form's derivation: the argmax of a relaxed search lands near, not on, the
+    target (a layer whose skip probability is highest is dropped whole, however close the other
+    ops came). First the widths (`fit_widths`); if the predicted latency is still more than
+    `tolerance` (relative) from `target_ms`, single-layer op changes, each the one that brings the
+    prediction closest to the target per unit of log-probability given up under `probs`, until
+    it is within `tolerance` or no change gets closer; then the widths again.
+
+    Args:
+      space: a `MobileSpace` or the NAS-Bench-201 space.
+      probs: `[n_layers, n_ops]` op probabilities of the search (`SearchResult.probs`).
+      arch: the derived architecture (`SearchResult.arch`).
+      latency_ms: records -> predicted ms, as for `fit_widths`.
+      target_ms: the target.
+      tolerance: relative distance from the target at which to stop.
+      max_moves: most op changes (default: the number of layers).
+
+    Returns:
+      `(architecture, its predicted latency)`.
+    """
+    if not target_ms > 0:
+        raise ValueError(f"target_ms={target_ms} must be > 0")
+    probs = np.asarray(probs, float)
+    ops = list(space.ops)
+    chosen = arch.ops if isinstance(arch, MobileArch) else arch.edges
+    if probs.shape != (len(chosen), len(ops)):
+        raise ValueError(f"probs has shape {probs.shape}: expected {(len(chosen), len(ops))} (layers, ops)")
+    log_p = np.log(np.clip(probs, 1e-12, None))
+    close = np.log1p(tolerance)
+    arch, ms = fit_widths(space, arch, latency_ms, target_ms)
+    for _ in range(len(chosen) if max_moves is None else max_moves):
+        dist = abs(np.log(ms / target_ms))
+        if dist <= close:
+            break
+        cur = arch.ops if isinstance(arch, MobileArch) else arch.edges
+        moves = [(l, o) for l in range(len(cur)) for o in ops if o != cur[l]]
+        cands = [_with_op(arch, l, o) for l, o in moves]
+        got = np.asarray(latency_ms([space.record(a) for a in cands]), float)
+        gain = dist - np.abs(np.log(got / target_ms))
+        cost = np.array([log_p[l, ops.index(cur[l])] - log_p[l, ops.index(o)] for l, o in moves])
+        score = np.where(gain > 0, gain / np.maximum(cost, 1e-3), -np.inf)
+        best = int(np.argmax(score))
+        if not np.isfinite(score[best]):
+            break
+        arch, ms = cands[best], float(got[best])
+    if abs(np.log(ms / target_ms)) > close:
+        arch, ms = fit_widths(space, arch, latency_ms, target_ms)
+    return arch, ms
+
+
 def _batches(n: int, size: int, rng: np.random.Generator):
     idx = rng.permutation(n)
     for s in range(0, n - size + 1, size):
