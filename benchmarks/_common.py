@@ -46,20 +46,67 @@ def machine_markdown(m: dict[str, Any]) -> str:
     return "Machine: " + "; ".join(parts) + f"; {m.get('date')}.\n"
 
 
-def calibrate_to_records(pred: Any, records: list, label: str) -> dict[str, Any]:
-    """Few-shot transfer of `pred` to this machine (`jaxlat.transfer.adapt`, reuse or affine in
-    log latency) from measured architecture records; prints the map and returns it with its
-    report, the measured and the predicted latencies."""
+#: `--statistic` choices: which statistic of a record's pooled samples is its measured latency.
+#: The median is the datasets' figure; on a machine whose speed wanders (other tenants of a
+#: shared host), the 10th percentile is the repeatable one (see the NAS benchmark's report).
+STATISTICS = {"median": "latency_ms", "p10": "p10_ms"}
+
+
+def adapt_to_records(pred: Any, records: list, label: str, methods: tuple[str, ...] = ("reuse", "affine"),
+                     statistic: str = "median") -> tuple[dict[str, Any], Any]:
+    """Few-shot transfer of `pred` to this machine (`jaxlat.transfer.adapt` among `methods`, chosen
+    by leave-one-out error) from measured architecture records; prints what was chosen and
+    returns `(summary, adapted)`: the summary (JSON-ready: method, log-affine map where the
+    method has one, report, measured and predicted latencies) and the adapted predictor."""
     import numpy as np
 
     from jaxlat.transfer import adapt, predictor_proxy
 
-    ms = [r.measured["latency_ms"] for r in records]
+    ms = [r.measured[STATISTICS[statistic]] for r in records]
     proxy = predictor_proxy(pred)
-    adapted = adapt(records, ms, [proxy], methods=("reuse", "affine"))
-    a, b = adapted.log_affine()
+    adapted = adapt(records, ms, [proxy], methods=methods)
     rho = adapted.report["spearman_primary"]
-    print(f"{label} calibration on {len(ms)} measured networks: {adapted.method}, target ms = "
-          f"{np.exp(a):.3f} * predicted ** {b:.3f} (Spearman {rho:.3f})", flush=True)
-    return {"k": len(ms), "method": adapted.method, "log_affine": [a, b], "spearman": rho, "report": adapted.report,
-            "measured_ms": ms, "predicted_ms": list(map(float, proxy.fn(records)))}
+    log_affine = list(adapted.log_affine()) if adapted.method in ("reuse", "affine") else None
+    form = (f"target ms = {np.exp(log_affine[0]):.3f} * predicted ** {log_affine[1]:.3f}" if log_affine
+            else "a learned correction on the predictor")
+    print(f"{label} calibration on {len(ms)} measured networks: {adapted.method}, {form} (Spearman {rho:.3f})", flush=True)
+    summary = {"k": len(ms), "statistic": statistic, "method": adapted.method, "log_affine": log_affine, "spearman": rho,
+               "report": adapted.report, "measured_ms": ms, "predicted_ms": list(map(float, proxy.fn(records)))}
+    return summary, adapted
+
+
+def calibrate_to_records(pred: Any, records: list, label: str, statistic: str = "median") -> dict[str, Any]:
+    """`adapt_to_records` restricted to maps that stay affine in log latency (`reuse`, `affine`),
+    which a JAX latency function can apply; returns the summary."""
+    return adapt_to_records(pred, records, label, statistic=statistic)[0]
+
+
+#: Ops that add little latency (chosen with falling probability by `spanning_archs`).
+LIGHT_OPS = ("skip", "none", "skip_connect", "avg_pool_3x3")
+
+
+def spanning_archs(space: Any, k: int, seed: int = 0) -> list:
+    """`k` random architectures of a `MobileSpace` or the NAS-Bench-201 space that span its
+    latency range, for calibration: the chance that a layer takes a light op (of `LIGHT_OPS`;
+    else a convolution, uniformly among them) runs evenly from 0.9 down to 0 over them; widths
+    uniform. Uniform random architectures cluster in the middle of the range, where a
+    correction fitted on them has to extrapolate to the light and the heavy ends."""
+    import numpy as np
+
+    from profilers.spaces import MobileArch, Nb201Arch
+
+    rng = np.random.default_rng(seed)
+    light = [op for op in space.ops if op in LIGHT_OPS]
+    heavy = [op for op in space.ops if op not in LIGHT_OPS]
+    mobile = hasattr(space, "stages")
+    n = len(space.layers()) if mobile else 6
+    out = []
+    for p_light in np.linspace(0.9 if light else 0.0, 0.0, k):
+        ops = tuple((light[0] if len(light) == 1 else str(rng.choice(light))) if rng.random() < p_light
+                    else str(rng.choice(heavy)) for _ in range(n))
+        if not mobile:
+            out.append(space.check(Nb201Arch(ops)))
+            continue
+        widths = tuple(float(round(rng.uniform(*space.width_range), 3)) for _ in space.stages) if space.width_range else ()
+        out.append(space.check(MobileArch(ops, widths)))
+    return out

@@ -5,6 +5,7 @@ architecture step.
 
   python benchmarks/nas.py                       # searches, then measurements, then the report
   python benchmarks/nas.py --phase measure       # measure the archs of a finished search phase
+  python benchmarks/nas.py --phase deploy        # calibrate again, fit the targets, measure, report
 
 Writes nas.json / nas.md (and nas_archs.json, nas_records.jsonl in between). Acceptance checks
 in the report: measured latency falls monotonically as the additive penalty tightens; with a
@@ -25,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import calibrate_to_records, machine, machine_markdown, write_results  # noqa: E402
+from _common import (STATISTICS, adapt_to_records, calibrate_to_records, machine, machine_markdown,  # noqa: E402
+                     spanning_archs, write_results)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -75,8 +77,8 @@ def search_phase(args) -> None:
         r = search(space, pred, pen, data=data, config=cfg, latency_ms=lat, progress=False)
         row = {"penalty": kind, **settings, "expected_latency_ms": r.expected_latency_ms,
                "uncalibrated_latency_ms": r.predicted_latency_ms, "supernet_accuracy": r.supernet_accuracy,
-               "search_s": r.seconds, "history": r.history}
-        row.update(_finish(space, r.arch, kind, settings, predicted_ms, data, args))
+               "search_s": r.seconds, "history": r.history, "probs": np.asarray(r.probs).tolist()}
+        row.update(_finish(space, r.arch, r.probs, kind, settings, predicted_ms, data, args))
         out.append(row)
         print(f"{kind} {settings}: predicted {row['predicted_latency_ms']:.3f} ms, accuracy {row['trained_accuracy']:.3f}, "
               f"{time.perf_counter() - t0:.0f} s; {row['arch']}", flush=True)
@@ -117,14 +119,14 @@ def search_phase(args) -> None:
     (RESULTS / "nas_archs.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
 
 
-def _finish(space, arch, kind, settings, predicted_ms, data, args) -> dict:
-    """The derived architecture's record: for the target form, widths scaled so that the
-    predicted latency comes closest to T (`jaxlat.nas.fit_widths`); then trained alone."""
-    from jaxlat.nas import fit_widths, train_derived
+def _finish(space, arch, probs, kind, settings, predicted_ms, data, args) -> dict:
+    """The derived architecture's record: for the target form, fitted to T under the predictor
+    (`jaxlat.nas.fit_to_target`: widths, then the most probable op changes); then trained alone."""
+    from jaxlat.nas import fit_to_target, train_derived
 
     row = {"arch": space.encode(arch), "predicted_latency_ms": float(predicted_ms([space.record(arch)])[0])}
     if kind == "tfnas":
-        fitted, ms = fit_widths(space, arch, predicted_ms, settings["target_ms"])
+        fitted, ms = fit_to_target(space, np.asarray(probs), arch, predicted_ms, settings["target_ms"])
         row = {"searched_arch": row["arch"], "searched_predicted_ms": row["predicted_latency_ms"],
                "arch": space.encode(fitted), "predicted_latency_ms": ms}
         arch = fitted
@@ -132,28 +134,42 @@ def _finish(space, arch, kind, settings, predicted_ms, data, args) -> dict:
     return row
 
 
-def refit_phase(args) -> None:
-    """Apply the target form's width fit to target runs of an earlier search phase."""
+def deploy_phase(args) -> None:
+    """Calibrate again right before measuring (this VM's speed drifts by tens of percent within
+    an hour), and derive the target runs' architectures under that calibration from their
+    searches' op probabilities (`fit_to_target`): the target is a latency on the machine as it is
+    when the network is deployed. The additive runs keep their architectures; their predicted
+    latencies move to the new calibration."""
     from jaxlat import LatencyPredictor
     from jaxlat._shipped import reference_predictor
     from jaxlat.nas import digits_data
+    from profilers import load_records
     from profilers.spaces import decode, mobile_space
 
     path = RESULTS / "nas_archs.json"
     payload = json.loads(path.read_text())
     pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()
     space = mobile_space(resolution=payload["space"]["resolution"])
-    a, b = (payload.get("calibration") or {}).get("log_affine", (0.0, 1.0))
+    _measure_subprocess("calibrate-measure", args)
+    # No gradient needed here: any correction `adapt` offers may be chosen (by leave-one-out error).
+    cal, adapted = adapt_to_records(pred, load_records(RESULTS / "nas_calibration_records.jsonl"), "NAS deploy",
+                                    methods=("reuse", "affine", "adaproxy"), statistic=args.statistic)
 
     def predicted_ms(records):
-        return np.exp(a) * pred.predict_models(records)["latency_ms"].to_numpy() ** b
+        return np.asarray(adapted.predict(records), float)
 
     data = digits_data(payload["config"]["train_resolution"])
     for r in payload["runs"]:
-        if r["penalty"] == "tfnas" and "searched_arch" not in r:
-            r.update(_finish(space, decode(space, r["arch"]), "tfnas", r, predicted_ms, data, args))
-            print(f"refit T={r['target_ms']}: {r['searched_arch']} ({r['searched_predicted_ms']:.3f} ms) -> "
+        if r["penalty"] == "tfnas":
+            if "probs" not in r:
+                raise SystemExit(f"run T={r['target_ms']} has no op probabilities: search it again (--phase search)")
+            r.update(_finish(space, decode(space, r.get("searched_arch", r["arch"])), r["probs"], "tfnas", r,
+                             predicted_ms, data, args))
+            print(f"deploy T={r['target_ms']}: {r['searched_arch']} ({r['searched_predicted_ms']:.3f} ms) -> "
                   f"{r['arch']} ({r['predicted_latency_ms']:.3f} ms)", flush=True)
+        else:
+            r["predicted_latency_ms"] = float(predicted_ms([space.record(decode(space, r["arch"]))])[0])
+    payload["deploy_calibration"] = cal
     path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
 
 
@@ -163,7 +179,7 @@ def calibrate(args, space, pred) -> dict:
     end to end here; the search then penalizes the calibrated latency."""
     from profilers import load_records
 
-    archs = [space.encode(space.random_arch(10_000 + i)) for i in range(args.calibrate)]
+    archs = [space.encode(a) for a in spanning_archs(space, args.calibrate, seed=10_000)]
     path, rec_path = RESULTS / "nas_calibration_archs.json", RESULTS / "nas_calibration_records.jsonl"
     spec = {"resolution": args.resolution, "archs": archs}
     have = {r.name for r in load_records(rec_path)} if rec_path.exists() else set()
@@ -172,7 +188,7 @@ def calibrate(args, space, pred) -> dict:
         path.write_text(json.dumps(spec))
         _measure_subprocess("calibrate-measure", args)
     measured = {r.name: r for r in load_records(rec_path)}
-    return calibrate_to_records(pred, [measured[f"cal{i}"] for i in range(len(archs))], "NAS")
+    return calibrate_to_records(pred, [measured[f"cal{i}"] for i in range(len(archs))], "NAS", args.statistic)
 
 
 def _measure_subprocess(phase: str, args) -> None:
@@ -217,7 +233,11 @@ def measure_phase(args) -> None:
     payload = json.loads((RESULTS / "nas_archs.json").read_text())
     space = mobile_space(resolution=payload["space"]["resolution"])
     out = RESULTS / "nas_records.jsonl"
-    _measure_archs(space, [(f"run{i}", r["arch"]) for i, r in enumerate(payload["runs"])], out, args.rounds)
+    named = [(f"run{i}", r["arch"]) for i, r in enumerate(payload["runs"])]
+    cal = RESULTS / "nas_calibration_archs.json"
+    if payload.get("calibration") and cal.exists():  # again, in the same rounds: the drift since calibrating
+        named += [(f"cal{i}", a) for i, a in enumerate(json.loads(cal.read_text())["archs"])]
+    _measure_archs(space, named, out, args.rounds)
 
 
 def report(args) -> None:
@@ -225,10 +245,11 @@ def report(args) -> None:
 
     payload = json.loads((RESULTS / "nas_archs.json").read_text())
     measured = {r.name: r.measured for r in load_records(RESULTS / "nas_records.jsonl")}
+    key = STATISTICS[args.statistic]
     runs = payload["runs"]
     for i, r in enumerate(runs):
         m = measured[f"run{i}"]
-        r["measured_ms"] = m["latency_ms"]
+        r["measured_ms"], r["measured_median_ms"] = m[key], m["latency_ms"]
         r["measured_p10_ms"], r["measured_p90_ms"] = m["p10_ms"], m["p90_ms"]
         r["round_medians_ms"] = m.get("round_medians_ms")
     prox = sorted((r for r in runs if r["penalty"] == "proxyless"), key=lambda r: r["lam"])
@@ -238,6 +259,9 @@ def report(args) -> None:
     within = [abs(r["measured_ms"] / r["target_ms"] - 1) <= 0.10 for r in targets]
     summary = {"monotone": monotone, "targets_within_10pct": int(sum(within)), "n_targets": len(targets),
                "overhead_ratio": payload["overhead"]["ratio"]}
+    drift = _drift(payload, measured, key)
+    if drift:
+        summary["calibration_drift"] = drift["median_ratio"]
     meta = {"machine": machine(), "args": vars(args)}
     md = ["# NAS with a latency penalty, measured\n\n", machine_markdown(meta["machine"]), "\n",
           f"Space: {payload['space']['name']} at {payload['space']['resolution']}x{payload['space']['resolution']}, "
@@ -248,25 +272,40 @@ def report(args) -> None:
            f"{payload['calibration']['k']} random architectures of the space measured here, method "
            f"{payload['calibration']['method']}: target ms = {np.exp(payload['calibration']['log_affine'][0]):.3f} x "
            f"predicted ** {payload['calibration']['log_affine'][1]:.3f} (Spearman on the K: "
-           f"{payload['calibration']['report']['spearman_primary']:.3f}). The penalty and the predicted column use it.\n\n"
+           f"{payload['calibration']['report']['spearman_primary']:.3f}). The penalty uses it"
+           f"{'' if payload.get('deploy_calibration') else ', and the predicted column'}.\n\n"
            if payload.get("calibration") else ""),
-          "Measured: the derived architecture's torch model, end to end, 1 thread, batch 1, median of pooled rounds "
-          "(p10-p90 of the samples).\n\n",
-          "| penalty | setting | predicted ms | measured ms (p10-p90) | measured / predicted | accuracy | architecture |\n"
+          (_deploy_md(payload["deploy_calibration"]) if payload.get("deploy_calibration") else ""),
+          "Measured: the derived architecture's torch model, end to end, 1 thread, batch 1, "
+          + ("median of pooled rounds (p10-p90 of the samples)" if args.statistic == "median" else
+             "10th percentile of the pooled rounds' samples (`--statistic p10`; median, and p90, in brackets): this "
+             "VM's speed wanders from minute to minute, and the p10 is the statistic that repeats; calibration uses "
+             "the same statistic")
+          + ".\n\n",
+          ("| penalty | setting | predicted ms | measured ms (p10-p90) | measured / predicted | accuracy | architecture |\n"
+           if args.statistic == "median" else
+           "| penalty | setting | predicted ms | measured p10 ms (median, p90) | measured / predicted | accuracy | architecture |\n"),
           "|---|---|---|---|---|---|---|\n"]
     for r in runs:
         setting = f"lambda={r['lam']:g}" + (f", T={r['target_ms']:g} ms" if r["penalty"] == "tfnas" else "")
+        spread = (f"{r['measured_p10_ms']:.3f}-{r['measured_p90_ms']:.3f}" if args.statistic == "median" else
+                  f"{r['measured_median_ms']:.3f}, {r['measured_p90_ms']:.3f}")
         md.append(f"| {r['penalty']} | {setting} | {r['predicted_latency_ms']:.3f} | {r['measured_ms']:.3f} "
-                  f"({r['measured_p10_ms']:.3f}-{r['measured_p90_ms']:.3f}) | {r['measured_ms'] / r['predicted_latency_ms']:.3f} | "
+                  f"({spread}) | {r['measured_ms'] / r['predicted_latency_ms']:.3f} | "
                   f"{r['trained_accuracy']:.3f} | `{r['arch']}` |\n")
     o = payload["overhead"]
     md += [f"\nAdditive penalty: measured latency {'falls monotonically' if monotone else 'does NOT fall monotonically'} "
            f"as lambda grows ({' > '.join(f'{x:.3f}' for x in lat)} ms).\n\n",
            "".join(f"Target T={r['target_ms']:g} ms: the search derived `{r['searched_arch']}` (predicted "
-                   f"{r['searched_predicted_ms']:.3f} ms); its widths scaled by one factor to the predicted latency "
-                   f"closest to T (`jaxlat.nas.fit_widths`).\n\n" for r in targets if "searched_arch" in r),
+                   f"{r['searched_predicted_ms']:.3f} ms); fitted to T under the predictor "
+                   f"(`jaxlat.nas.fit_to_target`: widths, then the most probable op changes).\n\n"
+                   for r in targets if "searched_arch" in r),
            f"Targets: measured within 10 % of T for {sum(within)} of {len(targets)} ("
            + ", ".join(f"T={r['target_ms']:g}: {r['measured_ms'] / r['target_ms']:.3f}" for r in targets) + ").\n\n",
+           (f"Drift: the {drift['k']} calibration architectures, measured again in the same rounds as the found ones, "
+            f"ran at {drift['median_ratio']:.3f} x their calibration-time latency (median; range "
+            f"{drift['min_ratio']:.3f}-{drift['max_ratio']:.3f}, standard deviation of the log ratio {drift['log_sd']:.3f}).\n\n"
+            if drift else ""),
            f"Latency term overhead: an architecture step takes {o['with']['median_ms']:.1f} ms with the latency term and "
            f"{o['without']['median_ms']:.1f} ms without (medians of {args.overhead_repeats} alternating calls; "
            f"p10-p90 {o['with']['p10_ms']:.1f}-{o['with']['p90_ms']:.1f} and {o['without']['p10_ms']:.1f}-"
@@ -275,9 +314,32 @@ def report(args) -> None:
     print(path.read_text())
 
 
+def _deploy_md(cal: dict) -> str:
+    loo = cal["report"]["candidates"]
+    form = (f"target ms = {np.exp(cal['log_affine'][0]):.3f} x predicted ** {cal['log_affine'][1]:.3f}"
+            if cal.get("log_affine") else "scale, bias and per-feature reweighting of the log prediction")
+    return (f"Calibrated again right before measuring (`--phase deploy`, the same {cal['k']} architectures): "
+            f"`jaxlat.transfer.adapt` chose {cal['method']} by leave-one-out error on the K (log RMSE "
+            + ", ".join(f"{m} {v['log_rmse']:.3f}" for m, v in loo.items()) + f"): {form}, Spearman "
+            f"{cal['spearman']:.3f}. The target runs were fitted to T under it and the predicted column uses it.\n\n")
+
+
+def _drift(payload: dict, measured: dict, key: str = "latency_ms") -> dict | None:
+    """Calibration architectures measured at calibration time and again with the found ones:
+    how much the machine's speed moved in between (median of the per-architecture ratios)."""
+    cal = payload.get("deploy_calibration") or payload.get("calibration") or {}
+    then = cal.get("measured_ms") or []
+    now = [measured.get(f"cal{i}", {}).get(key) for i in range(len(then))]
+    if not then or any(x is None for x in now):
+        return None
+    ratio = np.asarray(now, float) / np.asarray(then, float)
+    return {"k": len(then), "median_ratio": float(np.median(ratio)), "min_ratio": float(ratio.min()),
+            "max_ratio": float(ratio.max()), "log_sd": float(np.std(np.log(ratio)))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--phase", choices=("all", "search", "refit", "measure", "report", "calibrate", "calibrate-measure"), default="all")
+    ap.add_argument("--phase", choices=("all", "search", "deploy", "measure", "report", "calibrate", "calibrate-measure"), default="all")
     ap.add_argument("--predictor", help="predictor directory (default: the shipped CPU predictor)")
     ap.add_argument("--resolution", type=int, default=96, help="deployment input resolution of the space")
     ap.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.03, 0.1, 0.3, 1.0],
@@ -288,6 +350,9 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=30, help="epochs to train each derived architecture")
     ap.add_argument("--rounds", type=int, default=3, help="measurement rounds per architecture")
     ap.add_argument("--overhead-repeats", type=int, default=30)
+    ap.add_argument("--statistic", choices=tuple(STATISTICS), default="median",
+                    help="what a measured latency is, in calibration and results: the median of the pooled samples, "
+                         "or their 10th percentile (repeatable where the machine's speed wanders)")
     ap.add_argument("--append", action="store_true",
                     help="search phase: keep the runs of nas_archs.json and search only the missing settings")
     ap.add_argument("--calibrate", type=int, default=0, metavar="K",
@@ -296,8 +361,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.phase in ("all", "search"):
         search_phase(args)
-    if args.phase == "refit":
-        refit_phase(args)
+    if args.phase == "deploy" or (args.phase == "all" and args.calibrate):
+        deploy_phase(args)
     if args.phase == "calibrate-measure":  # the measuring subprocess
         calibrate_phase(args)
     if args.phase == "calibrate":  # measure and fit only, e.g. to choose targets before a search
@@ -308,7 +373,7 @@ def main() -> None:
         pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()
         print(json.dumps({k: v for k, v in calibrate(args, mobile_space(resolution=args.resolution), pred).items()
                           if k != "report"}, default=float))
-    if args.phase in ("all", "measure"):
+    if args.phase in ("all", "measure", "deploy"):
         from profilers import MEASUREMENT_ENV
 
         if all(os.environ.get(k) == v for k, v in MEASUREMENT_ENV.items()) and args.phase == "measure":
@@ -316,7 +381,7 @@ def main() -> None:
         else:
             (RESULTS / "nas_records.jsonl").unlink(missing_ok=True)
             _measure_subprocess("measure", args)
-    if args.phase in ("all", "report"):
+    if args.phase in ("all", "report", "deploy"):
         report(args)
 
 
