@@ -29,7 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, machine_markdown, write_results  # noqa: E402
+from _common import STATISTICS, machine, machine_markdown, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 RECORDS = RESULTS / "transfer_records"
@@ -106,7 +106,7 @@ def measure(args) -> None:
             rt = TorchRuntime() if runtime == "torch" else TFLiteRuntime(Path(args.models) / space_name, dtype=dtype)
             print(f"{space_name} {setting}: {len(jobs)} networks", file=sys.stderr, flush=True)
             profile_many(RECORDS / f"{space_name}_{setting}.jsonl", jobs, threads=threads, utilization=util,
-                         timer=timer, rounds=args.rounds, chunk_size=10, runtime=rt, progress=False)
+                         timer=timer, rounds=args.rounds, chunk_size=len(jobs), runtime=rt, progress=False)
 
 
 def analyze(args) -> None:
@@ -121,12 +121,15 @@ def analyze(args) -> None:
 
     pred = reference_predictor()
     out = {"monotonicity": {}, "curves": {}, "k10": {}}
-    md = ["# Cross-device transfer on this CPU's settings\n\n", machine_markdown(machine()), "\n"]
+    md = ["# Cross-device transfer on this CPU's settings\n\n", machine_markdown(machine()), "\n",
+          f"A network's latency: the {'median' if args.statistic == 'median' else '10th percentile'} of its samples "
+          f"pooled over {args.rounds} rounds through all networks of a setting (`--statistic {args.statistic}`).\n\n"]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     for si, space_name in enumerate(("nb201", "fbnet")):
         recs = {s: profilers.load_records(RECORDS / f"{space_name}_{s}.jsonl") for s in SETTINGS
                 if (RECORDS / f"{space_name}_{s}.jsonl").exists()}
-        tables = {s: model_table(r, key="arch") for s, r in recs.items()}
+        field = STATISTICS[args.statistic]
+        tables = {s: model_table(r, key="arch", field=field) for s, r in recs.items()}
         mono = monotonicity_matrix(tables)
         out["monotonicity"][space_name] = {"spearman": mono.to_dict(),
                                            "kendall": monotonicity_matrix(tables, metric="kendall").to_dict()}
@@ -149,7 +152,7 @@ def analyze(args) -> None:
         for target, trecs in recs.items():
             others = [table_proxy(tables[s], key="arch", name=s) for s in tables if s != target]
             proxies = [predictor_proxy(pred, "shipped predictor")] + others
-            y = np.array([r.measured["latency_ms"] for r in trecs])
+            y = np.array([r.measured[field] for r in trecs])
             curve = few_shot_curve(trecs, y, proxies, ks=tuple(args.ks), repeats=args.repeats, seed=args.seed)
             mean = curve.groupby(["k", "approach"])[["spearman", "acc10", "mape"]].mean()
             out["curves"][f"{space_name}/{target}"] = curve.to_dict("records")
@@ -191,10 +194,15 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=[s for s in SETTINGS if "int8" not in s],
                     help=f"settings to measure (default: all but int8); of {', '.join(SETTINGS)}")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=6,
+                    help="rounds over all networks of a setting; a network's latency pools its rounds, so "
+                         "a slow spell of the machine touches few of them")
     ap.add_argument("--min-run-time", type=float, default=0.6, help="seconds of timing per network and setting")
     ap.add_argument("--models", default="runs/transfer_models", help="converted .tflite networks (cache)")
     ap.add_argument("--ks", type=int, nargs="+", default=[5, 10, 20, 50])
+    ap.add_argument("--statistic", choices=tuple(STATISTICS), default="median",
+                    help="analysis: a network's latency is the median of its samples, or their 10th percentile "
+                         "(repeatable where the machine's speed wanders)")
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
     if args.phase == "convert":

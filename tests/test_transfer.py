@@ -16,6 +16,7 @@ from jaxlat.transfer import (
     embedding_method,
     few_shot_curve,
     fit_device_medn,
+    model_table,
     monotonicity_matrix,
     predictor_proxy,
     rank_agreement,
@@ -57,6 +58,16 @@ def test_settings_tables_and_per_module_agreement():
     assert per.loc["conv2d", "spearman"] == pytest.approx(1.0)
     assert per.loc["conv2d", "ratio_median"] == pytest.approx(3.0)
     assert per.loc["linear", "ratio_median"] == pytest.approx(1.0)
+
+
+def test_model_table_reads_the_chosen_statistic():
+    cfg = profilers.ArchModule(profilers.make_config("add", channels=8), "add")
+    recs = [profilers.ArchRecord(f"n{i}", ((1, 8, 4, 4),), (cfg,), info={"arch": f"a{i}"}).with_measured(
+        {"latency_ms": 2.0 + i, "p10_ms": 1.0 + i}) for i in range(3)]
+    assert model_table(recs, key="arch").to_dict() == {"a0": 2.0, "a1": 3.0, "a2": 4.0}
+    assert model_table(recs, field="p10_ms").to_dict() == {"n0": 1.0, "n1": 2.0, "n2": 3.0}
+    with pytest.raises(KeyError, match="no measured 'p90_ms'; it has latency_ms, p10_ms"):
+        model_table(recs, field="p90_ms")
 
 
 def _planted(n=60, seed=0, noise=0.02):

@@ -40,15 +40,22 @@ def config_table(df: pd.DataFrame, *, ignore: Iterable[str] = SETTING_FIELDS) ->
     return s.groupby(level=0).median()
 
 
-def model_table(records: Iterable[Any], *, key: str = "name") -> pd.Series:
+def model_table(records: Iterable[Any], *, key: str = "name", field: str = "latency_ms") -> pd.Series:
     """Measured whole-model latency per record, keyed by record `name` or by `info[key]`
-    (e.g. `key="arch"` for search-space records)."""
+    (e.g. `key="arch"` for search-space records); `field` names the statistic of the record's
+    `measured` mapping (`latency_ms`, the median; or `p10_ms`, ...).
+
+    Raises:
+      KeyError: a measured record without `field`."""
     out = {}
     for r in records:
         if not r.measured:
             continue
+        if field not in r.measured:
+            raise KeyError(f"model_table: record {r.name!r} has no measured {field!r}; it has "
+                           f"{', '.join(k for k in r.measured if k.endswith('_ms'))}")
         k = r.name if key == "name" else r.info.get(key, r.name)
-        out[k] = float(r.measured["latency_ms"])
+        out[k] = float(r.measured[field])
     return pd.Series(out, name="latency_ms", dtype=float)
 
 
