@@ -93,13 +93,13 @@ def spanning_archs(space: Any, k: int, seed: int = 0) -> list:
     correction fitted on them has to extrapolate to the light and the heavy ends."""
     import numpy as np
 
-    from profilers.spaces import MobileArch, Nb201Arch
+    from profilers.spaces import NB201_EDGES, MobileArch, MobileSpace, Nb201Arch
 
     rng = np.random.default_rng(seed)
     light = [op for op in space.ops if op in LIGHT_OPS]
     heavy = [op for op in space.ops if op not in LIGHT_OPS]
-    mobile = hasattr(space, "stages")
-    n = len(space.layers()) if mobile else 6
+    mobile = isinstance(space, MobileSpace)
+    n = len(space.layers()) if mobile else len(NB201_EDGES)
     out = []
     for p_light in np.linspace(0.9 if light else 0.0, 0.0, k):
         ops = tuple((light[0] if len(light) == 1 else str(rng.choice(light))) if rng.random() < p_light

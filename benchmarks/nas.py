@@ -38,10 +38,9 @@ def search_phase(args) -> None:
 
     from jaxlat import LatencyPredictor
     from jaxlat._shipped import reference_predictor
-    from jaxlat.nas import (SearchConfig, digits_data, expected_latency_fn, no_penalty, proxyless_penalty, search,
-                            tfnas_penalty, train_derived)
+    from jaxlat.nas import (SearchConfig, digits_data, expected_latency_fn, init_supernet, no_penalty,
+                            proxyless_penalty, search, tfnas_penalty)
     from jaxlat.nas._search import ArchParams, make_steps
-    from jaxlat.nas import init_supernet
     from profilers.spaces import mobile_space
 
     pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()

@@ -121,19 +121,21 @@ def analyze(args) -> None:
 
     pred = reference_predictor()
     out = {"monotonicity": {}, "curves": {}, "k10": {}}
+    field = STATISTICS[args.statistic]
     md = ["# Cross-device transfer on this CPU's settings\n\n", machine_markdown(machine()), "\n",
-          f"A network's latency: the {'median' if args.statistic == 'median' else '10th percentile'} of its samples "
-          f"pooled over {args.rounds} rounds through all networks of a setting (`--statistic {args.statistic}`).\n\n"]
+          f"A network's latency: the {'median' if args.statistic == 'median' else '10th percentile'} of its samples, "
+          f"pooled over its measurement rounds (`--statistic {args.statistic}`).\n\n"]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     for si, space_name in enumerate(("nb201", "fbnet")):
         recs = {s: profilers.load_records(RECORDS / f"{space_name}_{s}.jsonl") for s in SETTINGS
                 if (RECORDS / f"{space_name}_{s}.jsonl").exists()}
-        field = STATISTICS[args.statistic]
         tables = {s: model_table(r, key="arch", field=field) for s, r in recs.items()}
         mono = monotonicity_matrix(tables)
         out["monotonicity"][space_name] = {"spearman": mono.to_dict(),
                                            "kendall": monotonicity_matrix(tables, metric="kendall").to_dict()}
-        md.append(f"## {space_name}: {len(next(iter(tables.values())))} networks\n\nSpearman between settings:\n\n")
+        rounds = sorted({r.measured.get("rounds", 1) for rs in recs.values() for r in rs if r.measured})
+        md.append(f"## {space_name}: {len(next(iter(tables.values())))} networks, {'/'.join(map(str, rounds))} rounds "
+                  "each\n\nSpearman between settings:\n\n")
         md.append(mono.round(3).to_markdown() + "\n\n")
         ax = axes[si, 0]
         im = ax.imshow(mono.to_numpy(), vmin=0.5, vmax=1.0, cmap="viridis")

@@ -215,10 +215,15 @@ def _dtype_bytes(dtype: str) -> int:
     return int(dtype_bytes(dtype))
 
 
+def op_names(arch: MobileArch | Nb201Arch) -> tuple[str, ...]:
+    """The op of each searchable layer (a `MobileArch`'s ops, a NAS-Bench-201 cell's edges)."""
+    return arch.ops if isinstance(arch, MobileArch) else arch.edges
+
+
 def one_hot(space: Any, arch: MobileArch | Nb201Arch) -> np.ndarray:
     """`[n_layers, n_ops]` one-hot probabilities of a concrete architecture."""
     ops = list(space.ops)
-    chosen = arch.ops if isinstance(arch, MobileArch) else arch.edges
+    chosen = op_names(arch)
     out = np.zeros((len(chosen), len(ops)), np.float32)
     for l, op in enumerate(chosen):
         out[l, ops.index(op)] = 1.0

@@ -29,7 +29,7 @@ from flax import nnx
 
 from profilers.spaces import MobileArch, MobileSpace, Nb201Arch, Nb201Space
 
-from ._latency import expected_latency_fn, one_hot
+from ._latency import expected_latency_fn, one_hot, op_names
 from ._penalties import Penalty
 from ._supernet import MobileSupernet, channel_masks, init_supernet
 
@@ -234,17 +234,17 @@ def fit_to_target(space: Any, probs: np.ndarray, arch: MobileArch | Nb201Arch,
         raise ValueError(f"target_ms={target_ms} must be > 0")
     probs = np.asarray(probs, float)
     ops = list(space.ops)
-    chosen = arch.ops if isinstance(arch, MobileArch) else arch.edges
-    if probs.shape != (len(chosen), len(ops)):
-        raise ValueError(f"probs has shape {probs.shape}: expected {(len(chosen), len(ops))} (layers, ops)")
+    n_layers = len(op_names(arch))
+    if probs.shape != (n_layers, len(ops)):
+        raise ValueError(f"probs has shape {probs.shape}: expected {(n_layers, len(ops))} (layers, ops)")
     log_p = np.log(np.clip(probs, 1e-12, None))
     close = np.log1p(tolerance)
     arch, ms = fit_widths(space, arch, latency_ms, target_ms)
-    for _ in range(len(chosen) if max_moves is None else max_moves):
+    for _ in range(n_layers if max_moves is None else max_moves):
         dist = abs(np.log(ms / target_ms))
         if dist <= close:
             break
-        cur = arch.ops if isinstance(arch, MobileArch) else arch.edges
+        cur = op_names(arch)
         moves = [(l, o) for l in range(len(cur)) for o in ops if o != cur[l]]
         cands = [_with_op(arch, l, o) for l, o in moves]
         got = np.asarray(latency_ms([space.record(a) for a in cands]), float)

@@ -56,7 +56,7 @@ def model_table(records: Iterable[Any], *, key: str = "name", field: str = "late
                            f"{', '.join(k for k in r.measured if k.endswith('_ms'))}")
         k = r.name if key == "name" else r.info.get(key, r.name)
         out[k] = float(r.measured[field])
-    return pd.Series(out, name="latency_ms", dtype=float)
+    return pd.Series(out, name=field, dtype=float)
 
 
 def settings_tables(df: pd.DataFrame, *, label: str | None = None) -> dict[str, pd.Series]:
