@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ := 2147483647
 export MALLOC_TRIM_THRESHOLD_ := 2147483647
 
-.PHONY: demo test setup clean reference-predictor
+.PHONY: demo test setup clean reference-predictor reference-predictor-epyc
 
 setup: $(STAMP)
 
@@ -42,6 +42,12 @@ demo: $(STAMP)
 reference-predictor: $(STAMP)
 	$(BIN)/python -m jaxlat._cli train --data data/cpu_torch_1t.parquet --data data/cpu_torch_1t_arch.parquet \
 	  --select accuracy --archs data/cpu_generated_models.jsonl --out jaxlat/predictors/cpu_torch_1t
+
+# The second shipped predictor (jaxlat/predictors/epyc_torch_1t: AMD EPYC, 1 thread), from the committed data.
+reference-predictor-epyc: $(STAMP)
+	$(BIN)/python -m jaxlat._cli train --data data/epyc_torch_1t.parquet --data data/epyc_torch_1t_arch.parquet \
+	  --data data/epyc_torch_1t_space.parquet --select accuracy --archs data/epyc_generated_models.jsonl \
+	  --out jaxlat/predictors/epyc_torch_1t
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -7,6 +7,7 @@ Examples:
       --archs data/cpu_generated_models.jsonl --out predictors/cpu
   jaxlat evaluate --predictor predictors/cpu --data data/cpu_test.parquet --json
   jaxlat predict --arch resnet50.json                 # the shipped reference predictor (this CPU)
+  jaxlat predict --predictor epyc_torch_1t --arch resnet50.json   # another shipped predictor, by name
   jaxlat predict --predictor predictors/cpu --arch models.jsonl --breakdown 10
 """
 
@@ -82,10 +83,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     import profilers
 
-    from ._predictor import LatencyPredictor
-    from ._shipped import reference_predictor
+    from ._shipped import load_predictor
 
-    pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()
+    pred = load_predictor(args.predictor)
     records = [r for f in args.arch for r in profilers.load_records(f)]
     if args.threads is not None:
         records = [r.with_settings(threads=args.threads) for r in records]
@@ -241,10 +241,9 @@ def _cmd_transfer_adapt(args: argparse.Namespace) -> int:
 
     proxies = [table_proxy(_read_table(p), name=Path(p).stem) for p in args.proxy_table or []]
     if args.proxy_predictor:
-        from ._predictor import LatencyPredictor
-        from ._shipped import reference_predictor
+        from ._shipped import load_predictor
 
-        pred = reference_predictor() if args.proxy_predictor == "shipped" else LatencyPredictor.load(args.proxy_predictor)
+        pred = load_predictor(None if args.proxy_predictor == "shipped" else args.proxy_predictor)
         proxies.append(predictor_proxy(pred, name=str(args.proxy_predictor)))
     if not proxies:
         raise ValueError("give at least one --proxy-table or --proxy-predictor")
@@ -279,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
     r = sub.add_parser("predict", help="predict whole-model latency from architecture records")
     r.add_argument("--arch", action="append", required=True, help="architecture record (.json or .jsonl)")
-    r.add_argument("--predictor", help="predictor directory (default: the shipped reference predictor)")
+    r.add_argument("--predictor", help="predictor directory or shipped name (default: the shipped reference predictor)")
     r.add_argument("--breakdown", type=int, nargs="?", const=10, default=0,
                    help="also print the N slowest modules (default 10)")
     r.add_argument("--threads", type=int, help="predict at this thread count instead of the record's")
@@ -304,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--samples", required=True, help="CSV arch,latency_ms: the K measurements on the target")
     ad.add_argument("--predict", required=True, help="CSV with an arch column, or a text file of one arch per line")
     ad.add_argument("--proxy-table", action="append", help="CSV arch,latency_ms measured on another device (repeatable)")
-    ad.add_argument("--proxy-predictor", help="a predictor directory, or 'shipped', as a proxy")
+    ad.add_argument("--proxy-predictor", help="a predictor directory, a shipped predictor's name, or 'shipped' (the default one), as a proxy")
     ad.add_argument("--threshold", type=float, default=0.9, help="rank correlation above which the proxy is reused")
     ad.add_argument("--out", required=True, help="CSV arch,latency_ms of the predictions")
     ad.set_defaults(func=_cmd_transfer_adapt)

@@ -38,3 +38,25 @@ def reference_predictor(name: str = DEFAULT_REFERENCE):
     from ._predictor import LatencyPredictor
 
     return LatencyPredictor.load(reference_path(name))
+
+
+def load_predictor(spec: str | Path | None = None):
+    """A predictor from a directory, or a shipped predictor by name; None: the default.
+
+    A directory wins over a shipped name, so a local `./epyc_torch_1t/` is what it loads.
+
+    Raises:
+      ValueError: `spec` is neither an existing predictor directory nor a shipped name (the
+        message lists the shipped names).
+    """
+    from ._predictor import LatencyPredictor
+
+    if spec is None:
+        return reference_predictor()
+    path = Path(spec)
+    if path.is_dir():
+        return LatencyPredictor.load(path)
+    if str(spec) in reference_names():
+        return reference_predictor(str(spec))
+    raise ValueError(f"predictor {str(spec)!r} is neither a predictor directory nor a shipped predictor: "
+                     f"shipped ones are {', '.join(reference_names()) or '(none)'}")

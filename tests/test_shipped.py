@@ -34,3 +34,21 @@ def test_reference_predictor_is_shipped_documented_and_predicts_a_model(tmp_path
 def test_unknown_reference_name_lists_the_shipped_ones():
     with pytest.raises(ValueError, match="cpu_torch_1t"):
         reference_path("tpu_v9")
+
+
+def test_load_predictor_takes_a_directory_or_a_shipped_name(tmp_path):
+    from jaxlat._shipped import load_predictor
+
+    assert load_predictor("cpu_torch_1t").device == reference_predictor().device
+    assert load_predictor(reference_path()).device == reference_predictor().device
+    with pytest.raises(ValueError, match="neither a predictor directory nor a shipped predictor.*cpu_torch_1t"):
+        load_predictor(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("name, cpu", [("cpu_torch_1t", "Intel"), ("epyc_torch_1t", "AMD EPYC")])
+def test_each_shipped_predictor_states_its_device_and_matches_its_metadata(name, cpu):
+    readme = (reference_path(name) / "README.md").read_text()
+    assert cpu in readme and "1 thread" in readme
+    pred = reference_predictor(name)
+    assert cpu in pred.device["fingerprint"]["cpu_model"]
+    assert pred.composition is not None and pred.selection is not None
