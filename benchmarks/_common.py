@@ -53,25 +53,34 @@ STATISTICS = {"median": "latency_ms", "p10": "p10_ms"}
 
 
 def adapt_to_records(pred: Any, records: list, label: str, methods: tuple[str, ...] = ("reuse", "affine"),
-                     statistic: str = "median") -> tuple[dict[str, Any], Any]:
+                     statistic: str = "median", force: str | None = None) -> tuple[dict[str, Any], Any]:
     """Few-shot transfer of `pred` to this machine (`jaxlat.transfer.adapt` among `methods`, chosen
-    by leave-one-out error) from measured architecture records; prints what was chosen and
-    returns `(summary, adapted)`: the summary (JSON-ready: method, log-affine map where the
-    method has one, report, measured and predicted latencies) and the adapted predictor."""
+    by leave-one-out error, or `force`d: every candidate is still scored and reported) from
+    measured architecture records; prints what was chosen and returns `(summary, adapted)`: the
+    summary (JSON-ready: method, log-affine map or refitted composition where the method has
+    one, report, measured and predicted latencies) and the adapted predictor."""
     import numpy as np
 
     from jaxlat.transfer import adapt, predictor_proxy
 
     ms = [r.measured[STATISTICS[statistic]] for r in records]
     proxy = predictor_proxy(pred)
-    adapted = adapt(records, ms, [proxy], methods=methods)
-    rho = adapted.report["spearman_primary"]
+    scored = adapt(records, ms, [proxy], methods=tuple(dict.fromkeys(methods + ((force,) if force else ()))))
+    adapted = adapt(records, ms, [proxy], methods=(force,)) if force else scored
+    rho = scored.report["spearman_primary"]
     log_affine = list(adapted.log_affine()) if adapted.method in ("reuse", "affine") else None
-    form = (f"target ms = {np.exp(log_affine[0]):.3f} * predicted ** {log_affine[1]:.3f}" if log_affine
-            else "a learned correction on the predictor")
-    print(f"{label} calibration on {len(ms)} measured networks: {adapted.method}, {form} (Spearman {rho:.3f})", flush=True)
-    summary = {"k": len(ms), "statistic": statistic, "method": adapted.method, "log_affine": log_affine, "spearman": rho,
-               "report": adapted.report, "measured_ms": ms, "predicted_ms": list(map(float, proxy.fn(records)))}
+    composition = dict(adapted.predictor().composition.coef) if adapted.method == "recompose" else None
+    form = (f"target ms = {np.exp(log_affine[0]):.3f} * predicted ** {log_affine[1]:.3f}" if log_affine else
+            "composition refitted: " + ", ".join(f"{k} {v:.4g}" for k, v in composition.items()) if composition else
+            "a learned correction on the predictor")
+    how = "forced" if force else "by leave-one-out error"
+    print(f"{label} calibration on {len(ms)} measured networks: {adapted.method} ({how}), {form} (Spearman {rho:.3f}; "
+          "LOO log RMSE " + ", ".join(f"{m} {v['log_rmse']:.3f}" for m, v in scored.report["candidates"].items()) + ")",
+          flush=True)
+    summary = {"k": len(ms), "statistic": statistic, "method": adapted.method, "forced": bool(force),
+               "log_affine": log_affine, "composition": composition, "spearman": rho,
+               "report": {**scored.report, "chosen": adapted.method}, "measured_ms": ms,
+               "predicted_ms": list(map(float, proxy.fn(records)))}
     return summary, adapted
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (STATISTICS, adapt_to_records, calibrate_to_records, machine, machine_markdown,  # noqa: E402
+from _common import (STATISTICS, adapt_to_records, machine, machine_markdown,  # noqa: E402
                      spanning_archs, write_results)
 
 RESULTS = Path(__file__).parent / "results"
@@ -36,32 +36,35 @@ def search_phase(args) -> None:
     import jax
     import jax.numpy as jnp
 
-    from jaxlat import LatencyPredictor
-    from jaxlat._shipped import reference_predictor
+    from jaxlat._shipped import load_predictor
     from jaxlat.nas import (SearchConfig, digits_data, expected_latency_fn, init_supernet, no_penalty,
                             proxyless_penalty, search, tfnas_penalty)
     from jaxlat.nas._search import ArchParams, make_steps
     from profilers.spaces import mobile_space
 
-    pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()
+    if args.correction == "adaproxy":
+        raise SystemExit("--correction adaproxy: not a map a JAX latency can carry; search with auto, affine or "
+                         "recompose, and use adaproxy at --phase deploy")
+    pred = load_predictor(args.predictor)
     space = mobile_space(resolution=args.resolution)
     cfg = SearchConfig(epochs=args.epochs, warmup_epochs=max(1, args.epochs // 5))
     data = digits_data(cfg.train_resolution)
     base_lat = expected_latency_fn(pred, space)
-    calibration = calibrate(args, space, pred) if args.calibrate else None
+    calibration, adapted = calibrate(args, space, pred) if args.calibrate else (None, None)
     if calibration is None:
         lat = base_lat
+    elif adapted.method == "recompose":  # the predictor with its composition refitted here
+        lat = expected_latency_fn(adapted.predictor(), space)
     else:
         a, b = calibration["log_affine"]
 
         def lat(probs, widths=None):
             return jnp.exp(a) * base_lat(probs, widths) ** b
 
-    def on_target(ms):
-        return ms if calibration is None else np.exp(a) * np.asarray(ms, float) ** b
-
     def predicted_ms(records):  # on this machine's scale
-        return on_target(pred.predict_models(records)["latency_ms"].to_numpy())
+        if adapted is None:
+            return pred.predict_models(records)["latency_ms"].to_numpy()
+        return np.asarray(adapted.predict(records), float)
 
     runs = [("proxyless", {"lam": lam}, proxyless_penalty(lam)) for lam in args.lams]
     runs += [("tfnas", {"lam": args.target_lam, "target_ms": t}, tfnas_penalty(args.target_lam, t)) for t in args.targets]
@@ -112,7 +115,8 @@ def search_phase(args) -> None:
     overhead["ratio"] = overhead["with"]["median_ms"] / overhead["without"]["median_ms"]
     payload = {"space": {"name": space.name, "resolution": space.resolution, "ops": list(space.ops),
                          "width_range": list(space.width_range)},
-               "predictor": str(args.predictor or "shipped cpu_torch_1t"), "config": vars(cfg), "runs": out,
+               "predictor": str(args.predictor or "shipped cpu_torch_1t"),
+               "predictor_device": pred.device.get("fingerprint", {}).get("cpu_model"), "config": vars(cfg), "runs": out,
                "calibration": calibration,
                "overhead": overhead}
     (RESULTS / "nas_archs.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
@@ -139,20 +143,20 @@ def deploy_phase(args) -> None:
     searches' op probabilities (`fit_to_target`): the target is a latency on the machine as it is
     when the network is deployed. The additive runs keep their architectures; their predicted
     latencies move to the new calibration."""
-    from jaxlat import LatencyPredictor
-    from jaxlat._shipped import reference_predictor
+    from jaxlat._shipped import load_predictor
     from jaxlat.nas import digits_data
     from profilers import load_records
     from profilers.spaces import decode, mobile_space
 
     path = RESULTS / "nas_archs.json"
     payload = json.loads(path.read_text())
-    pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()
+    pred = load_predictor(args.predictor)
     space = mobile_space(resolution=payload["space"]["resolution"])
     _measure_subprocess("calibrate-measure", args)
     # No gradient needed here: any correction `adapt` offers may be chosen (by leave-one-out error).
     cal, adapted = adapt_to_records(pred, load_records(RESULTS / "nas_calibration_records.jsonl"), "NAS deploy",
-                                    methods=("reuse", "affine", "adaproxy"), statistic=args.statistic)
+                                    methods=("reuse", "affine", "recompose", "adaproxy"), statistic=args.statistic,
+                                    force=None if args.correction == "auto" else args.correction)
 
     def predicted_ms(records):
         return np.asarray(adapted.predict(records), float)
@@ -172,10 +176,12 @@ def deploy_phase(args) -> None:
     path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
 
 
-def calibrate(args, space, pred) -> dict:
-    """Few-shot transfer of the predictor to this machine (`jaxlat.transfer.adapt`, reuse or
-    affine in log latency) from `args.calibrate` random architectures of the space, measured
-    end to end here; the search then penalizes the calibrated latency."""
+def calibrate(args, space, pred) -> tuple[dict, object]:
+    """Few-shot transfer of the predictor to this machine (`jaxlat.transfer.adapt` among the
+    corrections a JAX latency can carry: reuse or affine in log latency, or the composition
+    refitted; `--correction` forces one) from `args.calibrate` architectures spanning the space,
+    measured end to end here; the search then penalizes the calibrated latency. Returns
+    `(summary, adapted)`."""
     from profilers import load_records
 
     archs = [space.encode(a) for a in spanning_archs(space, args.calibrate, seed=10_000)]
@@ -187,7 +193,9 @@ def calibrate(args, space, pred) -> dict:
         path.write_text(json.dumps(spec))
         _measure_subprocess("calibrate-measure", args)
     measured = {r.name: r for r in load_records(rec_path)}
-    return calibrate_to_records(pred, [measured[f"cal{i}"] for i in range(len(archs))], "NAS", args.statistic)
+    return adapt_to_records(pred, [measured[f"cal{i}"] for i in range(len(archs))], "NAS",
+                            methods=("reuse", "affine", "recompose"), statistic=args.statistic,
+                            force=None if args.correction == "auto" else args.correction)
 
 
 def _measure_subprocess(phase: str, args) -> None:
@@ -267,11 +275,9 @@ def report(args) -> None:
           f"ops {', '.join(payload['space']['ops'])}, stage widths in {payload['space']['width_range']}. "
           f"Predictor: {payload['predictor']}. Search: {payload['config']['epochs']} epochs on scikit-learn's digits "
           f"(8x8); accuracy: the derived architecture trained alone, test split.\n\n",
-          (f"Calibration to this machine (the predictor was trained on another CPU): `jaxlat.transfer.adapt` on "
-           f"{payload['calibration']['k']} random architectures of the space measured here, method "
-           f"{payload['calibration']['method']}: target ms = {np.exp(payload['calibration']['log_affine'][0]):.3f} x "
-           f"predicted ** {payload['calibration']['log_affine'][1]:.3f} (Spearman on the K: "
-           f"{payload['calibration']['report']['spearman_primary']:.3f}). The penalty uses it"
+          (f"Calibration to this machine and statistic (the predictor's data: {payload.get('predictor_device') or 'unknown'}"
+           f"): `jaxlat.transfer.adapt` on {payload['calibration']['k']} architectures of the space spanning its "
+           f"latency range, measured here: {_correction_md(payload['calibration'])}. The penalty uses it"
            f"{'' if payload.get('deploy_calibration') else ', and the predicted column'}.\n\n"
            if payload.get("calibration") else ""),
           (_deploy_md(payload["deploy_calibration"]) if payload.get("deploy_calibration") else ""),
@@ -313,14 +319,24 @@ def report(args) -> None:
     print(path.read_text())
 
 
+def _correction_md(cal: dict) -> str:
+    """What a calibration summary of `adapt_to_records` chose, how, and its form."""
+    loo = ", ".join(f"{m} {v['log_rmse']:.3f}" for m, v in cal["report"]["candidates"].items())
+    if cal.get("log_affine"):
+        form = f"target ms = {np.exp(cal['log_affine'][0]):.3f} x predicted ** {cal['log_affine'][1]:.3f}"
+    elif cal.get("composition"):
+        c = cal["composition"]
+        form = (f"the module predictions kept, the composition refitted: {c['scale']:.3f} x module sum "
+                f"{c['per_module_ms']:+.4f} ms per operator")
+    else:
+        form = "scale, bias and per-feature reweighting of the log prediction"
+    how = "set by `--correction`" if cal.get("forced") else "chosen by leave-one-out error on the K"
+    return f"{cal['method']} ({how}; leave-one-out log RMSE {loo}): {form}, Spearman {cal['spearman']:.3f}"
+
+
 def _deploy_md(cal: dict) -> str:
-    loo = cal["report"]["candidates"]
-    form = (f"target ms = {np.exp(cal['log_affine'][0]):.3f} x predicted ** {cal['log_affine'][1]:.3f}"
-            if cal.get("log_affine") else "scale, bias and per-feature reweighting of the log prediction")
     return (f"Calibrated again right before measuring (`--phase deploy`, the same {cal['k']} architectures): "
-            f"`jaxlat.transfer.adapt` chose {cal['method']} by leave-one-out error on the K (log RMSE "
-            + ", ".join(f"{m} {v['log_rmse']:.3f}" for m, v in loo.items()) + f"): {form}, Spearman "
-            f"{cal['spearman']:.3f}. The target runs were fitted to T under it and the predicted column uses it.\n\n")
+            f"{_correction_md(cal)}. The target runs were fitted to T under it and the predicted column uses it.\n\n")
 
 
 def _drift(payload: dict, measured: dict, key: str = "latency_ms") -> dict | None:
@@ -339,7 +355,7 @@ def _drift(payload: dict, measured: dict, key: str = "latency_ms") -> dict | Non
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--phase", choices=("all", "search", "deploy", "measure", "report", "calibrate", "calibrate-measure"), default="all")
-    ap.add_argument("--predictor", help="predictor directory (default: the shipped CPU predictor)")
+    ap.add_argument("--predictor", help="predictor directory or shipped name (default: the shipped CPU predictor)")
     ap.add_argument("--resolution", type=int, default=96, help="deployment input resolution of the space")
     ap.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.03, 0.1, 0.3, 1.0],
                     help="additive penalty strengths, per ms, in increasing order")
@@ -355,8 +371,13 @@ def main() -> None:
     ap.add_argument("--append", action="store_true",
                     help="search phase: keep the runs of nas_archs.json and search only the missing settings")
     ap.add_argument("--calibrate", type=int, default=0, metavar="K",
-                    help="adapt the predictor to this machine from K measured random architectures first "
-                         "(the predictor was trained on another CPU); 0: use it as is")
+                    help="adapt the predictor to this machine from K measured architectures spanning the space "
+                         "first; 0: use it as is")
+    ap.add_argument("--correction", choices=("auto", "recompose", "affine", "adaproxy"), default="auto",
+                    help="with --calibrate: the correction, or auto (chosen by leave-one-out error on the K; at "
+                         "search time among those a JAX latency can carry: reuse, affine, recompose). recompose "
+                         "keeps the module predictions and refits the composition correction: for a predictor "
+                         "trained on this machine, whose composition was fitted on other networks")
     args = ap.parse_args()
     if args.phase in ("all", "search"):
         search_phase(args)
@@ -365,12 +386,11 @@ def main() -> None:
     if args.phase == "calibrate-measure":  # the measuring subprocess
         calibrate_phase(args)
     if args.phase == "calibrate":  # measure and fit only, e.g. to choose targets before a search
-        from jaxlat import LatencyPredictor
-        from jaxlat._shipped import reference_predictor
+        from jaxlat._shipped import load_predictor
         from profilers.spaces import mobile_space
 
-        pred = LatencyPredictor.load(args.predictor) if args.predictor else reference_predictor()
-        print(json.dumps({k: v for k, v in calibrate(args, mobile_space(resolution=args.resolution), pred).items()
+        pred = load_predictor(args.predictor)
+        print(json.dumps({k: v for k, v in calibrate(args, mobile_space(resolution=args.resolution), pred)[0].items()
                           if k != "report"}, default=float))
     if args.phase in ("all", "measure", "deploy"):
         from profilers import MEASUREMENT_ENV

@@ -66,12 +66,14 @@ def design_rows(sum_ms: np.ndarray, counts: Sequence[Mapping[str, float]]) -> np
                      c["n_unmapped_view"], c["unmapped_bytes"] / 1e6], axis=1)
 
 
-def fit_composition(terms: np.ndarray, measured_ms: np.ndarray, *, info: Mapping[str, Any] | None = None) -> Composition:
+def fit_composition(terms: np.ndarray, measured_ms: np.ndarray, *, info: Mapping[str, Any] | None = None,
+                    prior: Mapping[str, float] | None = None) -> Composition:
     """Fit the correction on design rows and measured end-to-end latencies (ms).
 
     Minimizes relative squared error; `scale` and the per-unmapped terms are kept >= 0,
     `per_module_ms` may be negative (isolated modules can carry more call overhead than the
-    same operators inside a model).
+    same operators inside a model). A term that is zero in every row (e.g. no unmapped
+    operators in the networks) cannot be fitted: it keeps its value in `prior` (default 0).
 
     Raises:
       ValueError: fewer than 6 networks, or non-positive latencies.
@@ -85,9 +87,14 @@ def fit_composition(terms: np.ndarray, measured_ms: np.ndarray, *, info: Mapping
     if np.any(~np.isfinite(y)) or np.any(y <= 0):
         raise ValueError("fit_composition: measured latencies must be finite and positive")
     w = 1.0 / y
-    lo = np.array([0.0, -np.inf, 0.0, 0.0, 0.0])
-    res = lsq_linear(x * w[:, None], y * w, bounds=(lo, np.full(5, np.inf)))
-    coef = {t: float(v) for t, v in zip(TERMS, res.x)}
+    fixed = np.array([float((prior or {}).get(t, 0.0)) for t in TERMS])
+    free = np.any(x != 0, axis=0)
+    lo = np.array([0.0, -np.inf, 0.0, 0.0, 0.0])[free]
+    rest = x[:, ~free] @ fixed[~free]
+    res = lsq_linear(x[:, free] * w[:, None], (y - rest) * w, bounds=(lo, np.full(int(free.sum()), np.inf)))
+    values = fixed.copy()
+    values[free] = res.x
+    coef = {t: float(v) for t, v in zip(TERMS, values)}
     comp = Composition(coef, 0.0, {})
     pred = np.maximum(comp.apply(x), 1e-6)
     log_res = np.log(pred / y)

@@ -167,3 +167,52 @@ def test_cli_adapts_a_latency_table_over_nb201(tmp_path):
     out = pd.read_csv(tmp_path / "out.csv")
     assert list(out["arch"]) == codes[8:]
     assert np.mean(np.abs(out["latency_ms"].to_numpy() / target_ms[8:] - 1) <= 0.10) >= 0.9
+
+
+def test_recompose_refits_the_composition_and_gives_a_predictor_for_gradients():
+    """Targets planted as another composition of the same module predictions (scale 0.5, 0.08 ms
+    per operator): adapt chooses recompose, recovers the terms, and the adapted predictor drives
+    the NAS expected latency."""
+    import jax
+
+    from jaxlat._composition import design_rows
+    from jaxlat.nas import expected_latency_fn
+    from jaxlat.transfer import recomposed
+    from profilers.spaces import mobile_space
+
+    pred = reference_predictor()
+    space = mobile_space(resolution=64)
+    archs = [space.random_arch(s) for s in range(16)]
+    records = [space.record(a) for a in archs]
+    plain = pred.predict_models(records)["plain_sum_ms"].to_numpy()
+    n_ops = np.array([r.counts()["n_modules"] for r in records], float)
+    target = 0.5 * plain + 0.08 * n_ops
+    a = adapt(records[:12], target[:12], [predictor_proxy(pred)])
+    assert a.method == "recompose" and a.report["candidates"]["recompose"]["log_rmse"] < 1e-3
+    np.testing.assert_allclose(a.predict(records[12:]), target[12:], rtol=1e-3)
+    coef = a.predictor().composition.coef
+    assert coef["scale"] == pytest.approx(0.5, rel=1e-3) and coef["per_module_ms"] == pytest.approx(0.08, rel=1e-2)
+    # Terms absent from the networks (no unmapped compute here) keep the original predictor's values.
+    assert coef["per_unmapped_ms"] == pytest.approx(pred.composition.coef["per_unmapped_ms"])
+    assert pred.composition.coef["scale"] != pytest.approx(0.5)  # the original is left as it was
+    lat = expected_latency_fn(a.predictor(), space)
+    probs = np.full((len(space.layers()), len(space.ops)), 1.0 / len(space.ops))
+    g = jax.grad(lambda p: lat(p, np.ones(len(space.stages))))(probs)
+    assert np.all(np.isfinite(np.asarray(g))) and np.any(np.asarray(g) != 0)
+    direct = recomposed(pred, records[:12], target[:12])
+    np.testing.assert_allclose(direct.predict_models(records[12:])["latency_ms"], target[12:], rtol=1e-3)
+    assert design_rows(plain, [r.counts() for r in records]).shape == (16, 5)
+
+
+def test_recompose_needs_networks_a_predictor_and_enough_samples():
+    pred = reference_predictor()
+    archs = [NB201.random_arch(s) for s in range(8)]
+    records = [NB201.record(a) for a in archs]
+    ms = pred.predict_models(records)["latency_ms"].to_numpy()
+    table = pd.Series(ms, index=[NB201.encode(a) for a in archs])
+    with pytest.raises(ValueError, match="'recompose' needs whole networks, a predictor as the first proxy"):
+        adapt(records, ms, [table_proxy(table, key="arch")], methods=("recompose",))
+    with pytest.raises(ValueError, match="at least 7 samples"):
+        adapt(records[:5], ms[:5], [predictor_proxy(pred)], methods=("recompose",))
+    with pytest.raises(ValueError, match="does not give a predictor; only 'recompose'"):
+        adapt(records, ms * 2, [predictor_proxy(pred)], methods=("reuse",)).predictor()

@@ -16,6 +16,7 @@ from ._adapt import few_shot_curve as few_shot_curve
 from ._adapt import item_keys as item_keys
 from ._adapt import network_features as network_features
 from ._adapt import predictor_proxy as predictor_proxy
+from ._adapt import recomposed as recomposed
 from ._adapt import table_proxy as table_proxy
 from ._device_medn import DeviceMEDN as DeviceMEDN
 from ._device_medn import embedding_method as embedding_method

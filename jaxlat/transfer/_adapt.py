@@ -17,11 +17,17 @@ Methods, all in log latency (t = log target ms, q_i = log proxy_i ms, f = item f
 - `multi_proxy`: t = a + sum_i b_i q_i, ridge over several proxies;
 - `adaproxy`: t = a + b q_1 + w . f, the AdaProxy form: scale, bias and a per-feature
   reweighting (ridge on w);
-- `scratch`: t = a + w . f, no proxy (the baseline a target would have alone).
+- `scratch`: t = a + w . f, no proxy (the baseline a target would have alone);
+- `recompose`: whole networks with a predictor as the first proxy (`predictor_proxy`): the
+  predictor's module predictions kept, its composition correction (scale of the module sum,
+  per-operator overheads; `jaxlat._composition`) fitted again on the K networks. How modules
+  compose into a network differs between devices more than the modules' relative costs do;
+  `Adapted.predictor()` is then a `LatencyPredictor` again (pure JAX, gradients, NAS).
 
 `adapt` first checks the first proxy's rank correlation on the K samples: at or above
 `threshold` (default 0.9) it chooses between `reuse` and `affine`; below, between the
-corrections. The choice is by leave-one-out error on the K samples (log RMSE); the report holds
+corrections; `recompose` is a candidate on both sides where it applies (whole networks, a
+predictor as the first proxy, at least 7 samples). The choice is by leave-one-out error on the K samples (log RMSE); the report holds
 every candidate's score, the rank correlation and the choice.
 """
 
@@ -35,7 +41,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-METHODS = ("reuse", "affine", "multi_proxy", "adaproxy", "scratch")
+METHODS = ("reuse", "affine", "recompose", "multi_proxy", "adaproxy", "scratch")
+#: `recompose` fits the 5 composition terms: fewer samples leave it under-determined.
+_MIN_RECOMPOSE = 7
 _ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
@@ -44,10 +52,12 @@ LearnedMethod = Callable[[Any, np.ndarray], Callable[[Any], np.ndarray]]
 
 
 class Proxy(NamedTuple):
-    """Latency (ms) of items on a proxy device: `fn(items) -> [n]`."""
+    """Latency (ms) of items on a proxy device: `fn(items) -> [n]`; `predictor`: the
+    `LatencyPredictor` behind it, where there is one (for `recompose`)."""
 
     name: str
     fn: Callable[[Any], np.ndarray]
+    predictor: Any = None
 
 
 def predictor_proxy(predictor: Any, name: str = "predictor") -> Proxy:
@@ -59,7 +69,7 @@ def predictor_proxy(predictor: Any, name: str = "predictor") -> Proxy:
             return predictor.predict(items)["latency_ms"].to_numpy(float)
         return predictor.predict_models(list(items))["latency_ms"].to_numpy(float)
 
-    return Proxy(name, fn)
+    return Proxy(name, fn, predictor)
 
 
 def item_keys(items: Any, key: str = "name") -> list[str]:
@@ -208,6 +218,45 @@ def _kfold_log_errors(method: LearnedMethod, items: Any, y: np.ndarray, folds: i
     return errs
 
 
+def _composition_terms(predictor: Any, records: Sequence[Any]) -> np.ndarray:
+    """Design rows of the composition correction (`design_rows`): each record's module sum
+    under `predictor` and its operator counts."""
+    from .._composition import design_rows
+
+    sums = predictor.predict_models(list(records))["plain_sum_ms"].to_numpy(float)
+    return design_rows(sums, [r.counts() for r in records])
+
+
+def _can_recompose(proxies: Sequence[Proxy], items: Any, k: int) -> bool:
+    return (bool(proxies) and proxies[0].predictor is not None and not isinstance(items, pd.DataFrame)
+            and k >= _MIN_RECOMPOSE)
+
+
+def _loo_recompose(terms: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from .._composition import fit_composition
+
+    errs = np.empty(len(y))
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        comp = fit_composition(terms[keep], y[keep])
+        errs[i] = np.log(max(float(comp.apply(terms[i:i + 1])[0]), 1e-9)) - np.log(y[i])
+    return errs
+
+
+def recomposed(predictor: Any, records: Sequence[Any], latency_ms: Sequence[float]) -> Any:
+    """A copy of `predictor` whose composition correction is fitted on `records` measured at
+    `latency_ms` on the target (module predictions unchanged): the `recompose` method."""
+    import copy
+
+    from .._composition import fit_composition
+
+    out = copy.copy(predictor)
+    prior = predictor.composition.coef if predictor.composition is not None else None
+    out.composition = fit_composition(_composition_terms(predictor, records), np.asarray(latency_ms, float),
+                                      info={"fitted_by": "jaxlat.transfer.recomposed", "k": len(records)}, prior=prior)
+    return out
+
+
 @dataclasses.dataclass
 class Adapted:
     """A proxy adapted to the target device.
@@ -223,11 +272,14 @@ class Adapted:
     _fit: _Fit | None
     _proxies: tuple[Proxy, ...]
     _learned: Callable[[Any], np.ndarray] | None = None
+    _predictor: Any = None
 
     def predict(self, items: Any) -> np.ndarray:
         """Latency (ms) of items on the target device."""
         if self._learned is not None:
             return np.asarray(self._learned(items), float)
+        if self._predictor is not None:
+            return self._predictor.predict_models(list(items))["latency_ms"].to_numpy(float)
         q = _log_proxies(self._proxies, items)
         return np.exp(self._fit.predict_log(q, network_features(items)))
 
@@ -245,6 +297,18 @@ class Adapted:
             return float(self._fit.coef[0]), float(self._fit.coef[1])
         raise ValueError(f"log_affine: method {self.method!r} is not a map of the proxy latency alone; "
                          "only 'reuse' and 'affine' are (adapt(..., methods=('reuse', 'affine')))")
+
+    def predictor(self) -> Any:
+        """The adapted `LatencyPredictor` of `recompose` (its composition refitted to the
+        target): pure JAX, so NAS can take gradients through it.
+
+        Raises:
+          ValueError: another method was chosen (for `reuse` and `affine`, see `log_affine`).
+        """
+        if self._predictor is None:
+            raise ValueError(f"predictor: method {self.method!r} does not give a predictor; only 'recompose' does "
+                             "(for 'reuse' and 'affine' apply log_affine() to the proxy's latency)")
+        return self._predictor
 
 
 def _log_proxies(proxies: Sequence[Proxy], items: Any) -> np.ndarray:
@@ -297,13 +361,24 @@ def adapt(
             methods = ("reuse", "affine")
         else:
             methods = ("affine", "adaproxy", "scratch") + (("multi_proxy",) if len(proxies) > 1 else ())
+        if _can_recompose(proxies, items, len(t)):
+            methods += ("recompose",)
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"methods={bad} not valid: expected some of {', '.join(METHODS)}")
-    if not proxies and any(_DESIGNS[m].use_proxies for m in methods):
+    if not proxies and any(_DESIGNS[m].use_proxies for m in methods if m in _DESIGNS):
         raise ValueError("adapt: these methods need at least one proxy")
+    if "recompose" in methods and not _can_recompose(proxies, items, len(t)):
+        raise ValueError(f"adapt: 'recompose' needs whole networks, a predictor as the first proxy (predictor_proxy) "
+                         f"and at least {_MIN_RECOMPOSE} samples")
     scores = {}
+    terms = _composition_terms(proxies[0].predictor, items) if "recompose" in methods else None
     for m in methods:
+        if m == "recompose":
+            e = _loo_recompose(terms, np.exp(t))
+            scores[m] = {"log_rmse": float(np.sqrt(np.mean(e**2))),
+                         "acc10": float(np.mean(np.abs(np.exp(e) - 1) <= 0.10)), "alpha": None}
+            continue
         alphas = _ALPHAS if m in ("multi_proxy", "adaproxy", "scratch") else (0.0,)
         best = None
         for a in alphas:
@@ -327,6 +402,8 @@ def adapt(
               "proxies": [p.name for p in proxies]}
     if chosen in use_learned:
         return Adapted(chosen, report, None, tuple(proxies), use_learned[chosen](items, y))
+    if chosen == "recompose":
+        return Adapted(chosen, report, None, tuple(proxies), None, recomposed(proxies[0].predictor, items, y))
     return Adapted(chosen, report, _fit(chosen, q, f, t, scores[chosen]["alpha"]), tuple(proxies))
 
 
