@@ -91,7 +91,7 @@ def fit_composition(terms: np.ndarray, measured_ms: np.ndarray, *, info: Mapping
     free = np.any(x != 0, axis=0)
     lo = np.array([0.0, -np.inf, 0.0, 0.0, 0.0])[free]
     rest = x[:, ~free] @ fixed[~free]
-    res = lsq_linear(x[:, free] * w[:, None], (y - rest) * w, bounds=(lo, np.full(int(free.sum()), np.inf)))
+    res = lsq_linear(x[:, free] * w[:, None], (y - rest) * w, bounds=(lo, np.full(int(free.sum()), np.inf)), method="bvls")
     values = fixed.copy()
     values[free] = res.x
     coef = {t: float(v) for t, v in zip(TERMS, values)}

@@ -239,7 +239,8 @@ def _loo_recompose(terms: np.ndarray, y: np.ndarray) -> np.ndarray:
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
         comp = fit_composition(terms[keep], y[keep])
-        errs[i] = np.log(max(float(comp.apply(terms[i:i + 1])[0]), 1e-9)) - np.log(y[i])
+        pred = float(comp.apply(terms[i:i + 1])[0])
+        errs[i] = np.log(pred) - np.log(y[i]) if np.isfinite(pred) and pred > 0 else 10.0  # a failed fit scores badly
     return errs
 
 
