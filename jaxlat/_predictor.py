@@ -12,6 +12,7 @@ correction, saved as a directory of JSON and `.npz` files.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 import time
@@ -249,16 +250,28 @@ class LatencyPredictor:
         """`predict_models` for one record, as a dict."""
         return self.predict_models([record]).iloc[0].to_dict()
 
+    def composition_terms(self, records: Sequence[Any]) -> np.ndarray:
+        """Design rows of the composition correction (`jaxlat._composition.design_rows`): each
+        record's sum of module predictions and its operator counts."""
+        sums = self.predict_models(list(records))["plain_sum_ms"].to_numpy(float)
+        return design_rows(sums, [r.counts() for r in records])
+
+    def with_composition(self, composition: Composition | None) -> LatencyPredictor:
+        """A copy with another composition correction (the module models shared, not copied)."""
+        out = copy.copy(self)
+        out.composition = composition
+        return out
+
     def fit_composition(self, records: Sequence[Any]) -> Composition:
         """Fit (and keep) the composition correction on profiled architecture records."""
         measured = [r for r in records if r.measured]
         if len(measured) < len(records):
             raise ValueError(f"fit_composition: {len(records) - len(measured)} record(s) were not measured end to end")
-        pm = self.predict_models(measured)
-        terms = design_rows(pm["plain_sum_ms"].to_numpy(), [r.counts() for r in measured])
-        plain = pm["plain_sum_ms"].to_numpy() / pm["measured_ms"].to_numpy()
+        measured_ms = np.array([float(r.measured["latency_ms"]) for r in measured])
+        terms = self.composition_terms(measured)
+        plain = terms[:, 0] / measured_ms
         self.composition = fit_composition(
-            terms, pm["measured_ms"].to_numpy(),
+            terms, measured_ms,
             info={"plain_sum_over_measured_median": float(np.median(plain)),
                   "plain_sum_acc10": float(np.mean(np.abs(plain - 1) <= 0.10))},
         )

@@ -218,28 +218,27 @@ def _kfold_log_errors(method: LearnedMethod, items: Any, y: np.ndarray, folds: i
     return errs
 
 
-def _composition_terms(predictor: Any, records: Sequence[Any]) -> np.ndarray:
-    """Design rows of the composition correction (`design_rows`): each record's module sum
-    under `predictor` and its operator counts."""
-    from .._composition import design_rows
-
-    sums = predictor.predict_models(list(records))["plain_sum_ms"].to_numpy(float)
-    return design_rows(sums, [r.counts() for r in records])
-
-
 def _can_recompose(proxies: Sequence[Proxy], items: Any, k: int) -> bool:
     return (bool(proxies) and proxies[0].predictor is not None and not isinstance(items, pd.DataFrame)
             and k >= _MIN_RECOMPOSE)
 
 
-def _loo_recompose(terms: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _recompose(predictor: Any, terms: np.ndarray, latency_ms: np.ndarray, *, leave_out: int | None = None) -> Any:
+    """The composition correction fitted on design rows `terms` (`predictor.composition_terms`)
+    and measured latencies, without row `leave_out`; terms the networks leave at zero keep the
+    predictor's values."""
     from .._composition import fit_composition
 
+    keep = np.arange(len(latency_ms)) != (-1 if leave_out is None else leave_out)
+    prior = predictor.composition.coef if predictor.composition is not None else None
+    return fit_composition(terms[keep], latency_ms[keep], prior=prior,
+                           info={"fitted_by": "jaxlat.transfer.recomposed", "k": int(keep.sum())})
+
+
+def _loo_recompose(predictor: Any, terms: np.ndarray, y: np.ndarray) -> np.ndarray:
     errs = np.empty(len(y))
     for i in range(len(y)):
-        keep = np.arange(len(y)) != i
-        comp = fit_composition(terms[keep], y[keep])
-        pred = float(comp.apply(terms[i:i + 1])[0])
+        pred = float(_recompose(predictor, terms, y, leave_out=i).apply(terms[i:i + 1])[0])
         errs[i] = np.log(pred) - np.log(y[i]) if np.isfinite(pred) and pred > 0 else 10.0  # a failed fit scores badly
     return errs
 
@@ -247,15 +246,8 @@ def _loo_recompose(terms: np.ndarray, y: np.ndarray) -> np.ndarray:
 def recomposed(predictor: Any, records: Sequence[Any], latency_ms: Sequence[float]) -> Any:
     """A copy of `predictor` whose composition correction is fitted on `records` measured at
     `latency_ms` on the target (module predictions unchanged): the `recompose` method."""
-    import copy
-
-    from .._composition import fit_composition
-
-    out = copy.copy(predictor)
-    prior = predictor.composition.coef if predictor.composition is not None else None
-    out.composition = fit_composition(_composition_terms(predictor, records), np.asarray(latency_ms, float),
-                                      info={"fitted_by": "jaxlat.transfer.recomposed", "k": len(records)}, prior=prior)
-    return out
+    comp = _recompose(predictor, predictor.composition_terms(records), np.asarray(latency_ms, float))
+    return predictor.with_composition(comp)
 
 
 @dataclasses.dataclass
@@ -373,10 +365,10 @@ def adapt(
         raise ValueError(f"adapt: 'recompose' needs whole networks, a predictor as the first proxy (predictor_proxy) "
                          f"and at least {_MIN_RECOMPOSE} samples")
     scores = {}
-    terms = _composition_terms(proxies[0].predictor, items) if "recompose" in methods else None
+    terms = proxies[0].predictor.composition_terms(items) if "recompose" in methods else None
     for m in methods:
         if m == "recompose":
-            e = _loo_recompose(terms, np.exp(t))
+            e = _loo_recompose(proxies[0].predictor, terms, np.exp(t))
             scores[m] = {"log_rmse": float(np.sqrt(np.mean(e**2))),
                          "acc10": float(np.mean(np.abs(np.exp(e) - 1) <= 0.10)), "alpha": None}
             continue
@@ -404,7 +396,8 @@ def adapt(
     if chosen in use_learned:
         return Adapted(chosen, report, None, tuple(proxies), use_learned[chosen](items, y))
     if chosen == "recompose":
-        return Adapted(chosen, report, None, tuple(proxies), None, recomposed(proxies[0].predictor, items, y))
+        pred = proxies[0].predictor
+        return Adapted(chosen, report, None, tuple(proxies), _predictor=pred.with_composition(_recompose(pred, terms, y)))
     return Adapted(chosen, report, _fit(chosen, q, f, t, scores[chosen]["alpha"]), tuple(proxies))
 
 
