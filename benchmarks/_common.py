@@ -50,6 +50,7 @@ def machine_markdown(m: dict[str, Any]) -> str:
 #: The median is the datasets' figure; on a machine whose speed wanders (other tenants of a
 #: shared host), the 10th percentile is the repeatable one (see the NAS benchmark's report).
 STATISTICS = {"median": "latency_ms", "p10": "p10_ms"}
+STATISTIC_WORDS = {"median": "median", "p10": "10th percentile"}
 
 
 def adapt_to_records(pred: Any, records: list, label: str, methods: tuple[str, ...] = ("reuse", "affine"),

@@ -29,7 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import STATISTICS, machine, machine_markdown, write_results  # noqa: E402
+from _common import STATISTIC_WORDS, STATISTICS, machine, machine_markdown, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 RECORDS = RESULTS / "transfer_records"
@@ -123,7 +123,7 @@ def analyze(args) -> None:
     out = {"monotonicity": {}, "curves": {}, "k10": {}}
     field = STATISTICS[args.statistic]
     md = ["# Cross-device transfer on this CPU's settings\n\n", machine_markdown(machine()), "\n",
-          f"A network's latency: the {'median' if args.statistic == 'median' else '10th percentile'} of its samples, "
+          f"A network's latency: the {STATISTIC_WORDS[args.statistic]} of its samples, "
           f"pooled over its measurement rounds (`--statistic {args.statistic}`).\n\n"]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     for si, space_name in enumerate(("nb201", "fbnet")):

@@ -21,13 +21,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import profilers  # noqa: E402
-from _common import machine, machine_markdown, write_results  # noqa: E402
+from _common import STATISTIC_WORDS, machine, machine_markdown, write_results  # noqa: E402
 
 
-def measure(records: Path, models: list[str], batches: list[int]) -> None:
+def measure(records: Path, models: list[str], batches: list[int], rounds: int, min_run_time_s: float) -> None:
     """Run the zoo profiler in a fresh process (measurement environment, nothing else running)."""
     cmd = [sys.executable, "-m", "profilers._cli", "zoo", "--model", ",".join(models),
-           "--batch", ",".join(map(str, batches)), "--out", str(records)]
+           "--batch", ",".join(map(str, batches)), "--rounds", str(rounds), "--min-run-time", str(min_run_time_s),
+           "--out", str(records)]
     subprocess.run(cmd, check=True)
 
 
@@ -39,12 +40,15 @@ def main(argv=None) -> int:
     p.add_argument("--predictor", default=None, help="predictor directory (default: the shipped reference)")
     p.add_argument("--models", default=",".join(zoo.ZOO))
     p.add_argument("--batch", default="1,8")
+    p.add_argument("--rounds", type=int, default=6,
+                   help="rounds per model, interleaved with the other models (default 6)")
+    p.add_argument("--min-run-time", type=float, default=1.5, help="seconds of timing per model, all rounds")
     p.add_argument("--measure-only", action="store_true")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default="whole_models_cpu")
     args = p.parse_args(argv)
     records = Path(args.records)
-    measure(records, args.models.split(","), [int(b) for b in args.batch.split(",")])
+    measure(records, args.models.split(","), [int(b) for b in args.batch.split(",")], args.rounds, args.min_run_time)
     if args.measure_only:
         return 0
 
@@ -66,6 +70,7 @@ def main(argv=None) -> int:
         "machine": m,
         "predictor": str(pdir),
         "predictor_device": pred.device,
+        "statistic": pred.statistic,
         "composition": pred.composition.as_json() if pred.composition else None,
         "acc10_corrected": acc,
         "acc10_plain_sum": acc_plain,
@@ -77,7 +82,9 @@ def main(argv=None) -> int:
     lines = [
         "# Whole-model latency on this CPU (PyTorch, 1 thread)\n",
         machine_markdown(m),
-        f"Predictor: `{pdir}`. Records: `{records}` (measured end to end, median of >= 7 timed calls).\n",
+        f"Predictor: `{pdir}`. Records: `{records}` (measured end to end in rounds interleaved with the other "
+        f"models; a model's latency is the {STATISTIC_WORDS[pred.statistic]} of its pooled samples, the "
+        f"statistic the predictor learned).\n",
         f"**Within ±10 % of measured: corrected {acc:.2f}, plain sum of modules {acc_plain:.2f}** "
         f"({len(out)} model/batch pairs); median |error| {payload['median_abs_err_corrected']:.3f} corrected, "
         f"{payload['median_abs_err_plain_sum']:.3f} plain; measured inside the 80 % interval: "

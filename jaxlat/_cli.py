@@ -62,7 +62,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("--require-differentiable, --max-query-us and --max-bytes need --select")
     archs = [r for f in (args.archs or []) for r in profilers.load_records(f)]
     print(f"training on {len(df)} rows of {df['module'].nunique()} module types", file=sys.stderr)
-    pred = train_predictor(df, regressor=choice, seed=args.seed, train=train, select=select, archs=archs or None)
+    pred = train_predictor(df, regressor=choice, seed=args.seed, train=train, select=select, archs=archs or None,
+                           statistic=args.statistic)
     pred.save(args.out)
     print(f"saved {args.out}: " + ", ".join(f"{m}={_reg_name(pred, m)}" for m in pred.modules))
     if pred.composition is not None:
@@ -101,6 +102,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return 0
     if pred.composition is None:
         print("note: this predictor has no composition correction; latency is the plain sum of modules", file=sys.stderr)
+    if pred.statistic != "median":
+        print(f"note: this predictor learned the {pred.statistic} of each measurement's samples (the machine's "
+              "undisturbed speed); a measured figure below is the same statistic", file=sys.stderr)
     for row, r in zip(out.to_dict("records"), records):
         line = (f"{row['name']}: {row['latency_ms']:.3f} ms (80% interval {row['lo_ms']:.3f} to {row['hi_ms']:.3f}); "
                 f"plain sum {row['plain_sum_ms']:.3f} ms; {row['n_modules']} modules")
@@ -160,6 +164,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     import profilers
 
+    from ._data import statistic_column
     from ._metrics import evaluate_table
     from ._predictor import LatencyPredictor
 
@@ -167,13 +172,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     df = profilers.read_dataset(args.data, allow_mixed_devices=args.allow_mixed_devices)
     df = df[df["module"].isin(pred.modules)].reset_index(drop=True)
     out = pred.predict(df)
+    truth = df[statistic_column(pred.statistic)]  # the statistic the predictor learned
     table = evaluate_table(
-        df["module"].to_numpy(), df["latency_ms_median"].to_numpy(), out["latency_ms"].to_numpy(),
+        df["module"].to_numpy(), truth.to_numpy(), out["latency_ms"].to_numpy(),
         lo_ms=out["lo_ms"].to_numpy(), hi_ms=out["hi_ms"].to_numpy(),
     )
     plot = Path(args.plot) if args.plot else Path(args.predictor) / "evaluate.png"
     scatter_plot(
-        pd.DataFrame({"module": df["module"], "measured_ms": df["latency_ms_median"], "predicted_ms": out["latency_ms"]}),
+        pd.DataFrame({"module": df["module"], "measured_ms": truth, "predicted_ms": out["latency_ms"]}),
         plot,
         title=f"{args.predictor} on {', '.join(map(str, args.data))}",
     )
@@ -265,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NAME for all types or MODULE=NAME (medn, mlp, ridge, poly2, poly3, roofline); default medn")
     t.add_argument("--epochs", type=int, default=None, help="training epochs for MLP/MEDN")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--statistic", choices=("median", "p10"), default="median",
+                   help="latency statistic to learn: median (default), or p10 for data measured with "
+                        "--rounds on a machine whose speed wanders (the undisturbed state's latency)")
     t.add_argument("--allow-mixed-devices", action="store_true")
     t.add_argument("--select", choices=("accuracy", "time", "space"),
                    help="choose a regressor per module type by cross-validation (instead of --regressor)")

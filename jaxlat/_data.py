@@ -16,15 +16,49 @@ from ._features import encode_frame
 _SPLIT_IGNORES = ("utilization", "threads")
 
 
-def target(df) -> np.ndarray:
-    """Natural log of the median latency in ms."""
-    return np.log(df["latency_ms_median"].to_numpy(np.float64)).astype(np.float32)
+#: The latency statistic a predictor learns, by name: `(dataset column, key of an architecture
+#: record's "measured")`. The median is the default. On a machine whose speed wanders (a shared
+#: host whose other tenants come and go), the 10th percentile of samples pooled over rounds spread
+#: in time is the repeatable one: it is the latency of the machine's undisturbed state, which a
+#: single timing window catches only some of the time (`jaxlat-profile torch --rounds`).
+STATISTICS = {"median": ("latency_ms_median", "latency_ms"), "p10": ("latency_ms_p10", "p10_ms")}
 
 
-def type_arrays(df, module: str) -> tuple[np.ndarray, np.ndarray]:
-    """`(x [n, f], y [n])` for the rows of `df` of one module type."""
+def statistic_column(statistic: str) -> str:
+    """The dataset column of `statistic` (see `STATISTICS`).
+
+    Raises:
+      ValueError: an unknown statistic (the message lists the known ones).
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic={statistic!r} is not valid: expected one of {', '.join(STATISTICS)}")
+    return STATISTICS[statistic][0]
+
+
+def measured_ms(record, statistic: str = "median") -> float:
+    """The end-to-end latency (ms) of a profiled architecture record, as `statistic`.
+
+    Raises:
+      ValueError: the record was not measured, or its measurement lacks the statistic.
+    """
+    statistic_column(statistic)
+    key = STATISTICS[statistic][1]
+    if not record.measured:
+        raise ValueError(f"{record.name}: the record was not measured end to end")
+    if record.measured.get(key) is None:
+        raise ValueError(f"{record.name}: its measurement has no {key!r} (statistic={statistic!r}); re-profile it")
+    return float(record.measured[key])
+
+
+def target(df, column: str = "latency_ms_median") -> np.ndarray:
+    """Natural log of a latency column in ms (default: the median)."""
+    return np.log(df[column].to_numpy(np.float64)).astype(np.float32)
+
+
+def type_arrays(df, module: str, column: str = "latency_ms_median") -> tuple[np.ndarray, np.ndarray]:
+    """`(x [n, f], y [n])` for the rows of `df` of one module type; `y` is the log of `column`."""
     sub = df[df["module"] == module]
-    return encode_frame(sub, module), target(sub)
+    return encode_frame(sub, module), target(sub, column)
 
 
 def config_groups(df) -> np.ndarray:

@@ -27,7 +27,7 @@ from profilers import ModuleConfig, SCHEMA_VERSION
 
 from ._base import Regressor, predict_batch
 from ._composition import IDENTITY, Composition, design_rows, fit_composition
-from ._data import split_by_config, type_arrays
+from ._data import STATISTICS, measured_ms, split_by_config, statistic_column, type_arrays
 from ._features import FEATURE_SCHEMA_VERSION, encode_columns, feature_schema
 from ._io import ArtifactError, load_tree, save_tree, write_json
 from ._train import TrainConfig
@@ -101,6 +101,7 @@ class LatencyPredictor:
         composition: Composition | None = None,
         selection: Mapping[str, Any] | None = None,
         feature_version: int = FEATURE_SCHEMA_VERSION,
+        statistic: str = "median",
     ):
         self.models = dict(models)
         self.feature_version = feature_version  # the feature schema its models were trained on
@@ -108,6 +109,10 @@ class LatencyPredictor:
         self._medn = medn  # (MultiTaskRegressor, params) when a MEDN serves some types
         self.composition = composition  # None: whole models are the plain sum of their modules
         self.selection = dict(selection) if selection else None  # the auto-selection report
+        statistic_column(statistic)
+        #: The latency statistic it learned (`jaxlat._data.STATISTICS`): modules and whole models
+        #: are predicted, and measured records compared, as this statistic.
+        self.statistic = statistic
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -206,7 +211,8 @@ class LatencyPredictor:
           (80 % interval: with a fitted correction, the 80th percentile of its relative error on
           the fitting networks; without one, the module intervals summed),
           `plain_sum_ms` (sum of module medians), `n_modules`, `n_extrapolated`,
-          `n_unmapped_compute`, and `measured_ms` where the record was profiled.
+          `n_unmapped_compute`, and `measured_ms` where the record was profiled (its
+          measurement's `statistic`, the one this predictor learned).
         """
         import pandas as pd
 
@@ -243,7 +249,7 @@ class LatencyPredictor:
             "n_modules": [c["n_modules"] for c in counts],
             "n_extrapolated": n_ext.astype(int),
             "n_unmapped_compute": [c["n_unmapped_compute"] for c in counts],
-            "measured_ms": [float(r.measured["latency_ms"]) if r.measured else np.nan for r in records],
+            "measured_ms": [measured_ms(r, self.statistic) if r.measured else np.nan for r in records],
         })
 
     def predict_model(self, record: Any) -> dict[str, Any]:
@@ -267,11 +273,11 @@ class LatencyPredictor:
         measured = [r for r in records if r.measured]
         if len(measured) < len(records):
             raise ValueError(f"fit_composition: {len(records) - len(measured)} record(s) were not measured end to end")
-        measured_ms = np.array([float(r.measured["latency_ms"]) for r in measured])
+        y_ms = np.array([measured_ms(r, self.statistic) for r in measured])
         terms = self.composition_terms(measured)
-        plain = terms[:, 0] / measured_ms
+        plain = terms[:, 0] / y_ms
         self.composition = fit_composition(
-            terms, measured_ms,
+            terms, y_ms,
             info={"plain_sum_over_measured_median": float(np.median(plain)),
                   "plain_sum_acc10": float(np.mean(np.abs(plain - 1) <= 0.10))},
         )
@@ -288,6 +294,7 @@ class LatencyPredictor:
             "feature_schema_version": self.feature_version,
             "dataset_schema_version": SCHEMA_VERSION,
             "device": self.device,
+            "statistic": self.statistic,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "modules": {},
         }
@@ -376,8 +383,12 @@ class LatencyPredictor:
             comp = Composition.from_json(manifest["composition"]) if "composition" in manifest else None
         except ValueError as e:
             raise ArtifactError(f"{path}: {e}") from None
+        statistic = manifest.get("statistic", "median")  # artifacts written before it was recorded: median
+        if statistic not in STATISTICS:
+            raise ArtifactError(f"{path}: statistic={statistic!r} is unknown; this version of jaxlat knows "
+                                f"{', '.join(STATISTICS)}")
         return cls(models, device=manifest.get("device", {}), medn=medn, composition=comp,
-                   selection=manifest.get("selection"), feature_version=feature_version)
+                   selection=manifest.get("selection"), feature_version=feature_version, statistic=statistic)
 
 
 def _device_of(df) -> dict[str, Any]:
@@ -398,6 +409,7 @@ def train_predictor(
     modules: Iterable[str] | None = None,
     select: Any = None,
     archs: Sequence[Any] | None = None,
+    statistic: str = "median",
 ) -> LatencyPredictor:
     """Fit a predictor on a dataset frame (from `profilers.read_dataset`).
 
@@ -413,7 +425,11 @@ def train_predictor(
       val_frac: share of config groups held out for early stopping and interval widths.
       train: optimization settings for gradient-trained regressors (MLP, MEDN).
       modules: restrict to these module types (default: all in `df`).
+      statistic: the latency statistic to learn (`jaxlat._data.STATISTICS`): `"median"`, or
+        `"p10"` for data measured in rounds on a machine whose speed wanders; the composition
+        is fitted on the same statistic of the records.
     """
+    column = statistic_column(statistic)
     mods = sorted(set(df["module"]) if modules is None else set(modules))
     if not mods:
         raise ValueError("train_predictor: the dataset has no rows")
@@ -421,7 +437,8 @@ def train_predictor(
     if regressor == "auto":
         from ._select import select_regressors
 
-        sel = select_regressors(df[df["module"].isin(mods)], seed=seed, train=train, **dict(select or {}))
+        sel = select_regressors(df[df["module"].isin(mods)], seed=seed, train=train, statistic=statistic,
+                                **dict(select or {}))
         print(sel.format(), file=sys.stderr)
         regressor, selection = sel.choice, sel.as_json()
     choice = {m: regressor for m in mods} if isinstance(regressor, str) else dict(regressor)
@@ -436,7 +453,7 @@ def train_predictor(
     tr, va = split_by_config(df, test_frac=val_frac, seed=seed)
     key = jax.random.key(seed)
     models: dict[str, TypeModel] = {}
-    arrays = {m: (type_arrays(tr, m), type_arrays(va, m)) for m in mods}
+    arrays = {m: (type_arrays(tr, m, column), type_arrays(va, m, column)) for m in mods}
     medn_mods = [m for m in mods if choice[m] == "medn"]
     medn = None
     if medn_mods:
@@ -459,7 +476,7 @@ def train_predictor(
         params = reg.fit(jax.random.fold_in(key, i), x, y, names=feature_schema(m).names,
                          x_val=xv if len(yv) else None, y_val=yv if len(yv) else None)
         models[m] = _type_model(m, reg, params, x)
-    pred = LatencyPredictor(models, device=_device_of(df), medn=medn, selection=selection)
+    pred = LatencyPredictor(models, device=_device_of(df), medn=medn, selection=selection, statistic=statistic)
     if archs:
         pred.fit_composition(archs)
     return pred

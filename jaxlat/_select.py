@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from ._base import Regressor, params_nbytes, predict_batch
-from ._data import config_groups, type_arrays
+from ._data import config_groups, statistic_column, type_arrays
 from ._features import feature_schema
 from ._mass import single_query
 from ._metrics import evaluate
@@ -128,13 +128,14 @@ def _query_us(reg: Regressor, params: Any, x: np.ndarray, repeats: int = 200) ->
     return float(np.median(ts) * 1e6)
 
 
-def _fit_candidates(train_df, test_df, mods, candidates, key, train: TrainConfig | None):
+def _fit_candidates(train_df, test_df, mods, candidates, key, train: TrainConfig | None,
+                    column: str = "latency_ms_median"):
     """Fit every candidate on `train_df`; return {(module, name): (pred [n, 2], reg, params)}."""
     from ._predictor import REGRESSOR_FACTORIES
     from .regressors import medn_regressor, medn_task_view, mlp_regressor
 
     out = {}
-    arrays = {m: (type_arrays(train_df, m), type_arrays(test_df, m)) for m in mods}
+    arrays = {m: (type_arrays(train_df, m, column), type_arrays(test_df, m, column)) for m in mods}
     if "medn" in candidates:
         mr = medn_regressor() if train is None else medn_regressor(train=train)
         params = mr.fit(key, {m: arrays[m][0] for m in mods})
@@ -164,6 +165,7 @@ def select_regressors(
     train: TrainConfig | None = None,
     tolerance: float = 0.01,
     progress: bool = True,
+    statistic: str = "median",
 ) -> Selection:
     """Score `candidates` per module type by K-fold cross-validation and choose per `mode`.
 
@@ -174,6 +176,7 @@ def select_regressors(
       candidates: regressor names (`medn`, `mlp`, `poly2`, `poly3`, `ridge`, `roofline`).
       folds: cross-validation folds (by config group).
       tolerance: accuracy slack (±10 % accuracy, absolute) of the `time` and `space` modes.
+      statistic: the latency statistic learned and scored (`jaxlat._data.STATISTICS`).
 
     Raises:
       ValueError: an unknown mode or candidate, or a module type no candidate fits the
@@ -190,6 +193,7 @@ def select_regressors(
         raise ValueError(f"candidates={bad} not valid: expected names from medn, {', '.join(REGRESSOR_FACTORIES)}")
     if folds < 2:
         raise ValueError(f"folds={folds} is not valid: expected at least 2")
+    column = statistic_column(statistic)
     df = df.reset_index(drop=True)
     mods = sorted(set(df["module"]))
     fid = fold_ids(df, folds, seed)
@@ -199,7 +203,7 @@ def select_regressors(
     t0 = time.perf_counter()
     for k in range(folds):
         tr, te = df[fid != k], df[fid == k]
-        fitted = _fit_candidates(tr, te, mods, candidates, jax.random.fold_in(key, k), train)
+        fitted = _fit_candidates(tr, te, mods, candidates, jax.random.fold_in(key, k), train, column)
         for (m, c), (pred, reg, p, nbytes) in fitted.items():
             sel = (te["module"] == m).to_numpy()
             pos = np.flatnonzero((fid[(df["module"] == m).to_numpy()] == k))
@@ -210,7 +214,7 @@ def select_regressors(
         if progress:
             print(f"selection: fold {k + 1}/{folds} done, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     rows = []
-    truth = {m: df.loc[df["module"] == m, "latency_ms_median"].to_numpy(np.float64) for m in mods}
+    truth = {m: df.loc[df["module"] == m, column].to_numpy(np.float64) for m in mods}
     for m in mods:
         for c in candidates:
             met = evaluate(truth[m], np.exp(oof[(m, c)]))

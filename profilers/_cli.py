@@ -189,6 +189,7 @@ def _profile_configs(args: argparse.Namespace, configs: list, plugins: list[str]
         retry_failed=args.retry_failed,
         plugins=plugins,
         rounds=args.rounds,
+        chunk_size=getattr(args, "chunk_size", 8),
         progress=not args.no_progress,
         run_info={**info, "seed": getattr(args, "seed", None), "command": shlex.join(["jaxlat-profile", *sys.argv[1:]])},
     )
@@ -442,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--load-workers", type=int, default=None, help="CPU load processes (default: one per CPU)")
         q.add_argument("--rounds", type=int, default=1,
                        help="measure each config in N rounds seconds apart, pooled (noisy machines)")
+        q.add_argument("--chunk-size", type=int, default=8,
+                       help="with --rounds: configs measured round-robin together (default 8); a larger "
+                            "chunk spaces a config's rounds further apart (a chunk of 200 at 0.1 s a config: "
+                            "about 20 s), so that a slow spell of the machine touches one round, not all")
         q.add_argument("--retry-failed", action="store_true", help="measure (or export) configs that failed before again")
         q.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -246,6 +246,8 @@ def run_profile(
     """
     if rounds < 1:
         raise ValueError(f"rounds={rounds} is not valid: expected an int >= 1")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} is not valid: expected an int >= 1")
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not valid: expected one of {', '.join(BACKENDS)}")
     if device != "cpu" and not device.startswith("cuda"):

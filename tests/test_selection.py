@@ -193,3 +193,26 @@ def test_cli_train_with_selection_and_predict_a_record(full_frame, records, tmp_
     bad = subprocess.run([sys.executable, "-m", "jaxlat._cli", "train", "--data", str(data), "--max-bytes", "10",
                           "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "need --select" in bad.stderr
+
+
+def test_a_predictor_learns_the_statistic_it_is_given_and_keeps_it(full_frame, records, tmp_path):
+    """Rows whose 10th percentile is half their median: a p10 predictor predicts half as much,
+    fits its composition on the records' `p10_ms`, and keeps the statistic through save/load."""
+    low = full_frame.assign(latency_ms_p10=full_frame["latency_ms_median"] / 2)
+    med = train_predictor(low, regressor="ridge")
+    p10 = train_predictor(low, regressor="ridge", statistic="p10")
+    assert (med.statistic, p10.statistic) == ("median", "p10")
+    cfgs = [profilers.config_from_row(r) for r in low.head(20).to_dict("records")]
+    ratio = p10.predict(cfgs)["latency_ms"].to_numpy() / med.predict(cfgs)["latency_ms"].to_numpy()
+    np.testing.assert_allclose(ratio, 0.5, rtol=0.02)
+    plain = p10.predict_models(records)["plain_sum_ms"].to_numpy()
+    measured = [r.with_measured({"latency_ms": 5 * p, "p10_ms": 1.2 * p}) for r, p in zip(records, plain)]
+    assert p10.fit_composition(measured).coef["scale"] == pytest.approx(1.2, rel=1e-3)
+    out = p10.predict_models(measured)
+    np.testing.assert_allclose(out["measured_ms"], 1.2 * plain)
+    back = LatencyPredictor.load(p10.save(tmp_path / "p"))
+    assert back.statistic == "p10"
+    with pytest.raises(ValueError, match="has no 'p10_ms'"):
+        back.fit_composition([r.with_measured({"latency_ms": 1.0}) for r in records])
+    with pytest.raises(ValueError, match="statistic='p90' is not valid: expected one of median, p10"):
+        train_predictor(low, regressor="ridge", statistic="p90")
