@@ -132,6 +132,8 @@ def test_rounds_pool_samples_measured_seconds_apart(tmp_path):
     assert not (tmp_path / "rounds.parquet.journal.jsonl").exists()
     with pytest.raises(ValueError, match="rounds=0 is not valid"):
         run_profile(cfgs, out, rounds=0)
+    with pytest.raises(ValueError, match="chunk_size=0 is not valid: expected an int >= 1"):
+        run_profile(cfgs, out, rounds=3, chunk_size=0)
 
 
 def _running(pid: int) -> bool:
