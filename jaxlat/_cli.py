@@ -84,8 +84,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     import profilers
 
-    from ._shipped import load_predictor
+    from ._shipped import load_predictor, matching_reference
 
+    if args.predictor is None:
+        print(f"predictor: the shipped {matching_reference()!r} (the one measured on this machine's CPU model, "
+              "else the default; --predictor picks another)", file=sys.stderr)
     pred = load_predictor(args.predictor)
     records = [r for f in args.arch for r in profilers.load_records(f)]
     if args.threads is not None:
@@ -287,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
     r = sub.add_parser("predict", help="predict whole-model latency from architecture records")
     r.add_argument("--arch", action="append", required=True, help="architecture record (.json or .jsonl)")
-    r.add_argument("--predictor", help="predictor directory or shipped name (default: the shipped reference predictor)")
+    r.add_argument("--predictor", help="predictor directory or shipped name (default: the shipped predictor of this "
+                                       "machine's CPU model, else cpu_torch_1t)")
     r.add_argument("--breakdown", type=int, nargs="?", const=10, default=0,
                    help="also print the N slowest modules (default 10)")
     r.add_argument("--threads", type=int, help="predict at this thread count instead of the record's")

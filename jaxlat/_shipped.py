@@ -40,8 +40,28 @@ def reference_predictor(name: str = DEFAULT_REFERENCE):
     return LatencyPredictor.load(reference_path(name))
 
 
+def _shipped_cpu_model(name: str) -> str | None:
+    import json
+
+    manifest = json.loads((reference_path(name) / "predictor.json").read_text())
+    return (manifest.get("device") or {}).get("fingerprint", {}).get("cpu_model")
+
+
+def matching_reference(cpu_model: str | None = None) -> str:
+    """The shipped predictor measured on this machine's CPU model (`cpu_model`, default: read from
+    this machine), else `DEFAULT_REFERENCE`. Only the model name is compared: another host with
+    the same CPU model may still run at another speed."""
+    if cpu_model is None:
+        from profilers import host_fingerprint
+
+        cpu_model = host_fingerprint()["cpu_model"]
+    same = [n for n in reference_names() if _shipped_cpu_model(n) == cpu_model]
+    return DEFAULT_REFERENCE if DEFAULT_REFERENCE in same or not same else same[0]
+
+
 def load_predictor(spec: str | Path | None = None):
-    """A predictor from a directory, or a shipped predictor by name; None: the default.
+    """A predictor from a directory, or a shipped predictor by name; None: the shipped predictor
+    of this machine's CPU model where one ships, else the default (`matching_reference`).
 
     A directory wins over a shipped name, so a local `./epyc_torch_1t/` is what it loads.
 
@@ -52,7 +72,7 @@ def load_predictor(spec: str | Path | None = None):
     from ._predictor import LatencyPredictor
 
     if spec is None:
-        return reference_predictor()
+        return reference_predictor(matching_reference())
     path = Path(spec)
     if path.is_dir():
         return LatencyPredictor.load(path)

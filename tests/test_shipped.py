@@ -52,3 +52,15 @@ def test_each_shipped_predictor_states_its_device_and_matches_its_metadata(name,
     pred = reference_predictor(name)
     assert cpu in pred.device["fingerprint"]["cpu_model"]
     assert pred.composition is not None and pred.selection is not None
+
+
+def test_the_default_predictor_is_the_one_of_this_cpu_model():
+    from jaxlat._shipped import DEFAULT_REFERENCE, matching_reference
+    from profilers import host_fingerprint
+
+    assert matching_reference("AMD EPYC") == "epyc_torch_1t"
+    assert matching_reference("Intel(R) Xeon(R) Processor @ 2.50GHz") == "cpu_torch_1t"
+    assert matching_reference("Apple M4") == DEFAULT_REFERENCE
+    here = matching_reference()
+    assert here == DEFAULT_REFERENCE or reference_predictor(here).device["fingerprint"]["cpu_model"] == \
+        host_fingerprint()["cpu_model"]
