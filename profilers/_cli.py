@@ -338,7 +338,7 @@ def _cmd_torch_model(args: argparse.Namespace) -> int:
         rec = profile_torch_model(model, _model_inputs(args, b), name=rec_name,
                                   threads=args.threads, utilization=args.utilization, timer=timer,
                                   measure=not args.no_measure, info={"factory": args.model, "kwargs": kwargs},
-                                  runtime=runtime)
+                                  runtime=runtime, rounds=args.rounds, round_gap_s=args.round_gap)
         if args.out.endswith(".jsonl"):
             append_record(args.out, rec)
         else:
@@ -511,7 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--batch", type=_csv(int), help="batch sizes (replace the first input dimension); default: the shape's")
         q.add_argument("--threads", type=int, default=1)
         q.add_argument("--utilization", type=float, default=0.0, help="background CPU utilization 0..1 while timing")
-        q.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per model")
+        q.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per model (all rounds)")
+        q.add_argument("--rounds", type=int, default=1,
+                       help="time the model in N rounds --round-gap seconds apart, samples pooled (default 1); "
+                            "on a machine whose speed wanders, the pooled p10_ms is the undisturbed latency")
+        q.add_argument("--round-gap", type=float, default=5.0, help="seconds between rounds (default 5)")
         q.add_argument("--name", help="record name (default: the factory's name)")
         q.add_argument("--no-measure", action="store_true", help="capture the record only")
         q.add_argument("--out", required=True, help="record file: .json (one batch size) or .jsonl (appended)")

@@ -216,9 +216,21 @@ def profile_torch_model(
     measure: bool = True,
     info: dict[str, Any] | None = None,
     runtime: Runtime | None = None,
+    rounds: int = 1,
+    round_gap_s: float = 5.0,
 ) -> ArchRecord:
     """Capture `model`'s architecture record and (unless `measure=False`) time it end to end
-    with `runtime` (default torch; `TFLiteRuntime` converts it to `.tflite` first)."""
+    with `runtime` (default torch; `TFLiteRuntime` converts it to `.tflite` first).
+
+    `rounds > 1` times it `rounds` times, `round_gap_s` seconds apart, each round with
+    `1/rounds` of the timing budget, and pools the samples (as `profile_many` does): on a
+    machine whose speed wanders, the pooled `p10_ms` is then the undisturbed latency whenever
+    one round caught it.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} is not valid: expected at least 1")
+    if round_gap_s < 0:
+        raise ValueError(f"round_gap_s={round_gap_s} is not valid: expected a number >= 0")
     runtime = runtime if runtime is not None else TorchRuntime()
     record = capture_torch(model, inputs, name=name, threads=threads, utilization=utilization, info=info)
     if runtime.name == "tflite":
@@ -226,7 +238,19 @@ def profile_torch_model(
     if not measure:
         return record
     prepared = runtime.prepare(name, model, inputs)
-    return record.with_measured(runtime.time(prepared, threads=threads, utilization=utilization, timer=timer))
+    runs = []
+    for r in range(rounds):
+        if r:
+            time.sleep(round_gap_s)
+        runs.append(runtime.time(prepared, threads=threads, utilization=utilization, timer=_per_round(timer, rounds)))
+    return record.with_measured(_pool(runs))
+
+
+def _per_round(timer: TimerConfig, rounds: int) -> TimerConfig:
+    """Each round's share of a model's timing budget (at least 3 timed blocks a round)."""
+    return dataclasses.replace(
+        timer, min_run_time_s=timer.min_run_time_s / rounds, min_repeats=max(3, -(-timer.min_repeats // rounds)),
+        max_run_time_s=timer.max_run_time_s / rounds)
 
 
 Job = tuple[str, Callable[[], tuple[Any, tuple[Any, ...], dict[str, Any]]]]
@@ -271,9 +295,7 @@ def profile_many(
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {r.name for r in load_records(out)} if out.exists() else set()
     todo = [(n, b) for n, b in jobs if n not in done]
-    per_round = dataclasses.replace(
-        timer, min_run_time_s=timer.min_run_time_s / rounds, min_repeats=max(3, -(-timer.min_repeats // rounds)),
-        max_run_time_s=timer.max_run_time_s / rounds)
+    per_round = _per_round(timer, rounds)
     records: list[ArchRecord] = []
     t0 = time.perf_counter()
     for start in range(0, len(todo), chunk_size if rounds > 1 else 1):

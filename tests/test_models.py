@@ -67,6 +67,11 @@ def test_cli_torch_model_and_zoo(tmp_path):
     recs = load_records(out)
     assert [x.name for x in recs] == ["small_cnn_b1", "small_cnn_b2"] and all(x.measured for x in recs)
     assert recs[1].configs()[0]["batch_size"] == 2
+    rounds = tmp_path / "rounds.json"
+    r = subprocess.run(cmd[:-6] + ["--rounds", "2", "--round-gap", "0.1", "--out", str(rounds)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert load_record(rounds).measured["rounds"] == 2
     one = tmp_path / "one.json"
     r = subprocess.run(cmd[:-6] + ["--no-measure", "--out", str(one)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -88,3 +93,19 @@ def test_rounds_pool_samples_and_keep_round_medians(tmp_path):
         assert len(m["samples_ms"]) == m["n_repeats"] >= 9
         assert min(m["round_medians_ms"]) <= m["latency_ms"] <= max(m["round_medians_ms"])
     assert [r.name for r in load_records(tmp_path / "r.jsonl")] == ["a", "b", "c"]
+
+
+def test_one_model_in_rounds_spaced_in_time():
+    import time
+
+    t0 = time.monotonic()
+    rec = profile_torch_model(small_cnn(4), (torch.randn(1, 3, 8, 8),), name="cnn", timer=FAST, rounds=3,
+                              round_gap_s=0.2)
+    m = rec.measured
+    assert time.monotonic() - t0 >= 0.4  # two gaps between three rounds
+    assert m["rounds"] == 3 and len(m["round_medians_ms"]) == 3 and len(m["samples_ms"]) == m["n_repeats"] >= 9
+    assert m["p10_ms"] <= m["latency_ms"] <= m["p90_ms"]
+    with pytest.raises(ValueError, match="rounds=0 is not valid"):
+        profile_torch_model(small_cnn(4), (torch.randn(1, 3, 8, 8),), name="cnn", timer=FAST, rounds=0)
+    with pytest.raises(ValueError, match="round_gap_s=-1 is not valid"):
+        profile_torch_model(small_cnn(4), (torch.randn(1, 3, 8, 8),), name="cnn", timer=FAST, rounds=2, round_gap_s=-1)
