@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jaxlat._data import STATISTICS as DATA_STATISTICS
+from jaxlat._data import measured_ms
+
 
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
@@ -46,10 +49,11 @@ def machine_markdown(m: dict[str, Any]) -> str:
     return "Machine: " + "; ".join(parts) + f"; {m.get('date')}.\n"
 
 
-#: `--statistic` choices: which statistic of a record's pooled samples is its measured latency.
-#: The median is the datasets' figure; on a machine whose speed wanders (other tenants of a
-#: shared host), the 10th percentile is the repeatable one (see the NAS benchmark's report).
-STATISTICS = {"median": "latency_ms", "p10": "p10_ms"}
+#: `--statistic` choices: which statistic of a record's pooled samples is its measured latency
+#: (the key in `measured`, from `jaxlat._data.STATISTICS`). The median is the datasets' figure;
+#: on a machine whose speed wanders (other tenants of a shared host), the 10th percentile is the
+#: repeatable one (see the NAS benchmark's report).
+STATISTICS = {name: key for name, (_, key) in DATA_STATISTICS.items()}
 STATISTIC_WORDS = {"median": "median", "p10": "10th percentile"}
 
 
@@ -64,7 +68,7 @@ def adapt_to_records(pred: Any, records: list, label: str, methods: tuple[str, .
 
     from jaxlat.transfer import adapt, predictor_proxy
 
-    ms = [r.measured[STATISTICS[statistic]] for r in records]
+    ms = [measured_ms(r, statistic) for r in records]
     proxy = predictor_proxy(pred)
     scored = adapt(records, ms, [proxy], methods=tuple(dict.fromkeys(methods + ((force,) if force else ()))))
     adapted = adapt(records, ms, [proxy], methods=(force,)) if force else scored

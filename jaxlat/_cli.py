@@ -265,6 +265,8 @@ def _cmd_transfer_adapt(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._data import STATISTICS
+
     p = argparse.ArgumentParser(prog="jaxlat", description="Train and evaluate latency predictors.")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fit a predictor on dataset files")
@@ -274,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NAME for all types or MODULE=NAME (medn, mlp, ridge, poly2, poly3, roofline); default medn")
     t.add_argument("--epochs", type=int, default=None, help="training epochs for MLP/MEDN")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--statistic", choices=("median", "p10"), default="median",
+    t.add_argument("--statistic", choices=tuple(STATISTICS), default="median",
                    help="latency statistic to learn: median (default), or p10 for data measured with "
                         "--rounds on a machine whose speed wanders (the undisturbed state's latency)")
     t.add_argument("--allow-mixed-devices", action="store_true")

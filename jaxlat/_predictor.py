@@ -216,19 +216,7 @@ class LatencyPredictor:
         """
         import pandas as pd
 
-        frames, owner = [], []
-        for i, r in enumerate(records):
-            f = r.frame()
-            if f.empty:
-                raise ValueError(f"{r.name}: the record has no mapped modules")
-            frames.append(f.drop(columns=["op", "approx"]))
-            owner.append(np.full(len(f), i))
-        allf = pd.concat(frames, ignore_index=True)
-        pred = self.predict(allf)
-        pred["owner"] = np.concatenate(owner)
-        g = pred.groupby("owner")
-        sums = g[["latency_ms", "lo_ms", "hi_ms"]].sum().to_numpy()
-        n_ext = g["extrapolated"].sum().to_numpy()
+        sums, n_ext = self._module_sums(records)
         counts = [r.counts() for r in records]
         comp = self.composition or Composition(IDENTITY)
         mid = comp.apply(design_rows(sums[:, 0], counts))
@@ -252,6 +240,23 @@ class LatencyPredictor:
             "measured_ms": [measured_ms(r, self.statistic) if r.measured else np.nan for r in records],
         })
 
+    def _module_sums(self, records: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Per record, the sums of its module predictions `[n, 3]` (median, lo, hi; ms) and how
+        many of its modules lie outside the training ranges, all modules in one call."""
+        import pandas as pd
+
+        frames, owner = [], []
+        for i, r in enumerate(records):
+            f = r.frame()
+            if f.empty:
+                raise ValueError(f"{r.name}: the record has no mapped modules")
+            frames.append(f.drop(columns=["op", "approx"]))
+            owner.append(np.full(len(f), i))
+        pred = self.predict(pd.concat(frames, ignore_index=True))
+        pred["owner"] = np.concatenate(owner)
+        g = pred.groupby("owner")
+        return g[["latency_ms", "lo_ms", "hi_ms"]].sum().to_numpy(), g["extrapolated"].sum().to_numpy()
+
     def predict_model(self, record: Any) -> dict[str, Any]:
         """`predict_models` for one record, as a dict."""
         return self.predict_models([record]).iloc[0].to_dict()
@@ -259,8 +264,8 @@ class LatencyPredictor:
     def composition_terms(self, records: Sequence[Any]) -> np.ndarray:
         """Design rows of the composition correction (`jaxlat._composition.design_rows`): each
         record's sum of module predictions and its operator counts."""
-        sums = self.predict_models(list(records))["plain_sum_ms"].to_numpy(float)
-        return design_rows(sums, [r.counts() for r in records])
+        records = list(records)
+        return design_rows(self._module_sums(records)[0][:, 0], [r.counts() for r in records])
 
     def with_composition(self, composition: Composition | None) -> LatencyPredictor:
         """A copy with another composition correction (the module models shared, not copied)."""

@@ -189,7 +189,7 @@ def _profile_configs(args: argparse.Namespace, configs: list, plugins: list[str]
         retry_failed=args.retry_failed,
         plugins=plugins,
         rounds=args.rounds,
-        chunk_size=getattr(args, "chunk_size", 8),
+        chunk_size=args.chunk_size,
         progress=not args.no_progress,
         run_info={**info, "seed": getattr(args, "seed", None), "command": shlex.join(["jaxlat-profile", *sys.argv[1:]])},
     )
