@@ -9,10 +9,16 @@ networks (`jaxlat-profile generated`):
     latency_ms = scale * sum(module predictions)
                + per_module_ms * n_modules
                + per_unmapped_ms * n_unmapped_compute + per_view_ms * n_unmapped_view
-               + ms_per_mb * unmapped_MB
+               + ms_per_mb * arithmetic_MB + ms_per_copy_mb * copy_MB
 
-with every term but `per_module_ms` non-negative, fitted by bounded least squares on relative
-error. Its residual spread on the fitting networks widens the model's interval.
+where `copy_MB` are the bytes the unmapped copies move (padding, concatenation, layout copies,
+gathers: `profilers._arch.COPY_OPS`) and `arithmetic_MB` those of the other unmapped compute
+operators (softmax, elementwise arithmetic, ...): per byte, a copy costs a fraction of an
+exponential. Every term but `per_module_ms` is non-negative, fitted by bounded least squares on
+relative error. Its residual spread on the fitting networks widens the model's interval.
+
+A correction saved before the copy term existed (no `ms_per_copy_mb`) charged all unmapped
+bytes at `ms_per_mb`; it is read with `ms_per_copy_mb = ms_per_mb`, so it predicts as before.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-TERMS = ("scale", "per_module_ms", "per_unmapped_ms", "per_view_ms", "ms_per_mb")
+TERMS = ("scale", "per_module_ms", "per_unmapped_ms", "per_view_ms", "ms_per_mb", "ms_per_copy_mb")
 #: The plain sum: what a predictor without a fitted correction uses.
-IDENTITY = {"scale": 1.0, "per_module_ms": 0.0, "per_unmapped_ms": 0.0, "per_view_ms": 0.0, "ms_per_mb": 0.0}
+IDENTITY = {"scale": 1.0, "per_module_ms": 0.0, "per_unmapped_ms": 0.0, "per_view_ms": 0.0, "ms_per_mb": 0.0,
+            "ms_per_copy_mb": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +49,7 @@ class Composition:
     log_q80: float | None = None
 
     def apply(self, terms: np.ndarray) -> np.ndarray:
-        """Corrected latency (ms) from the `[n, 5]` design rows of `design_rows`."""
+        """Corrected latency (ms) from the `[n, 6]` design rows of `design_rows`."""
         return np.asarray(terms, np.float64) @ np.array([self.coef[t] for t in TERMS])
 
     def as_json(self) -> dict[str, Any]:
@@ -50,20 +57,25 @@ class Composition:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Composition:
-        missing = [t for t in TERMS if t not in obj.get("coef", {})]
+        coef = dict(obj.get("coef", {}))
+        if "ms_per_copy_mb" not in coef and "ms_per_mb" in coef:  # saved before copies had their own rate
+            coef["ms_per_copy_mb"] = coef["ms_per_mb"]
+        missing = [t for t in TERMS if t not in coef]
         if missing:
             raise ValueError(f"composition: missing coefficients {missing}")
         q = obj.get("log_q80")
-        return cls({t: float(obj["coef"][t]) for t in TERMS}, float(obj.get("log_sigma", 0.0)), obj.get("info", {}),
+        return cls({t: float(coef[t]) for t in TERMS}, float(obj.get("log_sigma", 0.0)), obj.get("info", {}),
                    None if q is None else float(q))
 
 
 def design_rows(sum_ms: np.ndarray, counts: Sequence[Mapping[str, float]]) -> np.ndarray:
-    """`[n, 5]` design matrix: the module sum and the composition counts of each record."""
+    """`[n, 6]` design matrix (columns in `TERMS` order): the module sum and the composition
+    counts of each record (`ArchRecord.counts()`; without `unmapped_copy_bytes`, no copies)."""
     c = {k: np.array([float(x[k]) for x in counts]) for k in
          ("n_modules", "n_unmapped_compute", "n_unmapped_view", "unmapped_bytes")}
+    copy_b = np.array([float(x.get("unmapped_copy_bytes", 0)) for x in counts])
     return np.stack([np.asarray(sum_ms, np.float64), c["n_modules"], c["n_unmapped_compute"],
-                     c["n_unmapped_view"], c["unmapped_bytes"] / 1e6], axis=1)
+                     c["n_unmapped_view"], (c["unmapped_bytes"] - copy_b) / 1e6, copy_b / 1e6], axis=1)
 
 
 def fit_composition(terms: np.ndarray, measured_ms: np.ndarray, *, info: Mapping[str, Any] | None = None,
@@ -89,7 +101,7 @@ def fit_composition(terms: np.ndarray, measured_ms: np.ndarray, *, info: Mapping
     w = 1.0 / y
     fixed = np.array([float((prior or {}).get(t, 0.0)) for t in TERMS])
     free = np.any(x != 0, axis=0)
-    lo = np.array([0.0, -np.inf, 0.0, 0.0, 0.0])[free]
+    lo = np.array([0.0 if t != "per_module_ms" else -np.inf for t in TERMS])[free]
     rest = x[:, ~free] @ fixed[~free]
     res = lsq_linear(x[:, free] * w[:, None], (y - rest) * w, bounds=(lo, np.full(int(free.sum()), np.inf)), method="bvls")
     values = fixed.copy()

@@ -41,9 +41,12 @@ from .regressors import (
 
 #: Version of the predictor directory layout; `load` accepts exactly these. Version 2 added the
 #: composition correction and the selection report; a version-1 directory loads without them
-#: (whole models are then predicted as the plain sum of their modules).
-PREDICTOR_FORMAT_VERSION = 2
-READABLE_PREDICTOR_VERSIONS = (1, 2)
+#: (whole models are then predicted as the plain sum of their modules). Version 3 gives the
+#: correction a separate rate for the bytes of unmapped copies (`ms_per_copy_mb`); a version-2
+#: correction reads with copies at its `ms_per_mb`, as it predicted them (an older jaxlat
+#: refuses a version-3 directory instead of ignoring the copy rate).
+PREDICTOR_FORMAT_VERSION = 3
+READABLE_PREDICTOR_VERSIONS = (1, 2, 3)
 #: Feature-schema versions a predictor may have been trained on. Version 1 lacks the dtype
 #: one-hots `dtype=fp16w` and `dtype=int8`; such a model reads its own columns of today's
 #: encoding, and a config in a dtype it never saw is flagged as extrapolated (its dtype column

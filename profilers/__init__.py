@@ -8,6 +8,7 @@ schema defined here are the contract with `jaxlat`.
 from importlib.metadata import PackageNotFoundError, version
 
 from ._arch import ARCH_FORMAT_VERSION as ARCH_FORMAT_VERSION
+from ._arch import COPY_OPS as COPY_OPS
 from ._arch import ArchError as ArchError
 from ._arch import ArchModule as ArchModule
 from ._arch import ArchRecord as ArchRecord

@@ -39,6 +39,16 @@ VIEW_OPS = frozenset(
 
 _GATHER_OPS = frozenset({"embedding", "gather", "index", "index_select", "take"})
 
+#: ATen operators that move data without arithmetic (padding, concatenation, layout copies,
+#: gathers): their bytes are charged at the composition's copy rate, the other unmapped compute
+#: operators' bytes (softmax, elementwise arithmetic, ...) at its arithmetic rate.
+COPY_OPS = frozenset(
+    "pad constant_pad_nd reflection_pad2d replication_pad2d cat concat stack contiguous clone copy copy_ "
+    "_to_copy roll repeat tile flip reshape flatten view_copy expand_copy permute_copy masked_fill "
+    "masked_fill_ index_put index_put_ slice_scatter select_scatter narrow_copy unfold pixel_shuffle "
+    "pixel_unshuffle channel_shuffle".split()
+) | _GATHER_OPS
+
 _ACT = {"relu": "relu", "relu_": "relu", "gelu": "gelu", "gelu_": "gelu", "silu": "silu", "silu_": "silu",
         "hardswish": "hardswish", "hardswish_": "hardswish", "relu6": "relu6", "hardtanh": "relu6",
         "hardtanh_": "relu6"}
@@ -92,14 +102,16 @@ class ArchRecord:
         return pd.DataFrame([m.as_dict() for m in self.modules])
 
     def counts(self) -> dict[str, int]:
-        """Composition counts: mapped operators, unmapped compute and view operators, and the
-        bytes the unmapped compute operators move (inputs of the composition correction)."""
+        """Composition counts: mapped operators, unmapped compute and view operators, the bytes
+        the unmapped compute operators move, and the part of those bytes moved by copies
+        (`COPY_OPS`) (inputs of the composition correction)."""
         compute = [u for u in self.unmapped if u.kind == "compute"]
         return {
             "n_modules": len(self.modules),
             "n_unmapped_compute": sum(u.count for u in compute),
             "n_unmapped_view": sum(u.count for u in self.unmapped if u.kind == "view"),
             "unmapped_bytes": sum(u.bytes for u in compute),
+            "unmapped_copy_bytes": sum(u.bytes for u in compute if u.op in COPY_OPS),
         }
 
     def summary(self) -> str:

@@ -351,7 +351,8 @@ def _cmd_torch_model(args: argparse.Namespace) -> int:
 def _cmd_generated(args: argparse.Namespace) -> int:
     from ._models import generated_jobs
 
-    jobs = generated_jobs(range(args.seed, args.seed + args.n), args.batch, args.threads, args.utilization)
+    jobs = generated_jobs(range(args.seed, args.seed + args.n), args.batch, args.threads, args.utilization,
+                          family=args.family, explicit_padding=args.explicit_padding)
     return _profile_jobs(args, jobs, "generated networks")
 
 
@@ -531,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generated", help="capture and time generated networks (composition training data)")
     g.add_argument("--n", type=int, required=True, help="number of networks (seeds SEED..SEED+N-1)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--family", help="every network of this family: resnet, mbconv, vit or text (default: the "
+                                    "family cycles with the seed)")
+    g.add_argument("--explicit-padding", action="store_true",
+                   help="TensorFlow-style 'same' padding as a separate pad operator before every convolution")
     g.set_defaults(func=_cmd_generated)
     z = sub.add_parser("zoo", help="capture and time real architectures (profilers.zoo; needs the models extra)")
     z.add_argument("--model", action="append", required=True, help="zoo names, comma-separated, or 'all'")

@@ -343,11 +343,17 @@ def _pool(measured: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def generated_jobs(seeds: Iterable[int], batch_sizes: Sequence[int], threads: int = 1, utilization: float = 0.0) -> list[Job]:
-    """Jobs for `profile_many`: generated networks (`profilers._netgen`) per seed and batch."""
-    from ._netgen import generated_network
+def generated_jobs(seeds: Iterable[int], batch_sizes: Sequence[int], threads: int = 1, utilization: float = 0.0,
+                   *, family: str | None = None, explicit_padding: bool = False) -> list[Job]:
+    """Jobs for `profile_many`: generated networks (`profilers._netgen`) per seed and batch,
+    named `gen{seed}[_{family}][_pad]_b{batch}_t{threads}_u{utilization}`."""
+    from ._netgen import FAMILIES, generated_network
 
-    return [(f"gen{s}_b{b}_t{threads}_u{utilization:g}", lambda s=s, b=b: generated_network(s, batch_size=b))
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family={family!r} is not valid: expected one of {', '.join(FAMILIES)}")
+    tag = (f"_{family}" if family else "") + ("_pad" if explicit_padding else "")
+    return [(f"gen{s}{tag}_b{b}_t{threads}_u{utilization:g}",
+             lambda s=s, b=b: generated_network(s, batch_size=b, family=family, explicit_padding=explicit_padding))
             for s in seeds for b in batch_sizes]
 
 

@@ -242,10 +242,42 @@ def _text(rng: np.random.Generator, b: int) -> tuple[nn.Module, torch.Tensor, di
 _BUILDERS = {"resnet": _resnet, "mbconv": _mbconv, "vit": _vit, "text": _text}
 
 
+class _SamePad(nn.Module):
+    """TensorFlow's "same" padding as its own operator, computed from the input's size (as
+    models ported from TensorFlow do): `ceil(n / stride)` outputs, the odd pixel after."""
+
+    def __init__(self, kernel: int, stride: int):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x):
+        pads = []
+        for n in (x.shape[-1], x.shape[-2]):
+            total = max((-(-n // self.stride) - 1) * self.stride + self.kernel - n, 0)
+            pads += [total // 2, total - total // 2]
+        return nn.functional.pad(x, pads)
+
+
+def _explicit_padding(model: nn.Module) -> nn.Module:
+    """Every convolution preceded by a `_SamePad` and left unpadded itself."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.Conv2d):
+            k, s = child.kernel_size[0], child.stride[0]
+            child.padding = (0, 0)
+            setattr(model, name, nn.Sequential(_SamePad(k, s), child))
+        else:
+            _explicit_padding(child)
+    return model
+
+
 def generated_network(
-    seed: int, *, batch_size: int = 1, family: str | None = None
+    seed: int, *, batch_size: int = 1, family: str | None = None, explicit_padding: bool = False
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...], dict[str, Any]]:
     """Build generated network `seed` (family cycles with the seed unless given).
+
+    With `explicit_padding`, every convolution gets TensorFlow's "same" padding as a separate
+    pad operator (a copy), as in models ported from TensorFlow, and pads nothing itself; the
+    architecture is otherwise that of `seed`.
 
     Returns (model in eval mode, example inputs, description). The same seed and family give
     the same architecture at every batch size.
@@ -256,4 +288,6 @@ def generated_network(
     rng = np.random.default_rng([seed, FAMILIES.index(fam)])
     torch.manual_seed(seed)
     model, x, info = _BUILDERS[fam](rng, batch_size)
+    if explicit_padding:
+        model, info = _explicit_padding(model), {**info, "explicit_padding": True}
     return model.eval(), (x,), {"seed": seed, **info}

@@ -121,6 +121,26 @@ def test_generated_networks_are_deterministic_and_capture(seed):
     assert all(m.config["batch_size"] >= 2 for m in rec.modules if m.config.module != "matmul")
 
 
+def test_explicit_padding_is_a_copy_before_each_convolution():
+    """TensorFlow-style padding: the same convolutions, each after a pad whose bytes count as
+    copied, and the same function (up to where the odd pixel goes)."""
+    from profilers._models import generated_jobs
+
+    model, x, info = generated_network(1, family="mbconv", explicit_padding=True)
+    plain, _, _ = generated_network(1, family="mbconv")
+    rec, ref = capture_torch(model, x, name="pad", info=info), capture_torch(plain, x, name="plain")
+    n_conv = sum(1 for m in ref.modules if m.config.module == "conv2d")
+    assert info["explicit_padding"] and [m.config.module for m in rec.modules] == [m.config.module for m in ref.modules]
+    assert {u.op: u.count for u in rec.unmapped if u.kind == "compute"} == {"pad": n_conv}
+    c = rec.counts()
+    assert c["unmapped_copy_bytes"] == c["unmapped_bytes"] > 0 and ref.counts()["unmapped_copy_bytes"] == 0
+    with torch.no_grad():
+        assert model(*x).shape == plain(*x).shape
+    assert generated_jobs([3], [1, 8], family="resnet", explicit_padding=True)[1][0] == "gen3_resnet_pad_b8_t1_u0"
+    with pytest.raises(ValueError, match="family='cnn' is not valid: expected one of resnet, mbconv, vit, text"):
+        generated_jobs([0], [1], family="cnn")
+
+
 def test_zoo_model_captures_without_download():
     from profilers import zoo
 

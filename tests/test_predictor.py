@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import jaxlat
 import profilers
 from jaxlat import ArtifactError, LatencyPredictor, TrainConfig, evaluate, train_predictor
+from jaxlat._predictor import PREDICTOR_FORMAT_VERSION
 
 from .helpers import synthetic_rows
 
@@ -74,7 +75,9 @@ def test_broken_artifacts_give_clear_errors(predictors, tmp_path):
         LatencyPredictor.load(d)
     d2 = predictors["mixed"].save(tmp_path / "q")
     text = (d2 / "predictor.json").read_text()
-    (d2 / "predictor.json").write_text(text.replace('"format_version": 2', '"format_version": 7'))
+    current = f'"format_version": {PREDICTOR_FORMAT_VERSION}'
+    assert current in text
+    (d2 / "predictor.json").write_text(text.replace(current, '"format_version": 7'))
     with pytest.raises(ArtifactError, match="format_version=7 is unknown"):
         LatencyPredictor.load(d2)
     (d2 / "predictor.json").write_text(text[: len(text) // 2])
@@ -181,3 +184,17 @@ def test_a_predictor_trained_on_version_1_features_loads_and_flags_new_dtypes(fr
     assert flags == [False, True]
     pred.save(tmp_path / "again")  # keeps its feature version
     assert LatencyPredictor.load(tmp_path / "again").feature_version == 1
+
+
+def test_version_2_artifact_reads_copies_at_its_single_byte_rate():
+    """The shipped Intel predictor was saved before copies had their own rate: it must predict
+    as it did, every unmapped byte at `ms_per_mb`."""
+    import json
+    from pathlib import Path
+
+    from jaxlat._shipped import reference_predictor
+
+    manifest = json.loads((Path(jaxlat.__file__).parent / "predictors/cpu_torch_1t/predictor.json").read_text())
+    assert manifest["format_version"] == 2 and "ms_per_copy_mb" not in manifest["composition"]["coef"]
+    coef = reference_predictor("cpu_torch_1t").composition.coef
+    assert coef["ms_per_copy_mb"] == coef["ms_per_mb"] > 0

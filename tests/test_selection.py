@@ -12,7 +12,7 @@ import pytest
 
 import profilers
 from jaxlat import ArtifactError, Budgets, LatencyPredictor, TrainConfig, select_regressors, train_predictor
-from jaxlat._composition import TERMS, design_rows, fit_composition
+from jaxlat._composition import TERMS, Composition, design_rows, fit_composition
 
 from .helpers import synthetic_rows
 
@@ -67,15 +67,34 @@ def test_composition_fit_recovers_known_coefficients():
     rng = np.random.default_rng(0)
     n = 40
     sums = rng.uniform(1, 100, n)
-    counts = [{"n_modules": int(rng.integers(20, 200)), "n_unmapped_compute": int(rng.integers(0, 50)),
-               "n_unmapped_view": int(rng.integers(0, 100)), "unmapped_bytes": int(rng.integers(0, 5e7))} for _ in range(n)]
+    counts = []
+    for _ in range(n):
+        total = int(rng.integers(0, 5e7))
+        counts.append({"n_modules": int(rng.integers(20, 200)), "n_unmapped_compute": int(rng.integers(0, 50)),
+                       "n_unmapped_view": int(rng.integers(0, 100)), "unmapped_bytes": total,
+                       "unmapped_copy_bytes": int(rng.integers(0, total + 1))})
     x = design_rows(sums, counts)
-    true = np.array([1.1, 0.004, 0.02, 0.001, 0.15])
+    assert x.shape == (n, len(TERMS))
+    np.testing.assert_allclose(x[:, 4] + x[:, 5], [c["unmapped_bytes"] / 1e6 for c in counts])
+    true = np.array([1.1, 0.004, 0.02, 0.001, 0.15, 0.03])
     comp = fit_composition(x, x @ true)
     np.testing.assert_allclose([comp.coef[t] for t in TERMS], true, rtol=1e-6, atol=1e-9)
     assert comp.log_sigma < 1e-6 and comp.info["fit_acc10"] == 1.0
     with pytest.raises(ValueError, match="at least 6"):
         fit_composition(x[:3], (x @ true)[:3])
+
+
+def test_composition_saved_before_the_copy_rate_predicts_as_before():
+    """A correction without `ms_per_copy_mb` charged every unmapped byte at `ms_per_mb`."""
+    old = {"coef": {"scale": 1.05, "per_module_ms": 0.01, "per_unmapped_ms": 0.005, "per_view_ms": 0.0,
+                    "ms_per_mb": 0.25}, "log_sigma": 0.1}
+    comp = Composition.from_json(old)
+    assert comp.coef["ms_per_copy_mb"] == 0.25
+    counts = [{"n_modules": 10, "n_unmapped_compute": 3, "n_unmapped_view": 1, "unmapped_bytes": 4e6,
+               "unmapped_copy_bytes": 3e6}]
+    assert comp.apply(design_rows(np.array([20.0]), counts))[0] == pytest.approx(1.05 * 20 + 0.1 + 0.015 + 0.25 * 4)
+    with pytest.raises(ValueError, match="missing coefficients"):
+        Composition.from_json({"coef": {"scale": 1.0}})
 
 
 @pytest.fixture(scope="module")

@@ -201,7 +201,7 @@ def test_recompose_refits_the_composition_and_gives_a_predictor_for_gradients():
     assert np.all(np.isfinite(np.asarray(g))) and np.any(np.asarray(g) != 0)
     direct = recomposed(pred, records[:12], target[:12])
     np.testing.assert_allclose(direct.predict_models(records[12:])["latency_ms"], target[12:], rtol=1e-3)
-    assert design_rows(plain, [r.counts() for r in records]).shape == (16, 5)
+    assert design_rows(plain, [r.counts() for r in records]).shape == (16, 6)
 
 
 def test_recompose_needs_networks_a_predictor_and_enough_samples():

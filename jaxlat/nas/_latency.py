@@ -8,7 +8,8 @@ logits); `widths[s]` multiplies the channels of stage `s` (continuous: the predi
 shapes never measured). Expected latency is linear in the weights:
 
     E[latency] = scale * sum_r weight_r * latency_ms(row_r) + per_module_ms * E[n_modules]
-                 + per_unmapped_ms * E[n_unmapped] + per_view_ms * E[n_views] + ms_per_mb * E[MB]
+                 + per_unmapped_ms * E[n_unmapped] + per_view_ms * E[n_views]
+                 + ms_per_mb * E[arithmetic MB] + ms_per_copy_mb * E[copy MB]
 
 with the predictor's whole-model composition correction (the plain sum when it has none): the
 same terms `LatencyPredictor.predict_models` applies to a derived architecture's record, so at
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from profilers import get_spec
+from profilers import COPY_OPS, get_spec
 from profilers.spaces import Ch, MobileArch, Nb201Arch, Row
 
 from .._composition import IDENTITY
@@ -168,6 +169,7 @@ def expected_latency_fn(
     b_group = np.array([r.fields["numel"].group if isinstance(r.fields["numel"], Ch) else -1 for r in comp_rows], np.int32)
     b_hw = np.array([r.hw for r in comp_rows], np.float32) * bytes_per
     w_comp = w[is_comp]
+    is_copy = np.array([r.fields["op"] in COPY_OPS for r in comp_rows], bool)
     base = np.asarray(space.base_channels, np.float32)
     n_groups = len(base)
 
@@ -196,13 +198,14 @@ def expected_latency_fn(
             fields.update(t.host)
             lat = fns[t.module](fields)
             total = total + jnp.dot(jnp.asarray(t.weights) @ weights, lat)
-        mb = 0.0
+        bytes_ms = 0.0
         if len(comp_rows):
             numel = resolve(jnp.asarray(b_const), jnp.asarray(b_mult), jnp.asarray(b_group), ch)
-            mb = jnp.dot(jnp.asarray(w_comp) @ weights, numel * jnp.asarray(b_hw)) / 1e6
+            rate = jnp.where(jnp.asarray(is_copy), coef["ms_per_copy_mb"], coef["ms_per_mb"])
+            bytes_ms = jnp.dot(jnp.asarray(w_comp) @ weights, numel * jnp.asarray(b_hw) * rate) / 1e6
         return (coef["scale"] * total + coef["per_module_ms"] * jnp.dot(jnp.asarray(n_mod), weights)
                 + coef["per_unmapped_ms"] * jnp.dot(jnp.asarray(n_comp), weights)
-                + coef["per_view_ms"] * jnp.dot(jnp.asarray(n_view), weights) + coef["ms_per_mb"] * mb)
+                + coef["per_view_ms"] * jnp.dot(jnp.asarray(n_view), weights) + bytes_ms)
 
     # Jitted here, so that a direct call (a report, a plot) runs one compiled program rather than
     # op by op; inside a caller's jit or grad it is traced through as usual.
