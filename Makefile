@@ -48,6 +48,7 @@ reference-predictor: $(STAMP)
 reference-predictor-epyc: $(STAMP)
 	$(BIN)/python -m jaxlat._cli train --data data/epyc_torch_1t.parquet --data data/epyc_torch_1t_arch.parquet \
 	  --data data/epyc_torch_1t_space.parquet --select accuracy --archs data/epyc_generated_models.jsonl \
+	  --archs data/epyc_generated_padded.jsonl \
 	  --statistic p10 --out jaxlat/predictors/epyc_torch_1t
 
 test: $(STAMP)
