@@ -6,6 +6,7 @@ architecture step.
   python benchmarks/nas.py                       # searches, then measurements, then the report
   python benchmarks/nas.py --phase measure       # measure the archs of a finished search phase
   python benchmarks/nas.py --phase deploy        # calibrate again, fit the targets, measure, report
+  python benchmarks/nas.py --phase deploy --refine 1   # and one closed-loop step per target first
 
 Writes nas.json / nas.md (and nas_archs.json, nas_records.jsonl in between). Acceptance checks
 in the report: measured latency falls monotonically as the additive penalty tightens; with a
@@ -174,6 +175,54 @@ def deploy_phase(args) -> None:
             r["predicted_latency_ms"] = float(predicted_ms([space.record(decode(space, r["arch"]))])[0])
     payload["deploy_calibration"] = cal
     path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    for step in range(args.refine):
+        _refine(payload, space, predicted_ms, data, args, step)
+        path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+
+
+def _refine(payload: dict, space, predicted_ms, data, args, step: int) -> None:
+    """One closed-loop step for the target runs: measure each fitted architecture (interleaved
+    with the calibration architectures, so that its rounds spread over minutes), scale the
+    calibrated predictor by measured / predicted at that architecture, and fit the search's
+    probabilities to T again under the scaled predictor. The final architectures are measured
+    afresh with the others."""
+    from profilers import load_records
+    from profilers.spaces import decode
+
+    path = RESULTS / "nas_archs.json"
+    path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    _measure_subprocess("refine-measure", args)
+    measured = {r.name: r.measured for r in load_records(RESULTS / "nas_refine_records.jsonl")}
+    key = STATISTICS[args.statistic]
+    for i, r in enumerate(payload["runs"]):
+        if r["penalty"] != "tfnas":
+            continue
+        m = float(measured[f"run{i}"][key])
+        scale = r.get("local_scale", 1.0) * m / r["predicted_latency_ms"]
+        r.setdefault("refine", []).append({"step": step, "arch": r["arch"], "predicted_ms": r["predicted_latency_ms"],
+                                           "measured_ms": m, "local_scale": scale})
+        r["local_scale"] = scale
+
+        def scaled(records, s=scale):
+            return s * predicted_ms(records)
+
+        r.update(_finish(space, decode(space, r["searched_arch"]), r["probs"], "tfnas", r, scaled, data, args))
+        print(f"refine {step} T={r['target_ms']}: measured {m:.3f} ms, local scale {scale:.3f} -> {r['arch']} "
+              f"({r['predicted_latency_ms']:.3f} ms)", flush=True)
+
+
+def refine_measure_phase(args) -> None:
+    """Measure the target runs' current architectures, with the calibration architectures in
+    between (`--phase refine-measure`, started by `_refine` in the measurement environment)."""
+    from profilers.spaces import mobile_space
+
+    payload = json.loads((RESULTS / "nas_archs.json").read_text())
+    space = mobile_space(resolution=payload["space"]["resolution"])
+    named = [(f"run{i}", r["arch"]) for i, r in enumerate(payload["runs"]) if r["penalty"] == "tfnas"]
+    named += [(f"cal{i}", a) for i, a in enumerate(json.loads((RESULTS / "nas_calibration_archs.json").read_text())["archs"])]
+    out = RESULTS / "nas_refine_records.jsonl"
+    out.unlink(missing_ok=True)
+    _measure_archs(space, named, out, args.rounds)
 
 
 def calibrate(args, space, pred) -> tuple[dict, object]:
@@ -269,6 +318,10 @@ def report(args) -> None:
     drift = _drift(payload, measured, key)
     if drift:
         summary["calibration_drift"] = drift["median_ratio"]
+        # The machine's speed between calibration and measurement, taken out: each found
+        # network's latency over the calibration networks' median now/then ratio (same rounds).
+        norm = [r["measured_ms"] / drift["median_ratio"] / r["target_ms"] for r in targets]
+        summary["targets_within_10pct_drift_normalized"] = int(sum(abs(x - 1) <= 0.10 for x in norm))
     meta = {"machine": machine(), "args": vars(args)}
     md = ["# NAS with a latency penalty, measured\n\n", machine_markdown(meta["machine"]), "\n",
           f"Space: {payload['space']['name']} at {payload['space']['resolution']}x{payload['space']['resolution']}, "
@@ -303,13 +356,20 @@ def report(args) -> None:
            f"as lambda grows ({' > '.join(f'{x:.3f}' for x in lat)} ms).\n\n",
            "".join(f"Target T={r['target_ms']:g} ms: the search derived `{r['searched_arch']}` (predicted "
                    f"{r['searched_predicted_ms']:.3f} ms); fitted to T under the predictor "
-                   f"(`jaxlat.nas.fit_to_target`: widths, then the most probable op changes).\n\n"
-                   for r in targets if "searched_arch" in r),
+                   f"(`jaxlat.nas.fit_to_target`: widths, then the most probable op changes)."
+                   + "".join(f" Closed loop, step {x['step'] + 1}: `{x['arch']}` measured {x['measured_ms']:.3f} ms "
+                             f"({x['measured_ms'] / r['target_ms']:.3f} x T; predicted {x['predicted_ms']:.3f}), so "
+                             f"the prediction was scaled by {x['local_scale']:.3f} there and fitted to T again."
+                             for x in r.get("refine", []))
+                   + "\n\n" for r in targets if "searched_arch" in r),
            f"Targets: measured within 10 % of T for {sum(within)} of {len(targets)} ("
            + ", ".join(f"T={r['target_ms']:g}: {r['measured_ms'] / r['target_ms']:.3f}" for r in targets) + ").\n\n",
            (f"Drift: the {drift['k']} calibration architectures, measured again in the same rounds as the found ones, "
             f"ran at {drift['median_ratio']:.3f} x their calibration-time latency (median; range "
-            f"{drift['min_ratio']:.3f}-{drift['max_ratio']:.3f}, standard deviation of the log ratio {drift['log_sd']:.3f}).\n\n"
+            f"{drift['min_ratio']:.3f}-{drift['max_ratio']:.3f}, standard deviation of the log ratio {drift['log_sd']:.3f}). "
+            f"With that taken out (measured / {drift['median_ratio']:.3f}: the machine's speed as it was at calibration), "
+            f"the targets land at " + ", ".join(f"T={r['target_ms']:g}: {x:.3f}" for r, x in zip(targets, norm))
+            + f" x T ({summary['targets_within_10pct_drift_normalized']} of {len(targets)} within 10 %).\n\n"
             if drift else ""),
            f"Latency term overhead: an architecture step takes {o['with']['median_ms']:.1f} ms with the latency term and "
            f"{o['without']['median_ms']:.1f} ms without (medians of {args.overhead_repeats} alternating calls; "
@@ -354,7 +414,8 @@ def _drift(payload: dict, measured: dict, key: str = "latency_ms") -> dict | Non
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--phase", choices=("all", "search", "deploy", "measure", "report", "calibrate", "calibrate-measure"), default="all")
+    ap.add_argument("--phase", choices=("all", "search", "deploy", "measure", "report", "calibrate", "calibrate-measure",
+                                        "refine-measure"), default="all")
     ap.add_argument("--predictor", help="predictor directory or shipped name (default: the shipped CPU predictor)")
     ap.add_argument("--resolution", type=int, default=96, help="deployment input resolution of the space")
     ap.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.03, 0.1, 0.3, 1.0],
@@ -365,6 +426,9 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=30, help="epochs to train each derived architecture")
     ap.add_argument("--rounds", type=int, default=3, help="measurement rounds per architecture")
     ap.add_argument("--overhead-repeats", type=int, default=30)
+    ap.add_argument("--refine", type=int, default=0, metavar="N",
+                    help="deploy: N closed-loop steps for the target runs (measure the fitted architecture, scale the "
+                         "prediction by measured / predicted there, fit to T again)")
     ap.add_argument("--statistic", choices=tuple(STATISTICS), default="median",
                     help="what a measured latency is, in calibration and results: the median of the pooled samples, "
                          "or their 10th percentile (repeatable where the machine's speed wanders)")
@@ -385,6 +449,8 @@ def main() -> None:
         deploy_phase(args)
     if args.phase == "calibrate-measure":  # the measuring subprocess
         calibrate_phase(args)
+    if args.phase == "refine-measure":  # the measuring subprocess of --refine
+        refine_measure_phase(args)
     if args.phase == "calibrate":  # measure and fit only, e.g. to choose targets before a search
         from jaxlat._shipped import load_predictor
         from profilers.spaces import mobile_space
