@@ -99,12 +99,16 @@ def calibrate_to_records(pred: Any, records: list, label: str, statistic: str = 
 LIGHT_OPS = ("skip", "none", "skip_connect", "avg_pool_3x3")
 
 
-def spanning_archs(space: Any, k: int, seed: int = 0) -> list:
+def spanning_archs(space: Any, k: int, seed: int = 0, *, corner_widths: bool = False) -> list:
     """`k` random architectures of a `MobileSpace` or the NAS-Bench-201 space that span its
     latency range, for calibration: the chance that a layer takes a light op (of `LIGHT_OPS`;
     else a convolution, uniformly among them) runs evenly from 0.9 down to 0 over them; widths
     uniform. Uniform random architectures cluster in the middle of the range, where a
-    correction fitted on them has to extrapolate to the light and the heavy ends."""
+    correction fitted on them has to extrapolate to the light and the heavy ends.
+
+    `corner_widths`: every second architecture has all its stages at one end of the width range
+    (the widest, then the narrowest, in turn), light to heavy like the rest: where
+    `jaxlat.nas.fit_to_target`, which scales all stages by one factor, often ends."""
     import numpy as np
 
     from profilers.spaces import NB201_EDGES, MobileArch, MobileSpace, Nb201Arch
@@ -115,12 +119,14 @@ def spanning_archs(space: Any, k: int, seed: int = 0) -> list:
     mobile = isinstance(space, MobileSpace)
     n = len(space.layers()) if mobile else len(NB201_EDGES)
     out = []
-    for p_light in np.linspace(0.9 if light else 0.0, 0.0, k):
+    for i, p_light in enumerate(np.linspace(0.9 if light else 0.0, 0.0, k)):
         ops = tuple((light[0] if len(light) == 1 else str(rng.choice(light))) if rng.random() < p_light
                     else str(rng.choice(heavy)) for _ in range(n))
         if not mobile:
             out.append(space.check(Nb201Arch(ops)))
             continue
         widths = tuple(float(round(rng.uniform(*space.width_range), 3)) for _ in space.stages) if space.width_range else ()
+        if corner_widths and widths and i % 2 == 1:
+            widths = (float(space.width_range[1] if i % 4 == 1 else space.width_range[0]),) * len(widths)
         out.append(space.check(MobileArch(ops, widths)))
     return out

@@ -153,6 +153,7 @@ def deploy_phase(args) -> None:
     payload = json.loads(path.read_text())
     pred = load_predictor(args.predictor)
     space = mobile_space(resolution=payload["space"]["resolution"])
+    (RESULTS / "nas_calibration_archs.json").write_text(json.dumps(_calibration_spec(space, args)))
     _measure_subprocess("calibrate-measure", args)
     # No gradient needed here: any correction `adapt` offers may be chosen (by leave-one-out error).
     cal, adapted = adapt_to_records(pred, load_records(RESULTS / "nas_calibration_records.jsonl"), "NAS deploy",
@@ -233,9 +234,8 @@ def calibrate(args, space, pred) -> tuple[dict, object]:
     `(summary, adapted)`."""
     from profilers import load_records
 
-    archs = [space.encode(a) for a in spanning_archs(space, args.calibrate, seed=10_000)]
     path, rec_path = RESULTS / "nas_calibration_archs.json", RESULTS / "nas_calibration_records.jsonl"
-    spec = {"resolution": args.resolution, "archs": archs}
+    spec = _calibration_spec(space, args)
     have = {r.name for r in load_records(rec_path)} if rec_path.exists() else set()
     same = path.exists() and json.loads(path.read_text()) == spec
     if not (same and have >= {f"cal{i}" for i in range(len(archs))}):  # else: measured before, reuse
@@ -245,6 +245,13 @@ def calibrate(args, space, pred) -> tuple[dict, object]:
     return adapt_to_records(pred, [measured[f"cal{i}"] for i in range(len(archs))], "NAS",
                             methods=("reuse", "affine", "recompose"), statistic=args.statistic,
                             force=None if args.correction == "auto" else args.correction)
+
+
+def _calibration_spec(space, args) -> dict:
+    """The calibration architectures: `args.calibrate` spanning the space's latency range, half
+    of them with every stage at the widest or the narrowest width (`spanning_archs`)."""
+    archs = [space.encode(a) for a in spanning_archs(space, args.calibrate, seed=10_000, corner_widths=True)]
+    return {"resolution": space.resolution, "archs": archs}
 
 
 def _measure_subprocess(phase: str, args) -> None:
