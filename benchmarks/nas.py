@@ -190,8 +190,7 @@ def _refine(payload: dict, space, predicted_ms, data, args, step: int) -> None:
     from profilers import load_records
     from profilers.spaces import decode
 
-    path = RESULTS / "nas_archs.json"
-    path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    (RESULTS / "nas_refine_records.jsonl").unlink(missing_ok=True)
     _measure_subprocess("refine-measure", args)
     measured = {r.name: r.measured for r in load_records(RESULTS / "nas_refine_records.jsonl")}
     key = STATISTICS[args.statistic]
@@ -212,18 +211,6 @@ def _refine(payload: dict, space, predicted_ms, data, args, step: int) -> None:
               f"({r['predicted_latency_ms']:.3f} ms)", flush=True)
 
 
-def refine_measure_phase(args) -> None:
-    """Measure the target runs' current architectures, with the calibration architectures in
-    between (`--phase refine-measure`, started by `_refine` in the measurement environment)."""
-    from profilers.spaces import mobile_space
-
-    payload = json.loads((RESULTS / "nas_archs.json").read_text())
-    space = mobile_space(resolution=payload["space"]["resolution"])
-    named = [(f"run{i}", r["arch"]) for i, r in enumerate(payload["runs"]) if r["penalty"] == "tfnas"]
-    named += [(f"cal{i}", a) for i, a in enumerate(json.loads((RESULTS / "nas_calibration_archs.json").read_text())["archs"])]
-    out = RESULTS / "nas_refine_records.jsonl"
-    out.unlink(missing_ok=True)
-    _measure_archs(space, named, out, args.rounds)
 
 
 def calibrate(args, space, pred) -> tuple[dict, object]:
@@ -238,11 +225,11 @@ def calibrate(args, space, pred) -> tuple[dict, object]:
     spec = _calibration_spec(space, args)
     have = {r.name for r in load_records(rec_path)} if rec_path.exists() else set()
     same = path.exists() and json.loads(path.read_text()) == spec
-    if not (same and have >= {f"cal{i}" for i in range(len(archs))}):  # else: measured before, reuse
+    if not (same and have >= {f"cal{i}" for i in range(len(spec["archs"]))}):  # else: measured before, reuse
         path.write_text(json.dumps(spec))
         _measure_subprocess("calibrate-measure", args)
     measured = {r.name: r for r in load_records(rec_path)}
-    return adapt_to_records(pred, [measured[f"cal{i}"] for i in range(len(archs))], "NAS",
+    return adapt_to_records(pred, [measured[f"cal{i}"] for i in range(len(spec["archs"]))], "NAS",
                             methods=("reuse", "affine", "recompose"), statistic=args.statistic,
                             force=None if args.correction == "auto" else args.correction)
 
@@ -278,28 +265,35 @@ def _measure_archs(space, named_archs, out: Path, rounds: int) -> None:
     profile_many(out, jobs, timer=MODEL_TIMER, rounds=rounds, chunk_size=len(jobs))
 
 
+def _calibration_named() -> list[tuple[str, str]]:
+    """The calibration architectures of `nas_calibration_archs.json`, named `cal{i}`."""
+    return [(f"cal{i}", a) for i, a in enumerate(json.loads((RESULTS / "nas_calibration_archs.json").read_text())["archs"])]
+
+
 def calibrate_phase(args) -> None:
     from profilers.spaces import mobile_space
 
     spec = json.loads((RESULTS / "nas_calibration_archs.json").read_text())
     out = RESULTS / "nas_calibration_records.jsonl"
     out.unlink(missing_ok=True)
-    _measure_archs(mobile_space(resolution=spec["resolution"]), [(f"cal{i}", a) for i, a in enumerate(spec["archs"])],
-                   out, args.rounds)
+    _measure_archs(mobile_space(resolution=spec["resolution"]), _calibration_named(), out, args.rounds)
 
 
-def measure_phase(args) -> None:
-    """Measure every derived architecture end to end (rounds interleaved), in this process;
-    the caller starts it with the measurement environment."""
+def measure_phase(args, *, targets_only: bool = False) -> None:
+    """Measure the derived architectures end to end (rounds interleaved), in this process; the
+    caller starts it with the measurement environment. The calibration architectures are
+    measured again in the same rounds (the drift since calibrating; between the targets, they
+    spread each one's rounds over minutes). `targets_only`: the target runs' architectures, into
+    `nas_refine_records.jsonl` (`--phase refine-measure`, for `--refine`)."""
     from profilers.spaces import mobile_space
 
     payload = json.loads((RESULTS / "nas_archs.json").read_text())
     space = mobile_space(resolution=payload["space"]["resolution"])
-    out = RESULTS / "nas_records.jsonl"
-    named = [(f"run{i}", r["arch"]) for i, r in enumerate(payload["runs"])]
-    cal = RESULTS / "nas_calibration_archs.json"
-    if payload.get("calibration") and cal.exists():  # again, in the same rounds: the drift since calibrating
-        named += [(f"cal{i}", a) for i, a in enumerate(json.loads(cal.read_text())["archs"])]
+    out = RESULTS / ("nas_refine_records.jsonl" if targets_only else "nas_records.jsonl")
+    named = [(f"run{i}", r["arch"]) for i, r in enumerate(payload["runs"])
+             if not targets_only or r["penalty"] == "tfnas"]
+    if (targets_only or payload.get("calibration")) and (RESULTS / "nas_calibration_archs.json").exists():
+        named += _calibration_named()
     _measure_archs(space, named, out, args.rounds)
 
 
@@ -457,7 +451,7 @@ def main() -> None:
     if args.phase == "calibrate-measure":  # the measuring subprocess
         calibrate_phase(args)
     if args.phase == "refine-measure":  # the measuring subprocess of --refine
-        refine_measure_phase(args)
+        measure_phase(args, targets_only=True)
     if args.phase == "calibrate":  # measure and fit only, e.g. to choose targets before a search
         from jaxlat._shipped import load_predictor
         from profilers.spaces import mobile_space

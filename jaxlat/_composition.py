@@ -12,7 +12,7 @@ networks (`jaxlat-profile generated`):
                + ms_per_mb * arithmetic_MB + ms_per_copy_mb * copy_MB
 
 where `copy_MB` are the bytes the unmapped copies move (padding, concatenation, layout copies,
-gathers: `profilers._arch.COPY_OPS`) and `arithmetic_MB` those of the other unmapped compute
+gathers: `profilers.COPY_OPS`) and `arithmetic_MB` those of the other unmapped compute
 operators (softmax, elementwise arithmetic, ...): per byte, a copy costs a fraction of an
 exponential. Every term but `per_module_ms` is non-negative, fitted by bounded least squares on
 relative error. Its residual spread on the fitting networks widens the model's interval.

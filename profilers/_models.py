@@ -347,10 +347,10 @@ def generated_jobs(seeds: Iterable[int], batch_sizes: Sequence[int], threads: in
                    *, family: str | None = None, explicit_padding: bool = False) -> list[Job]:
     """Jobs for `profile_many`: generated networks (`profilers._netgen`) per seed and batch,
     named `gen{seed}[_{family}][_pad]_b{batch}_t{threads}_u{utilization}`."""
-    from ._netgen import FAMILIES, generated_network
+    from ._netgen import check_family, generated_network
 
-    if family is not None and family not in FAMILIES:
-        raise ValueError(f"family={family!r} is not valid: expected one of {', '.join(FAMILIES)}")
+    if family is not None:
+        check_family(family)  # now, not when the first job builds
     tag = (f"_{family}" if family else "") + ("_pad" if explicit_padding else "")
     return [(f"gen{s}{tag}_b{b}_t{threads}_u{utilization:g}",
              lambda s=s, b=b: generated_network(s, batch_size=b, family=family, explicit_padding=explicit_padding))

@@ -270,6 +270,13 @@ def _explicit_padding(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_family(family: str) -> str:
+    """`family`, or a `ValueError` naming the allowed ones."""
+    if family not in _BUILDERS:
+        raise ValueError(f"family={family!r} is not valid: expected one of {', '.join(FAMILIES)}")
+    return family
+
+
 def generated_network(
     seed: int, *, batch_size: int = 1, family: str | None = None, explicit_padding: bool = False
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...], dict[str, Any]]:
@@ -282,9 +289,7 @@ def generated_network(
     Returns (model in eval mode, example inputs, description). The same seed and family give
     the same architecture at every batch size.
     """
-    fam = FAMILIES[seed % len(FAMILIES)] if family is None else family
-    if fam not in _BUILDERS:
-        raise ValueError(f"family={fam!r} is not valid: expected one of {', '.join(FAMILIES)}")
+    fam = FAMILIES[seed % len(FAMILIES)] if family is None else check_family(family)
     rng = np.random.default_rng([seed, FAMILIES.index(fam)])
     torch.manual_seed(seed)
     model, x, info = _BUILDERS[fam](rng, batch_size)

@@ -167,9 +167,12 @@ def expected_latency_fn(
     b_const = np.array([0.0 if isinstance(r.fields["numel"], Ch) else float(r.fields["numel"]) for r in comp_rows], np.float32)
     b_mult = np.array([r.fields["numel"].mult if isinstance(r.fields["numel"], Ch) else 0.0 for r in comp_rows], np.float32)
     b_group = np.array([r.fields["numel"].group if isinstance(r.fields["numel"], Ch) else -1 for r in comp_rows], np.int32)
-    b_hw = np.array([r.hw for r in comp_rows], np.float32) * bytes_per
+    # ms per unit of each row's `numel` field (`hw` elements, read and written), at the rate of
+    # its kind: copies or arithmetic.
+    rate_ms_per_b = np.array([coef["ms_per_copy_mb" if r.fields["op"] in COPY_OPS else "ms_per_mb"] / 1e6
+                              for r in comp_rows], np.float64)
+    ms_per_numel = (np.array([r.hw for r in comp_rows], np.float64) * bytes_per * rate_ms_per_b).astype(np.float32)
     w_comp = w[is_comp]
-    is_copy = np.array([r.fields["op"] in COPY_OPS for r in comp_rows], bool)
     base = np.asarray(space.base_channels, np.float32)
     n_groups = len(base)
 
@@ -201,8 +204,7 @@ def expected_latency_fn(
         bytes_ms = 0.0
         if len(comp_rows):
             numel = resolve(jnp.asarray(b_const), jnp.asarray(b_mult), jnp.asarray(b_group), ch)
-            rate = jnp.where(jnp.asarray(is_copy), coef["ms_per_copy_mb"], coef["ms_per_mb"])
-            bytes_ms = jnp.dot(jnp.asarray(w_comp) @ weights, numel * jnp.asarray(b_hw) * rate) / 1e6
+            bytes_ms = jnp.dot(jnp.asarray(w_comp) @ weights, numel * jnp.asarray(ms_per_numel))
         return (coef["scale"] * total + coef["per_module_ms"] * jnp.dot(jnp.asarray(n_mod), weights)
                 + coef["per_unmapped_ms"] * jnp.dot(jnp.asarray(n_comp), weights)
                 + coef["per_view_ms"] * jnp.dot(jnp.asarray(n_view), weights) + bytes_ms)
