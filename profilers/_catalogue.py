@@ -17,11 +17,14 @@ import dataclasses
 import enum
 import hashlib
 import json
+import logging
 import math
 import numbers
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
+
+_log = logging.getLogger("profilers")
 
 #: Bumped whenever a built-in module type, field, range or cost formula changes meaning.
 #: Version 2 added the TFLite precisions `fp16w` and `int8` to `dtype` (version-1 configs are
@@ -97,7 +100,7 @@ class Field:
     Attributes:
       name: column name in datasets; the same name means the same thing in every module type.
       kind: one of `int`, `float`, `str`, `bool`.
-      default: value used when a config omits the field.
+      default: value used when a config omits the field, unless the field is `required`.
       low: smallest valid value (numeric fields), inclusive.
       high: largest valid value (numeric fields), inclusive.
       choices: the allowed values (categorical fields, or a restricted numeric set).
@@ -105,6 +108,11 @@ class Field:
       sample: default sampling range `(low, high)` or a tuple of choices for profiling runs,
         narrower than the valid range so that default runs stay affordable.
       doc: one line for `jaxlat-profile catalogue`.
+      required: a value the user must give where configs come from outside (dataset
+        columns, architecture records, frames to predict: `validate_config_columns`); its
+        `default` then only seeds `make_config`'s convenience for code that builds configs.
+        Sizes and the operator's kind are required (a missing `cin` is not 16 channels);
+        settings with a conventional value (stride 1, groups 1, bias, the common inputs) are not.
     """
 
     name: str
@@ -116,6 +124,7 @@ class Field:
     log: bool = False
     sample: tuple[Any, ...] | None = None
     doc: str = ""
+    required: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -271,6 +280,16 @@ class ModuleSpec:
     @property
     def all_fields(self) -> tuple[Field, ...]:
         return self.fields + COMMON_FIELDS
+
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        """Names of the fields a config from outside must give (`Field.required`)."""
+        return tuple(f.name for f in self.all_fields if f.required)
+
+    def check_columns(self, columns: Mapping[str, Any], *, source: str = "columns",
+                      labels: Sequence[Any] | None = None) -> dict[str, Any]:
+        """`validate_config_columns` for this module type."""
+        return validate_config_columns(self.name, columns, source=source, labels=labels)
 
     def field(self, name: str) -> Field:
         for f in self.all_fields:
@@ -438,16 +457,203 @@ def costs_of_columns(module: str, columns: Mapping[str, Any]) -> dict[str, Any]:
     return {k: np.broadcast_to(x, shape) if np.shape(x) != shape else x for k, x in out.items()}
 
 
-def config_from_row(row: Mapping[str, Any]) -> ModuleConfig:
-    """Rebuild a config from a flat row (dataset record); other columns are ignored."""
-    spec = get_spec(row["module"])
-    values = {}
+def _is_missing(v: Any) -> bool:
+    """None, NaN or a pandas NA: no value."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return True
+    return type(v).__name__ in ("NAType", "NaTType") or (isinstance(v, numbers.Real) and math.isnan(float(v)))
+
+
+def config_from_row(row: Mapping[str, Any], *, strict: bool = False, source: str = "row") -> ModuleConfig:
+    """Rebuild a config from a flat row (dataset record); other columns are ignored.
+
+    Args:
+      row: `module` and field values; a missing value is None, NaN or absent.
+      strict: a missing required field (`Field.required`) is an error instead of taking the
+        default, and defaults taken for optional fields are logged (rows from outside: records,
+        user frames). Without it every missing value takes its default (configs written by
+        `ModuleConfig.as_dict`, which always has every field).
+      source: what the row is, for error messages (a file and line, a frame and row).
+
+    Raises:
+      ValueError: the module type is unknown, a required field is missing (strict), or a
+        value is invalid; the message names `source`, the field and what is allowed.
+    """
+    if "module" not in row or _is_missing(row["module"]):
+        raise ValueError(f"{source}: no 'module'; expected one of {', '.join(_REGISTRY)}")
+    try:
+        spec = get_spec(row["module"])
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    values, defaulted = {}, []
     for f in spec.all_fields:
-        v = row.get(f.name, f.default)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        v = row.get(f.name)
+        if _is_missing(v):
+            if strict and f.required:
+                raise ValueError(_missing_message(spec, f, source))
             v = f.default
+            if f.name in row or strict:
+                defaulted.append(f"{f.name}={f.default!r}")
         values[f.name] = v
-    return make_config(spec.name, **values)
+    try:
+        cfg = make_config(spec.name, **values)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    if strict and defaulted:
+        _log.info("%s: %s: catalogue defaults for the omitted fields %s", source, spec.name, ", ".join(defaulted))
+    return cfg
+
+
+def _missing_message(spec: ModuleSpec, f: Field, source: str, detail: str = "") -> str:
+    return (
+        f"{source}: {spec.name} needs the field {f.name!r} ({f.doc or f.name}: {f.allowed()}){detail}; "
+        f"it has no default. Required fields of {spec.name}: {', '.join(spec.required_fields)}"
+    )
+
+
+def _plain_value(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") and not isinstance(v, str) else v
+
+
+def _label(labels: Sequence[Any] | None, i: int) -> str:
+    return f"row {i}" if labels is None else f"row {labels[i]!r}"
+
+
+def _check_values(f: Field, raw: Any, where: str, labels: Sequence[Any] | None) -> Any:
+    """One field's column (object array, no missing values) as a typed array; `ValueError`
+    naming the field, the first bad value, how many rows, and what is allowed."""
+    import numpy as np
+
+    def fail(bad: Any, why: str = "is not valid") -> None:
+        idx = np.flatnonzero(bad)
+        i = int(idx[0])
+        more = f" ({len(idx)} rows)" if len(idx) > 1 else ""
+        v = raw[i].item() if isinstance(raw[i], np.generic) else raw[i]
+        raise ValueError(f"{where}={v!r} {why} at {_label(labels, i)}{more}: expected {f.allowed()}")
+
+    if f.kind is str:
+        bad = np.array([not isinstance(v, str) or (f.choices is not None and v not in f.choices) for v in raw])
+        if bad.any():
+            fail(bad)
+        return raw
+    boolish = np.array([isinstance(v, (bool, np.bool_)) for v in raw])
+    numeric = np.array([isinstance(v, numbers.Real) for v in raw])
+    if f.kind is not bool and boolish.any():
+        fail(boolish)
+    if not numeric.all():
+        fail(~numeric)
+    x = raw.astype(np.float64)
+    if not np.isfinite(x).all():
+        fail(~np.isfinite(x), "is not finite")
+    if f.kind is bool:
+        if not np.isin(x, (0.0, 1.0)).all():
+            fail(~np.isin(x, (0.0, 1.0)))
+        return x.astype(bool)
+    if f.kind is int and not (x == np.round(x)).all():
+        fail(x != np.round(x), "is not an integer")
+    if f.choices is not None and not np.isin(x, f.choices).all():
+        fail(~np.isin(x, f.choices))
+    lo = -np.inf if f.low is None else f.low
+    hi = np.inf if f.high is None else f.high
+    out = (x < lo) | (x > hi)
+    if out.any():
+        fail(out, "is out of range")
+    return x.astype(np.int64) if f.kind is int else x
+
+
+def validate_config_columns(
+    module: str,
+    columns: Mapping[str, Any],
+    *,
+    source: str = "columns",
+    labels: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """Check configs of one module type given as columns, and fill the defaults it may.
+
+    The boundary check for configs from outside (dataset files, frames to predict): every
+    required field (`Field.required`) present with a value in every row; every value of the
+    field's kind, finite, inside its range or choices; the cross-field rules (groups dividing
+    the channels, ...) true in every row. An optional field that is absent, or without a value
+    in some rows, takes the catalogue's default, and that is logged (logger `profilers`).
+    Columns that are not fields of the type are ignored.
+
+    Args:
+      module: a registered module type.
+      columns: field name -> scalar or 1-D sequence (numpy, pandas, lists); host values.
+      source: what the columns are, for messages (a file, `predict`, ...).
+      labels: a label per row for messages (e.g. the `config_key`s); default the position.
+
+    Returns:
+      Every field of the type (module fields and common inputs) as a 1-D numpy array of its
+      kind (int64, float64, bool, or object for strings), all of the same length.
+
+    Raises:
+      ValueError: naming `source`, the field, the first bad value and its row, and what is
+        allowed; or columns of different lengths.
+
+    Examples:
+      >>> cols = validate_config_columns("linear", {"in_features": [64, 128], "out_features": 32})
+      >>> cols["in_features"].tolist(), cols["tokens"].tolist()
+      ([64, 128], [1, 1])
+      >>> validate_config_columns("conv2d", {"cin": [3], "cout": [8], "h": [32], "w": [32]})
+      Traceback (most recent call last):
+      ...
+      ValueError: columns: conv2d needs the field 'kernel' (square kernel size; padding kernel//2: one of 1, 3, 5, 7); it has no default. Required fields of conv2d: cin, cout, h, w, kernel
+    """
+    import numpy as np
+    import pandas as pd
+
+    spec = get_spec(module)
+    host = {}
+    for f in spec.all_fields:
+        if f.name not in columns:
+            continue
+        v = columns[f.name]
+        v = v.to_numpy(dtype=object) if hasattr(v, "to_numpy") else v
+        a = np.asarray(v, dtype=object)
+        if a.ndim > 1:
+            raise ValueError(f"{source}: {spec.name}.{f.name} has shape {a.shape}; expected a scalar or 1-D column")
+        host[f.name] = a
+    lengths = {k: len(a) for k, a in host.items() if a.ndim == 1}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{source}: {spec.name} columns have different lengths {lengths}")
+    n = next(iter(lengths.values())) if lengths else 1
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{source}: {len(labels)} labels for {n} rows")
+    out: dict[str, Any] = {}
+    defaulted = []
+    for f in spec.all_fields:
+        where = f"{source}: {spec.name}.{f.name}"
+        if f.name not in host:
+            if f.required:
+                raise ValueError(_missing_message(spec, f, source, " and there is no such column"))
+            raw = np.full(n, f.default, dtype=object)
+            defaulted.append(f"{f.name}={f.default!r}")
+        else:
+            raw = np.broadcast_to(host[f.name], (n,)).copy()
+            missing = np.asarray(pd.isna(raw), dtype=bool).reshape(n)
+            if missing.any():
+                if f.required:
+                    i = int(np.flatnonzero(missing)[0])
+                    raise ValueError(_missing_message(
+                        spec, f, source, f"; {int(missing.sum())} of {n} rows have no value (first {_label(labels, i)})"))
+                raw[missing] = f.default
+                defaulted.append(f"{f.name}={f.default!r} ({int(missing.sum())} of {n} rows)")
+        out[f.name] = _check_values(f, raw, where, labels)
+    for message, predicate in spec.constraints:
+        try:
+            ok = np.broadcast_to(np.asarray(predicate(out), dtype=bool), (n,))
+        except (ValueError, TypeError):  # a rule written for one config (Python `and`, `min`)
+            ok = np.array([bool(predicate({k: _plain_value(a[i]) for k, a in out.items()})) for i in range(n)])
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            i = int(bad[0])
+            shown = ", ".join(f"{f.name}={_plain_value(out[f.name][i])!r}" for f in spec.fields)
+            raise ValueError(f"{source}: {spec.name}: {message} (got {shown} at {_label(labels, i)}"
+                             + (f"; {len(bad)} rows break it)" if len(bad) > 1 else ")"))
+    if defaulted:
+        _log.info("%s: %s: catalogue defaults for the omitted fields %s", source, spec.name, ", ".join(defaulted))
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -603,18 +809,24 @@ def _mhsa_costs(v: Mapping[str, Any]) -> Costs:
 
 def _conv_fields() -> tuple[Field, ...]:
     return (
-        Field("cin", int, 16, 1, 16384, log=True, sample=Interval(8, 512), doc="input channels"),
-        Field("cout", int, 16, 1, 16384, log=True, sample=Interval(8, 512), doc="output channels"),
-        Field("h", int, 32, 1, 4096, log=True, sample=Interval(7, 112), doc="input height"),
-        Field("w", int, 32, 1, 4096, log=True, sample=Tie("h"), doc="input width (default sampling: square, w=h)"),
-        Field("kernel", int, 3, choices=(1, 3, 5, 7), doc="square kernel size; padding kernel//2"),
+        Field("cin", int, 16, 1, 16384, log=True, sample=Interval(8, 512), doc="input channels",
+              required=True),
+        Field("cout", int, 16, 1, 16384, log=True, sample=Interval(8, 512), doc="output channels",
+              required=True),
+        Field("h", int, 32, 1, 4096, log=True, sample=Interval(7, 112), doc="input height", required=True),
+        Field("w", int, 32, 1, 4096, log=True, sample=Tie("h"), doc="input width (default sampling: square, w=h)",
+              required=True),
+        Field("kernel", int, 3, choices=(1, 3, 5, 7), doc="square kernel size; padding kernel//2",
+              required=True),
         Field("stride", int, 1, choices=(1, 2), doc="stride"),
         Field("groups", int, 1, 1, 16384, sample=(1,), doc="groups (groups=cin=cout: depthwise)"),
     )
 
 
 _CONV_CONSTRAINTS: tuple[Constraint, ...] = (
-    ("groups must divide cin and cout", lambda v: v["cin"] % v["groups"] == 0 and v["cout"] % v["groups"] == 0),
+    # Written with `&`, not `and`, so that the rule also checks columns (arrays) at once.
+    ("groups must divide cin and cout",
+     lambda v: (v["cin"] % v["groups"] == 0) & (v["cout"] % v["groups"] == 0)),
 )
 _CONV_FAMILIES = {
     "regular": (0.6, {"groups": (1,)}),
@@ -633,7 +845,7 @@ for _spec in (
     ),
     ModuleSpec(
         ModuleType.CONV_BN_ACT,
-        _conv_fields() + (Field("activation", str, "relu", choices=ACTIVATIONS, doc="activation"),),
+        _conv_fields() + (Field("activation", str, "relu", choices=ACTIVATIONS, doc="activation", required=True),),
         _conv_bn_act_costs,
         _CONV_CONSTRAINTS,
         _CONV_FAMILIES,
@@ -642,8 +854,8 @@ for _spec in (
     ModuleSpec(
         ModuleType.LINEAR,
         (
-            Field("in_features", int, 256, 1, 65536, log=True, sample=Interval(16, 4096)),
-            Field("out_features", int, 256, 1, 65536, log=True, sample=Interval(16, 4096)),
+            Field("in_features", int, 256, 1, 65536, log=True, sample=Interval(16, 4096), required=True),
+            Field("out_features", int, 256, 1, 65536, log=True, sample=Interval(16, 4096), required=True),
             Field("tokens", int, 1, 1, 65536, log=True, sample=Interval(1, 256), doc="rows per sample"),
             Field("bias", bool, True, doc="add a bias"),
         ),
@@ -653,9 +865,9 @@ for _spec in (
     ModuleSpec(
         ModuleType.MATMUL,
         (
-            Field("m", int, 64, 1, 65536, log=True, sample=Interval(8, 1024)),
-            Field("k", int, 64, 1, 65536, log=True, sample=Interval(8, 1024)),
-            Field("n", int, 64, 1, 65536, log=True, sample=Interval(8, 1024)),
+            Field("m", int, 64, 1, 65536, log=True, sample=Interval(8, 1024), required=True),
+            Field("k", int, 64, 1, 65536, log=True, sample=Interval(8, 1024), required=True),
+            Field("n", int, 64, 1, 65536, log=True, sample=Interval(8, 1024), required=True),
         ),
         _matmul_costs,
         doc="batched matrix product (batch, m, k) @ (batch, k, n) of two activations",
@@ -663,25 +875,26 @@ for _spec in (
     ModuleSpec(
         ModuleType.POOL2D,
         (
-            Field("mode", str, "max", choices=POOL_MODES),
-            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024)),
-            Field("h", int, 32, 1, 4096, log=True, sample=Interval(7, 112)),
-            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h")),
-            Field("kernel", int, 3, choices=(2, 3, 5, 7)),
+            Field("mode", str, "max", choices=POOL_MODES, required=True),
+            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024), required=True),
+            Field("h", int, 32, 1, 4096, log=True, sample=Interval(7, 112), required=True),
+            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h"), required=True),
+            Field("kernel", int, 3, choices=(2, 3, 5, 7), required=True),
             Field("stride", int, 2, choices=(1, 2)),
         ),
         _pool_costs,
         (("kernel must not exceed h + 2*padding and w + 2*padding, padding=(kernel-1)//2",
-          lambda v: min(v["h"], v["w"]) + 2 * _pool_padding(v["kernel"]) >= v["kernel"]),),
+          lambda v: (v["h"] + 2 * _pool_padding(v["kernel"]) >= v["kernel"])
+          & (v["w"] + 2 * _pool_padding(v["kernel"]) >= v["kernel"])),),
         doc="max or average pooling with padding (kernel-1)//2",
     ),
     ModuleSpec(
         ModuleType.GLOBAL_POOL2D,
         (
-            Field("mode", str, "avg", choices=POOL_MODES),
-            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 2048)),
-            Field("h", int, 7, 1, 4096, log=True, sample=Interval(1, 112)),
-            Field("w", int, 7, 1, 4096, log=True, sample=Tie("h")),
+            Field("mode", str, "avg", choices=POOL_MODES, required=True),
+            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 2048), required=True),
+            Field("h", int, 7, 1, 4096, log=True, sample=Interval(1, 112), required=True),
+            Field("w", int, 7, 1, 4096, log=True, sample=Tie("h"), required=True),
         ),
         _global_pool_costs,
         doc="global max or average pooling to (batch, channels, 1, 1)",
@@ -689,9 +902,9 @@ for _spec in (
     ModuleSpec(
         ModuleType.BATCHNORM2D,
         (
-            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024)),
-            Field("h", int, 32, 1, 4096, log=True, sample=Interval(7, 112)),
-            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h")),
+            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024), required=True),
+            Field("h", int, 32, 1, 4096, log=True, sample=Interval(7, 112), required=True),
+            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h"), required=True),
         ),
         _batchnorm_costs,
         doc="batch norm in inference mode (running statistics)",
@@ -699,8 +912,8 @@ for _spec in (
     ModuleSpec(
         ModuleType.LAYERNORM,
         (
-            Field("tokens", int, 197, 1, 65536, log=True, sample=Interval(1, 1024)),
-            Field("features", int, 768, 1, 65536, log=True, sample=Interval(16, 4096)),
+            Field("tokens", int, 197, 1, 65536, log=True, sample=Interval(1, 1024), required=True),
+            Field("features", int, 768, 1, 65536, log=True, sample=Interval(16, 4096), required=True),
         ),
         _layernorm_costs,
         doc="layer norm over the last dimension of (batch, tokens, features)",
@@ -708,10 +921,10 @@ for _spec in (
     ModuleSpec(
         ModuleType.ACTIVATION,
         (
-            Field("activation", str, "relu", choices=ACTIVATIONS),
-            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024)),
-            Field("h", int, 32, 1, 4096, log=True, sample=Interval(1, 112)),
-            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h")),
+            Field("activation", str, "relu", choices=ACTIVATIONS, required=True),
+            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024), required=True),
+            Field("h", int, 32, 1, 4096, log=True, sample=Interval(1, 112), required=True),
+            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h"), required=True),
         ),
         _activation_costs,
         doc="element-wise activation over (batch, channels, h, w)",
@@ -719,9 +932,9 @@ for _spec in (
     ModuleSpec(
         ModuleType.ADD,
         (
-            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024)),
-            Field("h", int, 32, 1, 4096, log=True, sample=Interval(1, 112)),
-            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h")),
+            Field("channels", int, 32, 1, 16384, log=True, sample=Interval(8, 1024), required=True),
+            Field("h", int, 32, 1, 4096, log=True, sample=Interval(1, 112), required=True),
+            Field("w", int, 32, 1, 4096, log=True, sample=Tie("h"), required=True),
         ),
         _add_costs,
         doc="element-wise sum of two (batch, channels, h, w) tensors (residual add)",
@@ -729,9 +942,10 @@ for _spec in (
     ModuleSpec(
         ModuleType.MHSA,
         (
-            Field("tokens", int, 197, 1, 65536, log=True, sample=Interval(4, 512)),
-            Field("embed_dim", int, 768, 1, 65536, log=True, sample=Interval(32, 1024)),
-            Field("heads", int, 12, 1, 256, choices=None, sample=(1, 2, 4, 8, 12, 16)),
+            Field("tokens", int, 197, 1, 65536, log=True, sample=Interval(4, 512), required=True),
+            Field("embed_dim", int, 768, 1, 65536, log=True, sample=Interval(32, 1024), required=True),
+            Field("heads", int, 12, 1, 256, choices=None, sample=(1, 2, 4, 8, 12, 16),
+                  required=True),
         ),
         _mhsa_costs,
         (("heads must divide embed_dim", lambda v: v["embed_dim"] % v["heads"] == 0),),

@@ -1,5 +1,6 @@
 import json
 import math
+import re
 
 import pandas as pd
 import pyarrow as pa
@@ -7,7 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import profilers
-from profilers import DatasetError, DatasetWriter, measurement_row, read_dataset, sample_configs, write_dataset
+from profilers import (
+    DatasetError,
+    DatasetWriter,
+    measurement_row,
+    read_dataset,
+    sample_configs,
+    write_dataset,
+)
 from profilers._dataset import METADATA_KEY
 
 
@@ -192,3 +200,175 @@ def test_backend_columns_are_checked():
     with pytest.raises(ValueError, match=r"\['colour'\] are not dataset columns"):
         measurement_row(cfg, samples_ms=[1.0], number_per_run=1, backend="tflite", device="cpu", device_id="x",
                         backend_columns={"colour": "red"})
+
+
+# -- concurrent writers and resume checks -------------------------------------------------------
+
+
+def _write_rows_in_process(path, rows, device_id, barrier):
+    import time
+
+    w = DatasetWriter(path, _meta(device_id), flush_every=2)
+    barrier.wait(60)  # both writers have opened the file before either writes
+    for r in rows:
+        w.append(r)
+        time.sleep(0.02)
+    w.close()
+
+
+def test_two_processes_writing_one_file_keep_every_row(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "c.parquet"
+    rows = _rows(n_per=4)
+    a = [r for r in rows if r["module"] == "matmul"]
+    b = [r for r in rows if r["module"] == "activation"]
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_write_rows_in_process, args=(path, part, "dev-a", barrier)) for part in (a, b)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    df = read_dataset(path)
+    assert sorted(df["config_key"]) == sorted(r["config_key"] for r in a + b)
+    assert len(df.attrs["jaxlat"][0]["runs"]) == 2
+    assert not (tmp_path / "c.parquet.journal.jsonl").exists()
+
+
+def test_interleaved_writers_never_drop_each_others_rows(tmp_path):
+    path = tmp_path / "c.parquet"
+    rows = _rows()
+    w1 = DatasetWriter(path, _meta(), flush_every=100)
+    w2 = DatasetWriter(path, _meta(), flush_every=100)
+    for r in rows[:5]:
+        w1.append(r)
+    for r in rows[5:10]:
+        w2.append(r)
+    w2.flush()  # writes w1's journaled rows too
+    assert len(read_dataset(path)) == 10
+    w1.append(rows[10])
+    w1.close()  # must keep w2's rows, and leave the journal while w2 still writes
+    w2.append(rows[11])
+    w2.close()
+    assert len(read_dataset(path)) == 12
+    assert not w1.journal.exists()
+
+
+def test_a_failed_row_never_replaces_an_ok_row(tmp_path):
+    path = tmp_path / "c.parquet"
+    ok = _rows()[0]
+    cfg = profilers.config_from_row(ok)
+    failed = measurement_row(cfg, samples_ms=None, number_per_run=None, backend="torch", device="cpu",
+                             device_id="dev-a", error="boom")
+    w1, w2 = DatasetWriter(path, _meta()), DatasetWriter(path, _meta())
+    w1.append(ok)
+    w1.close()
+    w2.append(failed)
+    w2.close()
+    assert read_dataset(path, include_failed=True)["status"].tolist() == ["ok"]
+
+
+def _stale_journal(tmp_path, **changes):
+    path = tmp_path / "s.parquet"
+    row = {**_rows()[0], **changes}
+    (tmp_path / "s.parquet.journal.jsonl").write_text(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"device_id": "dev-b"}, "a row of device 'dev-b'; this run measures 'dev-a'"),
+        ({"latency_ms_median": -5.0}, "latency_ms_median=-5.0 is not valid"),
+        ({"latency_ms_p10": 1e30}, "latency_ms_p10=1e+30 is not valid"),
+        ({"status": "maybe"}, "status='maybe' is unknown: expected one of ok, failed"),
+        ({"config_key": "0123456789abcdef"}, "config_key='0123456789abcdef' is not its config's"),
+        ({"batch_size": -3}, "batch_size=-3 is out of range"),
+    ],
+)
+def test_a_stale_journal_is_checked_before_it_is_merged(tmp_path, changes, message):
+    path = _stale_journal(tmp_path, **changes)
+    with pytest.raises(DatasetError, match=re.escape(message)) as e:
+        DatasetWriter(path, _meta())
+    assert "s.parquet.journal.jsonl:1" in str(e.value)
+    assert not path.exists()
+
+
+def test_resume_with_other_timer_settings_is_refused_and_other_metadata_kept_per_run(tmp_path):
+    path = tmp_path / "t.parquet"
+    meta = {**_meta(), "timer": {"min_run_time_s": 0.2}, "libraries": {"torch": "2.0"}}
+    with DatasetWriter(path, meta) as w:
+        w.append(_rows()[0])
+    before = path.read_bytes()
+    with pytest.raises(DatasetError, match=r"timer=\{'min_run_time_s': 0.2\}; this run has timer="):
+        DatasetWriter(path, {**meta, "timer": {"min_run_time_s": 0.01}})
+    assert path.read_bytes() == before
+    with DatasetWriter(path, {**meta, "libraries": {"torch": "2.1"}}) as w:
+        w.append(_rows()[1])
+    file_meta = read_dataset(path).attrs["jaxlat"][0]
+    assert file_meta["libraries"] == {"torch": "2.0"}  # the file's, not overwritten
+    assert file_meta["runs"][-1]["differs"] == {"libraries": {"torch": "2.1"}}
+
+
+def test_unwritable_outputs_are_named(tmp_path):
+    from profilers._dataset import check_output_path
+
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    with pytest.raises(DatasetError, match=f"{afile}/d.parquet: cannot write a dataset here"):
+        DatasetWriter(afile / "d.parquet", _meta())
+    with pytest.raises(DatasetError, match="is a directory"):
+        check_output_path(tmp_path)
+
+
+# -- dataset values -----------------------------------------------------------------------------
+
+
+def _set(col, value, row=2, typ=None):
+    def fn(table):
+        vals = table.column(col).to_pylist()
+        vals[row] = value
+        idx = table.schema.get_field_index(col)
+        return table.set_column(idx, col, pa.array(vals, typ or table.schema.field(col).type))
+
+    return fn
+
+
+def _first_of(module):
+    rows = _rows()
+    return next(i for i, r in enumerate(rows) if r["module"] == module)
+
+
+@pytest.mark.parametrize(
+    "table_fn, meta_fn, message",
+    [
+        (lambda t: t.drop_columns(["channels"]), None, "needs the field 'channels'"),
+        (lambda t: _set("channels", -4, _first_of("add"))(t), None, "add.channels=-4 is out of range"),
+        (lambda t: _set("kernel", 4, _first_of("conv2d"))(t), None, "conv2d.kernel=4 is not valid"),
+        (lambda t: _set("groups", 7, _first_of("conv2d"))(t), None, "groups must divide cin and cout"),
+        (lambda t: _set("cin", None, _first_of("conv2d"))(t), None, "needs the field 'cin'"),
+        (_set("status", "maybe"), None, "unknown status values ['maybe']"),
+        (_set("config_key", None), None, "1 rows have no config_key"),
+        (_set("latency_ms_median", 1e30), None, "over 3.6e+06 ms latency_ms_median"),
+        (_set("flops", -1.0), None, "negative flops"),
+        (None, lambda m: {**m, "catalogue_version": 99}, "catalogue_version=99 is unknown"),
+        (None, lambda m: {**m, "catalogue_version": "2"}, "catalogue_version='2' is unknown"),
+    ],
+)
+def test_bad_values_in_datasets_are_named(tmp_path, table_fn, meta_fn, message):
+    path = tmp_path / "d.parquet"
+    write_dataset(path, _rows(), _meta())
+    _rewrite(path, table_fn, meta_fn)
+    with pytest.raises(DatasetError, match=re.escape(message)) as e:
+        read_dataset(path)
+    assert str(path) in str(e.value)
+
+
+def test_duplicate_config_keys_are_refused(tmp_path):
+    path = tmp_path / "d.parquet"
+    rows = _rows()
+    write_dataset(path, rows + [rows[0]], _meta())
+    with pytest.raises(DatasetError, match=f"config_key '{rows[0]['config_key']}' appears more than once"):
+        read_dataset(path)
