@@ -598,7 +598,7 @@ def validate_config_columns(
       >>> validate_config_columns("conv2d", {"cin": [3], "cout": [8], "h": [32], "w": [32]})
       Traceback (most recent call last):
       ...
-      ValueError: columns: conv2d needs the field 'kernel' (square kernel size; padding kernel//2: one of 1, 3, 5, 7); it has no default. Required fields of conv2d: cin, cout, h, w, kernel
+      ValueError: columns: conv2d needs the field 'kernel' (square kernel size; ...) and there is no such column; ...
     """
     import numpy as np
     import pandas as pd
