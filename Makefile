@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ := 2147483647
 export MALLOC_TRIM_THRESHOLD_ := 2147483647
 
-.PHONY: demo test setup clean reference-predictor reference-predictor-epyc
+.PHONY: demo test setup docs clean reference-predictor reference-predictor-epyc
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: this CPU build is on disk; an unpinned torch pulls a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[jax,torch,tflite,reference,models,dev]'
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[torch,tflite,onnx,reference,models,dev]'
 	touch $(STAMP)
 
 # Main job, the whole path on this machine's CPU: profile a fresh sample of every module type;
@@ -54,5 +54,10 @@ reference-predictor-epyc: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# API reference from the docstrings, into site/ (open site/index.html).
+docs: $(STAMP)
+	$(BIN)/python -m pdoc -o site --docformat google jaxlat jaxlat.regressors jaxlat.nas jaxlat.transfer \
+	  jaxlat.optimize profilers profilers.spaces profilers.zoo
+
 clean:
-	rm -rf runs/demo .pytest_cache
+	rm -rf runs/demo .pytest_cache site dist

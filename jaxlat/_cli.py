@@ -264,10 +264,20 @@ def _cmd_transfer_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxlat")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "0+unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._data import STATISTICS
 
     p = argparse.ArgumentParser(prog="jaxlat", description="Train and evaluate latency predictors.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fit a predictor on dataset files")
     t.add_argument("--data", action="append", required=True, help="dataset file (repeatable)")

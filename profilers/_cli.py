@@ -412,8 +412,18 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxlat")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "0+unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxlat-profile", description="Measure module latencies into a jaxlat dataset.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def sampling(q: argparse.ArgumentParser) -> None:
