@@ -5,6 +5,7 @@ models sharing a device, and early-exit scheduling.
 
     table = optimize.DesignSpace(variants, predictors, threads=(1, 2)).evaluate(np.linspace(0, 1, 11))
     optimize.choose(table, optimize.SLO(max_p90_ms=30), utilization=0.5)
+    table = optimize.calibrate_table(table, cal.log_affine, backend="torch")   # to this machine
     optimize.switch_table(table, {"30ms": optimize.SLO(max_p90_ms=30)}).lookup("30ms", 0.42)
     optimize.eenet_policy(val_outputs, exit_costs_ms, budget_ms=2.0)
 """
@@ -30,3 +31,5 @@ from ._early_exit import exit_costs_ms as exit_costs_ms
 from ._early_exit import exit_outputs as exit_outputs
 from ._early_exit import geometric_policy as geometric_policy
 from ._early_exit import train_multi_exit as train_multi_exit
+from ._tables import LATENCY_COLUMNS as LATENCY_COLUMNS
+from ._tables import calibrate_table as calibrate_table

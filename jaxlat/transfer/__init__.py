@@ -6,6 +6,9 @@ a proxy device's predictor (or latency table) to a new device from K measurement
     transfer.monotonicity_matrix(transfer.settings_tables(df))          # Spearman per pair
     adapted = transfer.adapt(records_k, measured_k, [transfer.table_proxy(table, key="arch")])
     adapted.predict(records)
+
+    cal = transfer.calibrate(predictor, measured_records, statistic="p10")   # to this machine
+    cal.predict(records), cal.log_affine
 """
 
 from ._adapt import METHODS as METHODS
@@ -18,6 +21,12 @@ from ._adapt import network_features as network_features
 from ._adapt import predictor_proxy as predictor_proxy
 from ._adapt import recomposed as recomposed
 from ._adapt import table_proxy as table_proxy
+from ._calibration import LIGHT_OPS as LIGHT_OPS
+from ._calibration import LOG_AFFINE_METHODS as LOG_AFFINE_METHODS
+from ._calibration import Calibration as Calibration
+from ._calibration import calibrate as calibrate
+from ._calibration import log_affine_ms as log_affine_ms
+from ._calibration import spanning_archs as spanning_archs
 from ._device_medn import DeviceMEDN as DeviceMEDN
 from ._device_medn import embedding_method as embedding_method
 from ._device_medn import finetune_method as finetune_method
