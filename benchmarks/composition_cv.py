@@ -4,7 +4,7 @@
   python benchmarks/composition_cv.py --predictor jaxlat/predictors/cpu_torch_1t \
       --records data/cpu_generated_models.jsonl --out benchmarks/results
 
-Compares the plain module sum, a single scale, the linear correction of `jaxlat/_composition.py`
+Compares the plain module sum, a single scale, the linear correction of `jaxlat.Composition`
 (unmapped copies' bytes and the other unmapped operators' bytes at separate rates), the same with
 one rate for all unmapped bytes, the linear correction followed by a power law, and per-group
 scales (convolutions; linear and matmul; the rest). Writes composition_cv.json and
@@ -23,10 +23,10 @@ from scipy.optimize import lsq_linear
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import profilers  # noqa: E402
-from _common import machine, machine_markdown, write_results  # noqa: E402
-from jaxlat import LatencyPredictor  # noqa: E402
-from jaxlat._composition import design_rows, fit_composition  # noqa: E402
+from _common import machine, machine_markdown, write_results
+
+import profilers
+from jaxlat import LatencyPredictor, design_rows, fit_composition
 
 GROUPS = {"conv2d": 0, "conv_bn_act": 0, "linear": 1, "matmul": 1, "mhsa": 1}
 
@@ -88,8 +88,8 @@ def main(argv=None) -> int:
         rows[name] = {"acc10": float(np.mean(np.abs(err) <= 0.10)), "median_abs_err": float(np.median(np.abs(err)))}
     m = machine()
     lines = ["# Choosing the whole-model correction: cross-validation over generated networks\n", machine_markdown(m),
-             f"{len(recs)} records of {', '.join(f'`{f}`' for f in args.records)}, {args.folds} folds by seed; module predictions from "
-             f"`{args.predictor}`.\n", "| correction | within ±10 % | median abs. error |", "|---|---|---|"]
+             (f"{len(recs)} records of {', '.join(f'`{f}`' for f in args.records)}, {args.folds} folds by seed; module predictions from "
+             f"`{args.predictor}`.\n"), "| correction | within ±10 % | median abs. error |", "|---|---|---|"]
     lines += [f"| {k} | {v['acc10']:.3f} | {v['median_abs_err']:.3f} |" for k, v in rows.items()]
     path = write_results(args.out, args.name, {"machine": m, "records": args.records, "rows": rows},
                          "\n".join(lines) + "\n")

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, machine_markdown, write_results  # noqa: E402
+from _common import machine, machine_markdown, write_results
 
 #: (name, module, fields): small modules, about 0.04 to 0.8 ms each at 1 thread.
 BASKET = (
@@ -43,9 +43,7 @@ def trace(seconds: float) -> dict[str, list[float]]:
     import torch
 
     import profilers
-    from profilers import zoo
-    from profilers._timer import TimerConfig, time_function
-    from profilers._torch_backend import build_torch_module, flush_denormals, torch_threads
+    from profilers import TimerConfig, build_torch_module, flush_denormals, time_function, torch_threads, zoo
 
     small = TimerConfig(warmup_s=0.01, min_run_time_s=0.05, min_repeats=5)
     large = TimerConfig(warmup_s=0.05, min_run_time_s=0.3, min_repeats=3)
@@ -112,14 +110,14 @@ def main(argv=None) -> int:
     lines = [
         "# How steady is this machine? (PyTorch, 1 thread)\n",
         machine_markdown(m),
-        f"`python benchmarks/machine_drift.py --seconds {args.seconds:g}`: {len(t)} passes over {args.seconds:g} s, "
+        (f"`python benchmarks/machine_drift.py --seconds {args.seconds:g}`: {len(t)} passes over {args.seconds:g} s, "
         "each timing every series below in one short window (modules 0.05 s, models 0.3 s). 'Fastest tenth': the "
         "10th percentile of a series' window medians. The last two columns draw "
         f"{r} windows at random from the trace, as a {r}-round measurement would, and give how often their "
         "median, or their minimum (what a pooled 10th percentile comes close to), lies within 10 % of the "
-        "fastest tenth.\n",
-        "| series | fastest tenth ms | max / fastest | log sd | windows within 10 % | "
-        f"median of {r} within 10 % | min of {r} within 10 % |",
+        "fastest tenth.\n"),
+        ("| series | fastest tenth ms | max / fastest | log sd | windows within 10 % | "
+        f"median of {r} within 10 % | min of {r} within 10 % |"),
         "|---|---|---|---|---|---|---|",
     ]
     for k, s in stats.items():

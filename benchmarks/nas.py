@@ -27,8 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (STATISTICS, adapt_to_records, machine, machine_markdown,  # noqa: E402
-                     spanning_archs, write_results)
+import itertools
+
+from _common import STATISTICS, calibrate_to_records, machine, machine_markdown, write_results
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -37,10 +38,20 @@ def search_phase(args) -> None:
     import jax
     import jax.numpy as jnp
 
-    from jaxlat._shipped import load_predictor
-    from jaxlat.nas import (SearchConfig, digits_data, expected_latency_fn, init_supernet, no_penalty,
-                            proxyless_penalty, search, tfnas_penalty)
-    from jaxlat.nas._search import ArchParams, make_steps
+    from jaxlat import load_predictor
+    from jaxlat.nas import (
+        ArchParams,
+        SearchConfig,
+        calibrated_latency_fn,
+        digits_data,
+        expected_latency_fn,
+        init_supernet,
+        make_steps,
+        no_penalty,
+        proxyless_penalty,
+        search,
+        tfnas_penalty,
+    )
     from profilers.spaces import mobile_space
 
     if args.correction == "adaproxy":
@@ -50,22 +61,15 @@ def search_phase(args) -> None:
     space = mobile_space(resolution=args.resolution)
     cfg = SearchConfig(epochs=args.epochs, warmup_epochs=max(1, args.epochs // 5))
     data = digits_data(cfg.train_resolution)
-    base_lat = expected_latency_fn(pred, space)
-    calibration, adapted = calibrate(args, space, pred) if args.calibrate else (None, None)
-    if calibration is None:
-        lat = base_lat
-    elif adapted.method == "recompose":  # the predictor with its composition refitted here
-        lat = expected_latency_fn(adapted.predictor(), space)
-    else:
-        a, b = calibration["log_affine"]
-
-        def lat(probs, widths=None):
-            return jnp.exp(a) * base_lat(probs, widths) ** b
+    cal = calibrate(args, space, pred) if args.calibrate else None
+    # Log-affine in the predicted latency, or the predictor with its composition refitted here.
+    lat = calibrated_latency_fn(pred, space, cal, latency_ms=expected_latency_fn(pred, space))
+    calibration = cal.as_json() if cal is not None else None
 
     def predicted_ms(records):  # on this machine's scale
-        if adapted is None:
+        if cal is None:
             return pred.predict_models(records)["latency_ms"].to_numpy()
-        return np.asarray(adapted.predict(records), float)
+        return cal.predict(records)
 
     runs = [("proxyless", {"lam": lam}, proxyless_penalty(lam)) for lam in args.lams]
     runs += [("tfnas", {"lam": args.target_lam, "target_ms": t}, tfnas_penalty(args.target_lam, t)) for t in args.targets]
@@ -90,8 +94,8 @@ def search_phase(args) -> None:
         path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
         return
     # The latency term's share of an architecture step: the same step with and without it.
-    from flax import nnx
     import optax
+    from flax import nnx
 
     model = init_supernet(space, 0)
     _, params = nnx.split(model)
@@ -128,14 +132,21 @@ def _finish(space, arch, probs, kind, settings, predicted_ms, data, args) -> dic
     (`jaxlat.nas.fit_to_target`: widths, then the most probable op changes); then trained alone."""
     from jaxlat.nas import fit_to_target, train_derived
 
-    row = {"arch": space.encode(arch), "predicted_latency_ms": float(predicted_ms([space.record(arch)])[0])}
     if kind == "tfnas":
         fitted, ms = fit_to_target(space, np.asarray(probs), arch, predicted_ms, settings["target_ms"])
-        row = {"searched_arch": row["arch"], "searched_predicted_ms": row["predicted_latency_ms"],
-               "arch": space.encode(fitted), "predicted_latency_ms": ms}
-        arch = fitted
-    row["trained_accuracy"] = train_derived(space, arch, data, epochs=args.train_epochs)
-    return row
+        return _target_row(space, arch, fitted, ms, predicted_ms, data, args)
+    return {"arch": space.encode(arch), "predicted_latency_ms": float(predicted_ms([space.record(arch)])[0]),
+            "trained_accuracy": train_derived(space, arch, data, epochs=args.train_epochs)}
+
+
+def _target_row(space, searched, fitted, fitted_ms: float, predicted_ms, data, args) -> dict:
+    """A target run's record: the searched and the fitted architecture, their predicted
+    latencies, the fitted one's accuracy trained alone."""
+    from jaxlat.nas import train_derived
+
+    return {"searched_arch": space.encode(searched), "searched_predicted_ms": float(predicted_ms([space.record(searched)])[0]),
+            "arch": space.encode(fitted), "predicted_latency_ms": fitted_ms,
+            "trained_accuracy": train_derived(space, fitted, data, epochs=args.train_epochs)}
 
 
 def deploy_phase(args) -> None:
@@ -144,7 +155,7 @@ def deploy_phase(args) -> None:
     searches' op probabilities (`fit_to_target`): the target is a latency on the machine as it is
     when the network is deployed. The additive runs keep their architectures; their predicted
     latencies move to the new calibration."""
-    from jaxlat._shipped import load_predictor
+    from jaxlat import load_predictor
     from jaxlat.nas import digits_data
     from profilers import load_records
     from profilers.spaces import decode, mobile_space
@@ -156,12 +167,10 @@ def deploy_phase(args) -> None:
     (RESULTS / "nas_calibration_archs.json").write_text(json.dumps(_calibration_spec(space, args)))
     _measure_subprocess("calibrate-measure", args)
     # No gradient needed here: any correction `adapt` offers may be chosen (by leave-one-out error).
-    cal, adapted = adapt_to_records(pred, load_records(RESULTS / "nas_calibration_records.jsonl"), "NAS deploy",
-                                    methods=("reuse", "affine", "recompose", "adaproxy"), statistic=args.statistic,
-                                    force=None if args.correction == "auto" else args.correction)
-
-    def predicted_ms(records):
-        return np.asarray(adapted.predict(records), float)
+    cal = calibrate_to_records(pred, load_records(RESULTS / "nas_calibration_records.jsonl"), "NAS deploy",
+                               methods=("reuse", "affine", "recompose", "adaproxy"), statistic=args.statistic,
+                               force=None if args.correction == "auto" else args.correction)
+    predicted_ms = cal.predict
 
     data = digits_data(payload["config"]["train_resolution"])
     for r in payload["runs"]:
@@ -174,7 +183,7 @@ def deploy_phase(args) -> None:
                   f"{r['arch']} ({r['predicted_latency_ms']:.3f} ms)", flush=True)
         else:
             r["predicted_latency_ms"] = float(predicted_ms([space.record(decode(space, r["arch"]))])[0])
-    payload["deploy_calibration"] = cal
+    payload["deploy_calibration"] = cal.as_json()
     path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
     for step in range(args.refine):
         _refine(payload, space, predicted_ms, data, args, step)
@@ -182,11 +191,12 @@ def deploy_phase(args) -> None:
 
 
 def _refine(payload: dict, space, predicted_ms, data, args, step: int) -> None:
-    """One closed-loop step for the target runs: measure each fitted architecture (interleaved
-    with the calibration architectures, so that its rounds spread over minutes), scale the
-    calibrated predictor by measured / predicted at that architecture, and fit the search's
-    probabilities to T again under the scaled predictor. The final architectures are measured
-    afresh with the others."""
+    """One closed-loop step for the target runs (`jaxlat.nas.refine_to_target`): measure each
+    fitted architecture (interleaved with the calibration architectures, so that its rounds
+    spread over minutes), scale the calibrated predictor by measured / predicted at that
+    architecture, and fit the search's probabilities to T again under the scaled predictor. The
+    final architectures are measured afresh with the others."""
+    from jaxlat.nas import refine_to_target
     from profilers import load_records
     from profilers.spaces import decode
 
@@ -198,27 +208,25 @@ def _refine(payload: dict, space, predicted_ms, data, args, step: int) -> None:
         if r["penalty"] != "tfnas":
             continue
         m = float(measured[f"run{i}"][key])
-        scale = r.get("local_scale", 1.0) * m / r["predicted_latency_ms"]
+        searched = decode(space, r["searched_arch"])
+        new = refine_to_target(space, r["probs"], searched, predicted_ms, r["target_ms"], measured_ms=m,
+                               predicted_ms=r["predicted_latency_ms"], local_scale=r.get("local_scale", 1.0))
         r.setdefault("refine", []).append({"step": step, "arch": r["arch"], "predicted_ms": r["predicted_latency_ms"],
-                                           "measured_ms": m, "local_scale": scale})
-        r["local_scale"] = scale
-
-        def scaled(records, s=scale):
-            return s * predicted_ms(records)
-
-        r.update(_finish(space, decode(space, r["searched_arch"]), r["probs"], "tfnas", r, scaled, data, args))
-        print(f"refine {step} T={r['target_ms']}: measured {m:.3f} ms, local scale {scale:.3f} -> {r['arch']} "
-              f"({r['predicted_latency_ms']:.3f} ms)", flush=True)
+                                           "measured_ms": m, "local_scale": new.local_scale})
+        r["local_scale"] = new.local_scale
+        r.update(_target_row(space, searched, new.arch, new.predicted_ms, new.latency_ms, data, args))
+        print(f"refine {step} T={r['target_ms']}: measured {m:.3f} ms, local scale {new.local_scale:.3f} -> "
+              f"{r['arch']} ({r['predicted_latency_ms']:.3f} ms)", flush=True)
 
 
 
 
-def calibrate(args, space, pred) -> tuple[dict, object]:
-    """Few-shot transfer of the predictor to this machine (`jaxlat.transfer.adapt` among the
+def calibrate(args, space, pred):
+    """Calibration of the predictor to this machine (`jaxlat.transfer.calibrate` among the
     corrections a JAX latency can carry: reuse or affine in log latency, or the composition
     refitted; `--correction` forces one) from `args.calibrate` architectures spanning the space,
-    measured end to end here; the search then penalizes the calibrated latency. Returns
-    `(summary, adapted)`."""
+    measured end to end here; the search then penalizes the calibrated latency. Returns the
+    `jaxlat.transfer.Calibration`."""
     from profilers import load_records
 
     path, rec_path = RESULTS / "nas_calibration_archs.json", RESULTS / "nas_calibration_records.jsonl"
@@ -229,14 +237,16 @@ def calibrate(args, space, pred) -> tuple[dict, object]:
         path.write_text(json.dumps(spec))
         _measure_subprocess("calibrate-measure", args)
     measured = {r.name: r for r in load_records(rec_path)}
-    return adapt_to_records(pred, [measured[f"cal{i}"] for i in range(len(spec["archs"]))], "NAS",
-                            methods=("reuse", "affine", "recompose"), statistic=args.statistic,
-                            force=None if args.correction == "auto" else args.correction)
+    return calibrate_to_records(pred, [measured[f"cal{i}"] for i in range(len(spec["archs"]))], "NAS",
+                                methods=("reuse", "affine", "recompose"), statistic=args.statistic,
+                                force=None if args.correction == "auto" else args.correction)
 
 
 def _calibration_spec(space, args) -> dict:
     """The calibration architectures: `args.calibrate` spanning the space's latency range, half
-    of them with every stage at the widest or the narrowest width (`spanning_archs`)."""
+    of them with every stage at the widest or the narrowest width (`jaxlat.transfer.spanning_archs`)."""
+    from jaxlat.transfer import spanning_archs
+
     archs = [space.encode(a) for a in spanning_archs(space, args.calibrate, seed=10_000, corner_widths=True)]
     return {"resolution": space.resolution, "archs": archs}
 
@@ -249,7 +259,7 @@ def _measure_subprocess(phase: str, args) -> None:
 
 
 def _measure_archs(space, named_archs, out: Path, rounds: int) -> None:
-    from profilers._models import MODEL_TIMER, profile_many
+    from profilers import MODEL_TIMER, profile_many
     from profilers.spaces import decode
 
     jobs = []
@@ -311,7 +321,7 @@ def report(args) -> None:
         r["round_medians_ms"] = m.get("round_medians_ms")
     prox = sorted((r for r in runs if r["penalty"] == "proxyless"), key=lambda r: r["lam"])
     lat = [r["measured_ms"] for r in prox]
-    monotone = all(b < a for a, b in zip(lat, lat[1:]))
+    monotone = all(b < a for a, b in itertools.pairwise(lat))
     targets = [r for r in runs if r["penalty"] == "tfnas"]
     within = [abs(r["measured_ms"] / r["target_ms"] - 1) <= 0.10 for r in targets]
     summary = {"monotone": monotone, "targets_within_10pct": int(sum(within)), "n_targets": len(targets),
@@ -325,10 +335,10 @@ def report(args) -> None:
         summary["targets_within_10pct_drift_normalized"] = int(sum(abs(x - 1) <= 0.10 for x in norm))
     meta = {"machine": machine(), "args": vars(args)}
     md = ["# NAS with a latency penalty, measured\n\n", machine_markdown(meta["machine"]), "\n",
-          f"Space: {payload['space']['name']} at {payload['space']['resolution']}x{payload['space']['resolution']}, "
+          (f"Space: {payload['space']['name']} at {payload['space']['resolution']}x{payload['space']['resolution']}, "
           f"ops {', '.join(payload['space']['ops'])}, stage widths in {payload['space']['width_range']}. "
           f"Predictor: {payload['predictor']}. Search: {payload['config']['epochs']} epochs on scikit-learn's digits "
-          f"(8x8); accuracy: the derived architecture trained alone, test split.\n\n",
+          f"(8x8); accuracy: the derived architecture trained alone, test split.\n\n"),
           (f"Calibration to this machine and statistic (the predictor's data: {payload.get('predictor_device') or 'unknown'}"
            f"): `jaxlat.transfer.adapt` on {payload['calibration']['k']} architectures of the space spanning its "
            f"latency range, measured here: {_correction_md(payload['calibration'])}. The penalty uses it"
@@ -353,8 +363,8 @@ def report(args) -> None:
                   f"({spread}) | {r['measured_ms'] / r['predicted_latency_ms']:.3f} | "
                   f"{r['trained_accuracy']:.3f} | `{r['arch']}` |\n")
     o = payload["overhead"]
-    md += [f"\nAdditive penalty: measured latency {'falls monotonically' if monotone else 'does NOT fall monotonically'} "
-           f"as lambda grows ({' > '.join(f'{x:.3f}' for x in lat)} ms).\n\n",
+    md += [(f"\nAdditive penalty: measured latency {'falls monotonically' if monotone else 'does NOT fall monotonically'} "
+           f"as lambda grows ({' > '.join(f'{x:.3f}' for x in lat)} ms).\n\n"),
            "".join(f"Target T={r['target_ms']:g} ms: the search derived `{r['searched_arch']}` (predicted "
                    f"{r['searched_predicted_ms']:.3f} ms); fitted to T under the predictor "
                    f"(`jaxlat.nas.fit_to_target`: widths, then the most probable op changes)."
@@ -372,16 +382,16 @@ def report(args) -> None:
             f"the targets land at " + ", ".join(f"T={r['target_ms']:g}: {x:.3f}" for r, x in zip(targets, norm))
             + f" x T ({summary['targets_within_10pct_drift_normalized']} of {len(targets)} within 10 %).\n\n"
             if drift else ""),
-           f"Latency term overhead: an architecture step takes {o['with']['median_ms']:.1f} ms with the latency term and "
+           (f"Latency term overhead: an architecture step takes {o['with']['median_ms']:.1f} ms with the latency term and "
            f"{o['without']['median_ms']:.1f} ms without (medians of {args.overhead_repeats} alternating calls; "
            f"p10-p90 {o['with']['p10_ms']:.1f}-{o['with']['p90_ms']:.1f} and {o['without']['p10_ms']:.1f}-"
-           f"{o['without']['p90_ms']:.1f}): ratio {o['ratio']:.3f}.\n"]
+           f"{o['without']['p90_ms']:.1f}): ratio {o['ratio']:.3f}.\n")]
     path = write_results(RESULTS, "nas", {"meta": meta, "summary": summary, **payload}, "".join(md))
     print(path.read_text())
 
 
 def _correction_md(cal: dict) -> str:
-    """What a calibration summary of `adapt_to_records` chose, how, and its form."""
+    """What a calibration summary (`Calibration.as_json`) chose, how, and its form."""
     loo = ", ".join(f"{m} {v['log_rmse']:.3f}" for m, v in cal["report"]["candidates"].items())
     if cal.get("log_affine"):
         form = f"target ms = {np.exp(cal['log_affine'][0]):.3f} x predicted ** {cal['log_affine'][1]:.3f}"
@@ -453,11 +463,11 @@ def main() -> None:
     if args.phase == "refine-measure":  # the measuring subprocess of --refine
         measure_phase(args, targets_only=True)
     if args.phase == "calibrate":  # measure and fit only, e.g. to choose targets before a search
-        from jaxlat._shipped import load_predictor
+        from jaxlat import load_predictor
         from profilers.spaces import mobile_space
 
         pred = load_predictor(args.predictor)
-        print(json.dumps({k: v for k, v in calibrate(args, mobile_space(resolution=args.resolution), pred)[0].items()
+        print(json.dumps({k: v for k, v in calibrate(args, mobile_space(resolution=args.resolution), pred).as_json().items()
                           if k != "report"}, default=float))
     if args.phase in ("all", "measure", "deploy"):
         from profilers import MEASUREMENT_ENV

@@ -31,8 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (STATISTICS, adapt_to_records, calibrate_to_records, machine, machine_markdown,  # noqa: E402
-                     spanning_archs, write_results)
+from _common import STATISTICS, calibrate_to_records, machine, machine_markdown, write_results
 
 RESULTS = Path(__file__).parent / "results"
 EE_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -56,7 +55,7 @@ def measure_jobs(jobs_json: Path, out_jsonl: Path, rounds: int) -> None:
     """Each job: {name, kind: ee|design, ...}; torch or TFLite at its threads and utilization."""
     import torch
 
-    from profilers._models import MODEL_TIMER, TFLiteRuntime, TorchRuntime, profile_many
+    from profilers import MODEL_TIMER, TFLiteRuntime, TorchRuntime, profile_many
     from profilers.spaces import NB201, decode, mobile_space
 
     jobs = json.loads(jobs_json.read_text())
@@ -85,9 +84,9 @@ def measure_jobs(jobs_json: Path, out_jsonl: Path, rounds: int) -> None:
                      chunk_size=len(built), runtime=rt, progress=False)
 
 
-def calibrate(pred, jobs: list[dict], tag: str, rounds: int) -> dict:
-    """Few-shot transfer of `pred` to this machine (`jaxlat.transfer.adapt`, reuse or affine in
-    log latency) from measured jobs; returns the map and its report."""
+def calibrate(pred, jobs: list[dict], tag: str, rounds: int):
+    """Calibration of `pred` to this machine (`jaxlat.transfer.calibrate`, reuse or affine in
+    log latency) from measured jobs; returns the `Calibration`."""
     from profilers import load_records
 
     jpath, rpath = RESULTS / f"optimize_{tag}_calibration_jobs.json", RESULTS / f"optimize_{tag}_calibration_records.jsonl"
@@ -95,13 +94,6 @@ def calibrate(pred, jobs: list[dict], tag: str, rounds: int) -> dict:
     rpath.unlink(missing_ok=True)
     _measure(jpath, rpath, rounds)
     return calibrate_to_records(pred, load_records(rpath), tag)
-
-
-def _apply(cal: dict | None, ms):
-    if cal is None:
-        return ms
-    a, b = cal["log_affine"]
-    return np.exp(a) * np.asarray(ms, float) ** b
 
 
 def _cal_md(cal: dict | None, what: str) -> str:
@@ -118,8 +110,16 @@ def _cal_md(cal: dict | None, what: str) -> str:
 
 def early_exits(args, pred) -> tuple[dict, list[str]]:
     from jaxlat.nas import digits_data
-    from jaxlat.optimize import (eenet_policy, entropy_policy, evaluate_policy, exit_costs_ms, exit_outputs,
-                                 geometric_policy, train_multi_exit)
+    from jaxlat.optimize import (
+        eenet_policy,
+        entropy_policy,
+        evaluate_policy,
+        exit_costs_ms,
+        exit_outputs,
+        geometric_policy,
+        train_multi_exit,
+    )
+    from jaxlat.transfer import spanning_archs
     from profilers import load_records
     from profilers.spaces import NB201
 
@@ -148,9 +148,10 @@ def early_exits(args, pred) -> tuple[dict, list[str]]:
     median_costs = np.array([records[f"exit{k}"].measured["latency_ms"] for k in range(len(EE_EXITS))])
     cal = None
     if args.calibrate:
-        cal, adapted = adapt_to_records(pred, [records[j["name"]] for j in cal_jobs], "ee",
-                                        methods=("reuse", "affine", "adaproxy"), statistic=args.statistic)
-        costs = adapted.predict([space.prefix_record(arch, EE_EXITS[: k + 1]) for k in range(len(EE_EXITS))])
+        calibration = calibrate_to_records(pred, [records[j["name"]] for j in cal_jobs], "ee",
+                                           methods=("reuse", "affine", "adaproxy"), statistic=args.statistic)
+        cal = calibration.as_json()
+        costs = calibration.predict([space.prefix_record(arch, EE_EXITS[: k + 1]) for k in range(len(EE_EXITS))])
     else:
         costs = exit_costs_ms(pred, space, arch, EE_EXITS)
     rows = []
@@ -176,8 +177,8 @@ def early_exits(args, pred) -> tuple[dict, list[str]]:
           f"{np.round(costs, 3).tolist()}, measured {np.round(mcosts, 3).tolist()} (torch, 1 thread, "
           f"{args.rounds} rounds, the exits and the calibration networks in the same rounds; statistic: {statistic}). "
           f"Exit accuracy on test: {np.round(test.correct.mean(0), 3).tolist()}.\n\n",
-          "| budget ms | policy | test accuracy | predicted mean ms | measured mean ms | measured / budget | exits |\n"
-          "|---|---|---|---|---|---|---|\n"]
+          ("| budget ms | policy | test accuracy | predicted mean ms | measured mean ms | measured / budget | exits |\n"
+          "|---|---|---|---|---|---|---|\n")]
     for r in rows:
         md.append(f"| {r['budget_ms']:.3f} | {r['policy']} | {r['accuracy']:.3f} | {r['mean_cost_ms']:.3f} | "
                   f"{r['measured_mean_ms']:.3f} | {r['measured_mean_ms'] / r['budget_ms']:.3f} | "
@@ -189,7 +190,7 @@ def early_exits(args, pred) -> tuple[dict, list[str]]:
 
 
 def designs(args, pred_torch, pred_tflite) -> tuple[dict, list[str]]:
-    from jaxlat.optimize import SLO, DesignSpace, Variant, choose, switch_table
+    from jaxlat.optimize import SLO, DesignSpace, Variant, calibrate_table, choose, switch_table
     from profilers import load_records
     from profilers.spaces import decode, mobile_space
 
@@ -209,12 +210,9 @@ def designs(args, pred_torch, pred_tflite) -> tuple[dict, list[str]]:
     if args.calibrate:  # the torch predictor was trained on another CPU
         cal_jobs = [{"name": f"cal{i}", "kind": "design", "arch": space.encode(space.random_arch(30_000 + i)),
                      "runtime": "torch", "dtype": "fp32", "threads": 1, "utilization": 0.0} for i in range(args.calibrate)]
-        cal = calibrate(pred_torch, cal_jobs, "design", args.rounds)
-        torch_rows = table["backend"] == "torch"
-        for col in ("median_ms", "p90_ms"):
-            table.loc[torch_rows, col] = _apply(cal, table.loc[torch_rows, col].to_numpy())
-        if "throughput_per_s" in table:
-            table.loc[torch_rows, "throughput_per_s"] = table.loc[torch_rows, "batch_size"] * 1e3 / table.loc[torch_rows, "median_ms"]
+        calibration = calibrate(pred_torch, cal_jobs, "design", args.rounds)
+        table = calibrate_table(table, calibration.log_affine, backend="torch")
+        cal = calibration.as_json()
     slos = {f"p90<={x:g}ms": SLO(max_p90_ms=x) for x in args.slo_ms}
     sw = switch_table(table, slos)
     sw.save(RESULTS / "optimize_switch.json")
@@ -259,10 +257,10 @@ def designs(args, pred_torch, pred_tflite) -> tuple[dict, list[str]]:
     met_aware = sum(c.get("met", False) for c in aware)
     met_unaware = sum(c.get("met", False) for c in unaware)
     md = ["## Design selection under SLOs\n\n",
-          f"Variants (MobileNet-like space, 128x128, accuracies as given: {accuracy}; int8 = fp32 - {args.int8_drop}) x "
+          (f"Variants (MobileNet-like space, 128x128, accuracies as given: {accuracy}; int8 = fp32 - {args.int8_drop}) x "
           f"{', '.join('/'.join(k) for k in predictors)}, 1 thread, batch 1. Switch table over {len(grid)} utilization "
           f"levels for {len(slos)} SLO sets; lookup {lookup_us:.2f} us per utilization change (median of "
-          f"{len(us)} calls' mean).\n\n", _cal_md(cal, "Torch latencies"),
+          f"{len(us)} calls' mean).\n\n"), _cal_md(cal, "Torch latencies"),
           "| SLO | utilization | choice | design | predicted p90 ms | measured p90 ms | met |\n|---|---|---|---|---|---|---|\n"]
     for c in cases:
         d = c.get("design")
@@ -301,10 +299,9 @@ def main() -> None:
     if args.phase == "measure-jobs":
         measure_jobs(Path(args.jobs), Path(args.out), args.rounds)
         return
-    from jaxlat import LatencyPredictor
-    from jaxlat._shipped import reference_predictor
+    from jaxlat import LatencyPredictor, load_predictor
 
-    pred = reference_predictor()
+    pred = load_predictor("cpu_torch_1t")
     tfl = LatencyPredictor.load(args.tflite_predictor) if args.tflite_predictor else None
     previous = json.loads((RESULTS / "optimize.json").read_text()) if (RESULTS / "optimize.json").exists() else {}
     if args.part in ("all", "ee"):

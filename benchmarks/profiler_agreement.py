@@ -18,9 +18,10 @@ import torch.utils.benchmark as tb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import profilers  # noqa: E402
-from _common import machine_markdown, write_results  # noqa: E402
-from profilers._torch_backend import build_torch_module, time_torch_module  # noqa: E402
+from _common import machine_markdown, write_results
+
+import profilers
+from profilers import build_torch_module, time_torch_module
 
 
 def main() -> None:
@@ -51,8 +52,8 @@ def main() -> None:
     meta = machine()
     summary = {"median_ratio": float(np.median(ratios)), "p10": float(np.percentile(ratios, 10)), "p90": float(np.percentile(ratios, 90))}
     md = ["# Profiler against torch.utils.benchmark\n\n", machine_markdown(meta), "\n",
-          f"{len(rows)} configs, 1 thread, same process, alternating, 3 rounds each: median ratio "
-          f"{summary['median_ratio']:.3f} (p10 {summary['p10']:.3f}, p90 {summary['p90']:.3f}).\n\n",
+          (f"{len(rows)} configs, 1 thread, same process, alternating, 3 rounds each: median ratio "
+          f"{summary['median_ratio']:.3f} (p10 {summary['p10']:.3f}, p90 {summary['p90']:.3f}).\n\n"),
           "| module | profiler ms | torch.utils.benchmark ms | ratio |\n|---|---|---|---|\n"]
     md += [f"| {r['config']['module']} | {r['profiler_ms']:.4f} | {r['torch_benchmark_ms']:.4f} | {r['ratio']:.3f} |\n" for r in rows]
     print(write_results(args.out, "profiler_agreement", {"meta": meta, "summary": summary, "rows": rows}, "".join(md)).read_text())

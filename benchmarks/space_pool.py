@@ -21,7 +21,15 @@ from pathlib import Path
 def pool(n_mobile: int = 200, n_nb201: int = 100, n_fbnet: int = 100, seed: int = 5000) -> list:
     import numpy as np
 
-    from profilers.spaces import FBNET, NB201_EDGES, NB201_OPS, MobileArch, Nb201Arch, mobile_space, space_by_name
+    from profilers.spaces import (
+        FBNET,
+        NB201_EDGES,
+        NB201_OPS,
+        MobileArch,
+        Nb201Arch,
+        mobile_space,
+        space_by_name,
+    )
 
     rng = np.random.default_rng(seed)
     mob, nb = mobile_space(resolution=96), space_by_name("nb201")
@@ -41,7 +49,7 @@ def pool(n_mobile: int = 200, n_nb201: int = 100, n_fbnet: int = 100, seed: int 
 
 
 def main(argv=None) -> int:
-    from profilers._arch import append_record
+    from profilers import append_record
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="records file to write (.jsonl; replaced)")

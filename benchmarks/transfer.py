@@ -18,18 +18,16 @@ benchmarks/results/transfer_records/<space>_<setting>.jsonl (resumable).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import STATISTIC_WORDS, STATISTICS, machine, machine_markdown, write_results  # noqa: E402
+from _common import STATISTIC_WORDS, STATISTICS, machine, machine_markdown, write_results
 
 RESULTS = Path(__file__).parent / "results"
 RECORDS = RESULTS / "transfer_records"
@@ -70,7 +68,7 @@ def convert(args) -> None:
     measurement phase only times them; conversions need no quiet machine."""
     import torch
 
-    from profilers._models import TFLiteRuntime
+    from profilers import TFLiteRuntime
 
     for space_name, n in (("nb201", args.n_nb201), ("fbnet", args.n_fbnet)):
         space, arch_list = archs(space_name, n, args.seed)
@@ -88,7 +86,7 @@ def measure(args) -> None:
 
     import torch
 
-    from profilers._models import MODEL_TIMER, TFLiteRuntime, TorchRuntime, profile_many
+    from profilers import MODEL_TIMER, TFLiteRuntime, TorchRuntime, profile_many
 
     RECORDS.mkdir(parents=True, exist_ok=True)
     timer = dataclasses.replace(MODEL_TIMER, min_run_time_s=args.min_run_time)
@@ -116,15 +114,15 @@ def analyze(args) -> None:
     import matplotlib.pyplot as plt
 
     import profilers
-    from jaxlat._shipped import reference_predictor
+    from jaxlat import load_predictor
     from jaxlat.transfer import few_shot_curve, model_table, monotonicity_matrix, predictor_proxy, table_proxy
 
-    pred = reference_predictor()
+    pred = load_predictor("cpu_torch_1t")
     out = {"monotonicity": {}, "curves": {}, "k10": {}}
     field = STATISTICS[args.statistic]
     md = ["# Cross-device transfer on this CPU's settings\n\n", machine_markdown(machine()), "\n",
-          f"A network's latency: the {STATISTIC_WORDS[args.statistic]} of its samples, "
-          f"pooled over its measurement rounds (`--statistic {args.statistic}`).\n\n"]
+          (f"A network's latency: the {STATISTIC_WORDS[args.statistic]} of its samples, "
+          f"pooled over its measurement rounds (`--statistic {args.statistic}`).\n\n")]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     for si, space_name in enumerate(("nb201", "fbnet")):
         recs = {s: profilers.load_records(RECORDS / f"{space_name}_{s}.jsonl") for s in SETTINGS

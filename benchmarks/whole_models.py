@@ -20,13 +20,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import profilers  # noqa: E402
-from _common import STATISTIC_WORDS, machine, machine_markdown, write_results  # noqa: E402
+from _common import STATISTIC_WORDS, cli, machine, machine_markdown, write_results
+
+import profilers
 
 
 def measure(records: Path, models: list[str], batches: list[int], rounds: int, min_run_time_s: float) -> None:
     """Run the zoo profiler in a fresh process (measurement environment, nothing else running)."""
-    cmd = [sys.executable, "-m", "profilers._cli", "zoo", "--model", ",".join(models),
+    cmd = [cli("jaxlat-profile"), "zoo", "--model", ",".join(models),
            "--batch", ",".join(map(str, batches)), "--rounds", str(rounds), "--min-run-time", str(min_run_time_s),
            "--out", str(records)]
     subprocess.run(cmd, check=True)
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", default="benchmarks/results/zoo_cpu_records.jsonl")
-    p.add_argument("--predictor", default=None, help="predictor directory (default: the shipped reference)")
+    p.add_argument("--predictor", default="cpu_torch_1t", help="predictor directory or shipped name")
     p.add_argument("--models", default=",".join(zoo.ZOO))
     p.add_argument("--batch", default="1,8")
     p.add_argument("--rounds", type=int, default=6,
@@ -52,11 +53,10 @@ def main(argv=None) -> int:
     if args.measure_only:
         return 0
 
-    from jaxlat import LatencyPredictor
-    from jaxlat._shipped import reference_path
+    from jaxlat import load_predictor
 
-    pdir = Path(args.predictor) if args.predictor else reference_path()
-    pred = LatencyPredictor.load(pdir)
+    pdir = args.predictor
+    pred = load_predictor(pdir)
     recs = profilers.load_records(records)
     out = pred.predict_models(recs)
     out["ratio"] = out["latency_ms"] / out["measured_ms"]
@@ -87,9 +87,9 @@ def main(argv=None) -> int:
     lines = [
         "# Whole-model latency on this CPU (PyTorch, 1 thread)\n",
         machine_markdown(m),
-        f"Predictor: `{pdir}`. Records: `{records}` (measured end to end in rounds interleaved with the other "
+        (f"Predictor: `{pdir}`. Records: `{records}` (measured end to end in rounds interleaved with the other "
         f"models; a model's latency is the {STATISTIC_WORDS[pred.statistic]} of its pooled samples, the "
-        f"statistic the predictor learned).\n",
+        f"statistic the predictor learned).\n"),
         f"**Within ±10 % of measured: corrected {acc:.2f}, plain sum of modules {acc_plain:.2f}** "
         f"({len(out)} model/batch pairs); median |error| {payload['median_abs_err_corrected']:.3f} corrected, "
         f"{payload['median_abs_err_plain_sum']:.3f} plain; measured inside the 80 % interval: "

@@ -12,7 +12,10 @@ from ._base import params_nbytes as params_nbytes
 from ._base import predict_batch as predict_batch
 from ._composition import Composition as Composition
 from ._composition import fit_composition as fit_composition
+from ._data import STATISTICS as STATISTICS
+from ._data import measured_ms as measured_ms
 from ._data import split_by_config as split_by_config
+from ._data import statistic_column as statistic_column
 from ._data import type_arrays as type_arrays
 from ._features import FEATURE_SCHEMA_VERSION as FEATURE_SCHEMA_VERSION
 from ._features import FeatureSchema as FeatureSchema
@@ -30,6 +33,7 @@ from ._predictor import train_predictor as train_predictor
 from ._select import Budgets as Budgets
 from ._select import Selection as Selection
 from ._select import select_regressors as select_regressors
+from ._shipped import load_predictor as load_predictor
 from ._train import TrainConfig as TrainConfig
 
 try:

@@ -13,6 +13,7 @@ from ._arch import ArchError as ArchError
 from ._arch import ArchModule as ArchModule
 from ._arch import ArchRecord as ArchRecord
 from ._arch import UnmappedOp as UnmappedOp
+from ._arch import append_record as append_record
 from ._arch import capture_torch as capture_torch
 from ._arch import load_record as load_record
 from ._arch import load_records as load_records
@@ -71,8 +72,9 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 # Torch-backed names load on first use, so `import profilers` stays framework-free.
-_TORCH_NAMES = ("build_torch_module", "register_torch_builder", "time_torch_module", "torch_threads")
-_MODEL_NAMES = ("profile_torch_model", "time_torch_model", "profile_many", "generated_jobs", "zoo_jobs")
+_TORCH_NAMES = ("build_torch_module", "flush_denormals", "register_torch_builder", "time_torch_module", "torch_threads")
+_MODEL_NAMES = ("MODEL_TIMER", "TFLiteRuntime", "TorchRuntime", "generated_jobs", "profile_many", "profile_torch_model",
+                "time_torch_model", "zoo_jobs")
 
 
 def __getattr__(name: str):
