@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._catalogue import ModuleConfig, get_spec, make_config
+from ._catalogue import ModuleConfig, config_from_row, get_spec, make_config
 
 #: Version of the architecture-record JSON; `load_record` reads exactly these.
 ARCH_FORMAT_VERSION = 1
@@ -164,51 +164,164 @@ class ArchError(ValueError):
     """A record that cannot be read: wrong version, missing field, invalid module config."""
 
 
-def record_from_json(obj: Mapping[str, Any], *, source: str = "record") -> ArchRecord:
-    """Rebuild a record from its JSON object, validating every module config."""
+_RECORD_KEYS = ("format_version", "name", "input_shapes", "modules", "unmapped", "measured", "info")
+_UNMAPPED_KINDS = ("view", "compute")
+#: `measured` latencies that must be > 0; every other `*_ms` value must be >= 0.
+_POSITIVE_MS = ("latency_ms", "p10_ms", "p90_ms")
+
+
+def _count(v: Any, where: str, what: str) -> int:
+    """`v` as an int >= 0 (an integral, finite number), else `ArchError` naming it."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    if not ok or float(v) != int(v):
+        raise ArchError(f"{where}={v!r} is not valid: expected {what}")
+    return int(v)
+
+
+def _check_measured(measured: Any, source: str) -> dict[str, Any] | None:
+    if measured is None:
+        return None
+    if not isinstance(measured, Mapping):
+        raise ArchError(f"{source}: measured={type(measured).__name__} is not valid: expected an object or null")
+    for key, v in measured.items():
+        if not key.endswith("_ms") or v is None:
+            continue
+        values = v if isinstance(v, list) else [v]
+        positive = key in _POSITIVE_MS or key == "samples_ms"
+        for x in values:
+            ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            if not ok or (x <= 0 if positive else x < 0):
+                raise ArchError(f"{source}: measured.{key}={x!r} is not valid: expected a finite latency "
+                                + ("> 0 ms" if positive else ">= 0 ms"))
+    return dict(measured) or None
+
+
+def record_from_json(obj: Any, *, source: str = "record") -> ArchRecord:
+    """Rebuild a record from its JSON object, validating every part of it.
+
+    Module configs are checked as configs from outside are (`config_from_row(strict=True)`):
+    every required field given, every value valid; unmapped operators need a kind (`view` or
+    `compute`) and counts and bytes that are finite integers >= 0; measured latencies must be
+    finite and positive.
+
+    Raises:
+      ArchError: naming `source`, the part (`modules[3].cout`, `unmapped[0].bytes`, ...), the
+        value and what is allowed.
+    """
+    if not isinstance(obj, Mapping):
+        kind = "list" if isinstance(obj, list) else type(obj).__name__
+        hint = "; several records go in a .jsonl file, one object per line" if kind == "list" else ""
+        raise ArchError(f"{source}: a JSON {kind} is not an architecture record: expected an object with "
+                        f"{', '.join(_RECORD_KEYS[:4])}{hint}")
     version = obj.get("format_version")
-    if version not in READABLE_ARCH_VERSIONS:
+    if version not in READABLE_ARCH_VERSIONS or isinstance(version, bool):
         raise ArchError(f"{source}: format_version={version!r} is unknown; this version reads "
                         f"{', '.join(map(str, READABLE_ARCH_VERSIONS))}")
+    missing = [k for k in ("name", "input_shapes", "modules") if k not in obj]
+    if missing:
+        raise ArchError(f"{source}: missing field {missing[0]!r}; a record has {', '.join(_RECORD_KEYS)}")
+    name = obj["name"]
+    if not isinstance(name, str) or not name:
+        raise ArchError(f"{source}: name={name!r} is not valid: expected a non-empty string")
+    shapes = obj["input_shapes"]
+    if not isinstance(shapes, list) or not all(isinstance(s, list) for s in shapes):
+        raise ArchError(f"{source}: input_shapes={shapes!r} is not valid: expected a list of shapes (lists of ints)")
+    input_shapes = tuple(
+        tuple(_count(d, f"{source}: input_shapes[{i}][{j}]", "an int >= 0") for j, d in enumerate(s))
+        for i, s in enumerate(shapes)
+    )
+    if not isinstance(obj["modules"], list):
+        raise ArchError(f"{source}: modules is a {type(obj['modules']).__name__}: expected a list of module objects")
+    modules = []
+    for i, m in enumerate(obj["modules"]):
+        where = f"{source}: modules[{i}]"
+        if not isinstance(m, Mapping):
+            raise ArchError(f"{where} is a {type(m).__name__}: expected an object with 'module' and its fields")
+        fields = {k: v for k, v in m.items() if k not in ("module", "op", "approx")}
+        try:
+            spec = get_spec(m.get("module"))
+            unknown = sorted(set(fields) - {f.name for f in spec.all_fields})
+            if unknown:
+                raise ValueError(f"{where}: unknown field(s) {unknown} for {spec.name}; fields: "
+                                 + ", ".join(f.name for f in spec.all_fields))
+            cfg = config_from_row({"module": spec.name, **fields}, strict=True, source=where)
+        except ValueError as e:
+            msg = str(e)
+            raise ArchError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+        op, approx = m.get("op", ""), m.get("approx", "")
+        if not isinstance(op, str) or not isinstance(approx, str):
+            raise ArchError(f"{where}: op and approx must be strings, got op={op!r}, approx={approx!r}")
+        modules.append(ArchModule(cfg, op, approx))
+    raw_unmapped = obj.get("unmapped") or []
+    if not isinstance(raw_unmapped, list):
+        raise ArchError(f"{source}: unmapped is a {type(raw_unmapped).__name__}: expected a list of objects")
+    unmapped = []
+    for i, u in enumerate(raw_unmapped):
+        where = f"{source}: unmapped[{i}]"
+        if not isinstance(u, Mapping):
+            raise ArchError(f"{where} is a {type(u).__name__}: expected an object with op, kind, count, bytes")
+        lacking = [k for k in ("op", "kind", "count", "bytes") if k not in u]
+        if lacking:
+            raise ArchError(f"{where}: missing field {lacking[0]!r}; an unmapped entry has op, kind, count, bytes")
+        if not isinstance(u["op"], str) or not u["op"]:
+            raise ArchError(f"{where}.op={u['op']!r} is not valid: expected an operator name")
+        if u["kind"] not in _UNMAPPED_KINDS:
+            raise ArchError(f"{where}.kind={u['kind']!r} is not valid: expected one of {', '.join(_UNMAPPED_KINDS)}")
+        count = _count(u["count"], f"{where}.count", "an int >= 0 (calls)")
+        nbytes = _count(u["bytes"], f"{where}.bytes", "an int >= 0 (bytes moved by all calls)")
+        unmapped.append(UnmappedOp(u["op"], u["kind"], count, nbytes))
+    info = obj.get("info") or {}
+    if not isinstance(info, Mapping):
+        raise ArchError(f"{source}: info is a {type(info).__name__}: expected an object")
+    return ArchRecord(
+        name=name,
+        input_shapes=input_shapes,
+        modules=tuple(modules),
+        unmapped=tuple(unmapped),
+        measured=_check_measured(obj.get("measured"), source),
+        info=info,
+    )
+
+
+def _read_text(p: Path) -> str:
     try:
-        modules = []
-        for i, m in enumerate(obj["modules"]):
-            fields = {k: v for k, v in m.items() if k not in ("module", "op", "approx")}
-            try:
-                cfg = make_config(m["module"], **fields)
-            except ValueError as e:
-                raise ArchError(f"{source}: modules[{i}]: {e}") from None
-            modules.append(ArchModule(cfg, m.get("op", ""), m.get("approx", "")))
-        unmapped = tuple(UnmappedOp(u["op"], u["kind"], int(u["count"]), int(u["bytes"])) for u in obj.get("unmapped", []))
-        return ArchRecord(
-            name=str(obj["name"]),
-            input_shapes=tuple(tuple(int(d) for d in s) for s in obj["input_shapes"]),
-            modules=tuple(modules),
-            unmapped=unmapped,
-            measured=obj.get("measured") or None,
-            info=obj.get("info") or {},
-        )
-    except KeyError as e:
-        raise ArchError(f"{source}: missing field {e.args[0]!r}") from None
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArchError(f"{p}: no such architecture record file") from None
+    except IsADirectoryError:
+        raise ArchError(f"{p} is a directory: expected an architecture record file (.json or .jsonl)") from None
+    except UnicodeDecodeError:
+        raise ArchError(f"{p}: not UTF-8 text; expected an architecture record (.json or .jsonl)") from None
+    except OSError as e:
+        raise ArchError(f"{p}: cannot read ({e.strerror or e})") from None
 
 
 def load_record(path: str | os.PathLike) -> ArchRecord:
-    """Read one record (`.json`)."""
+    """Read one record (`.json`).
+
+    Raises:
+      ArchError: a missing or unreadable file, invalid JSON, or an invalid record.
+    """
     p = Path(path)
     try:
-        obj = json.loads(p.read_text())
+        obj = json.loads(_read_text(p))
     except json.JSONDecodeError as e:
         raise ArchError(f"{p}: not valid JSON ({e}); the file is truncated or corrupted") from None
     return record_from_json(obj, source=str(p))
 
 
 def load_records(path: str | os.PathLike) -> list[ArchRecord]:
-    """Read records from a `.json` file (one record) or a `.jsonl` file (one per line)."""
+    """Read records from a `.json` file (one record) or a `.jsonl` file (one per line).
+
+    Raises:
+      ArchError: a missing or unreadable file, a line that is not valid JSON, or an invalid
+        record (the message names the file and line).
+    """
     p = Path(path)
     if p.suffix != ".jsonl":
         return [load_record(p)]
     out = []
-    for i, line in enumerate(p.read_text().splitlines()):
+    for i, line in enumerate(_read_text(p).splitlines()):
         if not line.strip():
             continue
         try:

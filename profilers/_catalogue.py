@@ -296,7 +296,7 @@ class ModuleSpec:
             if f.name == name:
                 return f
         raise ValueError(
-            f"module {self.name!r} has no field {name!r}; fields: "
+            f"module {str(self.name)!r} has no field {name!r}; fields: "
             + ", ".join(f.name for f in self.all_fields)
         )
 
@@ -520,8 +520,8 @@ def _label(labels: Sequence[Any] | None, i: int) -> str:
 
 
 def _check_values(f: Field, raw: Any, where: str, labels: Sequence[Any] | None) -> Any:
-    """One field's column (object array, no missing values) as a typed array; `ValueError`
-    naming the field, the first bad value, how many rows, and what is allowed."""
+    """One field's column (1-D, no missing values; numeric or object) as a typed array;
+    `ValueError` naming the field, the first bad value, how many rows, and what is allowed."""
     import numpy as np
 
     def fail(bad: Any, why: str = "is not valid") -> None:
@@ -529,6 +529,8 @@ def _check_values(f: Field, raw: Any, where: str, labels: Sequence[Any] | None) 
         i = int(idx[0])
         more = f" ({len(idx)} rows)" if len(idx) > 1 else ""
         v = raw[i].item() if isinstance(raw[i], np.generic) else raw[i]
+        if f.kind in (int, bool) and isinstance(v, float) and v.is_integer():
+            v = int(v)  # a numeric column holds ints as floats
         raise ValueError(f"{where}={v!r} {why} at {_label(labels, i)}{more}: expected {f.allowed()}")
 
     if f.kind is str:
@@ -536,13 +538,16 @@ def _check_values(f: Field, raw: Any, where: str, labels: Sequence[Any] | None) 
         if bad.any():
             fail(bad)
         return raw
-    boolish = np.array([isinstance(v, (bool, np.bool_)) for v in raw])
-    numeric = np.array([isinstance(v, numbers.Real) for v in raw])
-    if f.kind is not bool and boolish.any():
-        fail(boolish)
-    if not numeric.all():
-        fail(~numeric)
-    x = raw.astype(np.float64)
+    if raw.dtype.kind in "iuf":  # a numeric array: no per-element type checks
+        x = raw.astype(np.float64)
+    else:
+        boolish = np.array([isinstance(v, (bool, np.bool_)) for v in raw], dtype=bool)
+        numeric = np.array([isinstance(v, numbers.Real) for v in raw], dtype=bool)
+        if f.kind is not bool and boolish.any():
+            fail(boolish)
+        if not numeric.all():
+            fail(~numeric)
+        x = raw.astype(np.float64)
     if not np.isfinite(x).all():
         fail(~np.isfinite(x), "is not finite")
     if f.kind is bool:
@@ -559,6 +564,20 @@ def _check_values(f: Field, raw: Any, where: str, labels: Sequence[Any] | None) 
     if out.any():
         fail(out, "is out of range")
     return x.astype(np.int64) if f.kind is int else x
+
+
+def _host_column(v: Any) -> Any:
+    """A column as a numpy array: numeric columns (numpy, pandas, nullable pandas) as numbers
+    with NaN for missing values, everything else as objects."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(v, (pd.Series, pd.Index)):
+        if pd.api.types.is_numeric_dtype(v.dtype) and not pd.api.types.is_bool_dtype(v.dtype):
+            return v.to_numpy(dtype=np.float64, na_value=np.nan)
+        return v.to_numpy(dtype=object)
+    a = np.asarray(v)
+    return a if a.dtype.kind in "iuf" else np.asarray(v, dtype=object)
 
 
 def validate_config_columns(
@@ -608,9 +627,7 @@ def validate_config_columns(
     for f in spec.all_fields:
         if f.name not in columns:
             continue
-        v = columns[f.name]
-        v = v.to_numpy(dtype=object) if hasattr(v, "to_numpy") else v
-        a = np.asarray(v, dtype=object)
+        a = _host_column(columns[f.name])
         if a.ndim > 1:
             raise ValueError(f"{source}: {spec.name}.{f.name} has shape {a.shape}; expected a scalar or 1-D column")
         host[f.name] = a
@@ -631,7 +648,9 @@ def validate_config_columns(
             defaulted.append(f"{f.name}={f.default!r}")
         else:
             raw = np.broadcast_to(host[f.name], (n,)).copy()
-            missing = np.asarray(pd.isna(raw), dtype=bool).reshape(n)
+            if f.kind in (str, bool) or raw.dtype.kind not in "iuf":
+                raw = raw.astype(object)
+            missing = np.isnan(raw) if raw.dtype.kind == "f" else np.asarray(pd.isna(raw), dtype=bool).reshape(n)
             if missing.any():
                 if f.required:
                     i = int(np.flatnonzero(missing)[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import select
 import statistics
@@ -21,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._catalogue import ModuleConfig
-from ._dataset import DatasetWriter, measurement_row
+from ._dataset import DatasetWriter, check_output_path, measurement_row
 from ._device import device_id, host_fingerprint, measurement_env
 from ._timer import TimerConfig
 
@@ -30,6 +31,12 @@ BACKENDS = ("torch", "tflite")
 
 class WorkerError(RuntimeError):
     """The worker process could not start or died."""
+
+
+class WorkerStartError(WorkerError, ValueError):
+    """The first worker of a run could not start: the backend, device or plugins asked for are
+    not available here (e.g. `device="cuda"` without a GPU). A `ValueError`, since the
+    arguments are what must change."""
 
 
 class _Worker:
@@ -54,7 +61,8 @@ class _Worker:
         if reply is None or reply.get("hello") is None:
             err = (reply or {}).get("error") or self.stderr_tail()
             self.kill()
-            raise WorkerError(f"the {backend} worker on {device} did not start: {err}")
+            hint = "" if device == "cpu" else f"; is device {device!r} visible to {backend} on this machine?"
+            raise WorkerStartError(f"the {backend} worker on device={device!r} did not start: {err}{hint}")
         self.hello: dict[str, Any] = reply["hello"]
 
     def _read(self, timeout_s: float) -> dict[str, Any] | None:
@@ -243,7 +251,19 @@ def run_profile(
 
     Returns:
       A `RunSummary`; the rows are in `out`.
+
+    Raises:
+      ValueError: no configs, `timeout_s` not > 0, an unknown backend or device, `out` not
+        writable (`DatasetError`), the worker cannot start (`WorkerStartError`: the device or
+        backend is not available), or `out` holds measurements of another device or timer.
     """
+    configs = list(configs)
+    if not configs:
+        raise ValueError("configs: nothing to measure (0 configs); expected at least one (--n >= 1)")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
+        math.isfinite(timeout_s) and timeout_s > 0
+    ):
+        raise ValueError(f"timeout_s={timeout_s!r} is not valid (--timeout): expected seconds > 0, finite")
     if rounds < 1:
         raise ValueError(f"rounds={rounds} is not valid: expected an int >= 1")
     if chunk_size < 1:
@@ -254,6 +274,9 @@ def run_profile(
         raise ValueError(f"device={device!r} is not valid: expected 'cpu', 'cuda' or 'cuda:N'")
     if backend == "tflite" and device != "cpu":
         raise ValueError(f"device={device!r} is not valid for backend 'tflite': expected 'cpu'")
+    if load_workers is not None and load_workers < 1:
+        raise ValueError(f"load_workers={load_workers} is not valid: expected an int >= 1 (or None: one per CPU)")
+    check_output_path(out)  # before the worker: a bad --out fails now, not after minutes
     t0 = time.monotonic()
     worker_args = [a for p in plugins for a in ("--plugin", p)] + list(worker_args)
     worker = _Worker(backend, device, worker_args, describe=describe)

@@ -8,6 +8,7 @@ emitted.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,10 +53,19 @@ def parse_range(field: Field, text: str) -> Range:
         if field.kind is str:
             return tok
         try:
-            return field.kind(float(tok)) if field.kind is int else float(tok)
+            x = float(tok)
         except ValueError:
-            raise ValueError(f"{field.name}: {tok!r} is not a number") from None
+            raise ValueError(f"{field.name}: {tok!r} in {text!r} is not a number") from None
+        if not math.isfinite(x):
+            raise ValueError(f"{field.name}: {tok!r} in {text!r} is not a finite number")
+        if field.kind is int:
+            if not x.is_integer():
+                raise ValueError(f"{field.name}: {tok!r} in {text!r} is not an integer")
+            return int(x)
+        return x
 
+    if not text:
+        raise ValueError(f"{field.name}: empty range; expected low:high, a,b,c, =field or a value")
     if ":" in text:
         if field.kind not in (int, float):
             raise ValueError(f"{field.name}: intervals need a numeric field, {field.name} is {field.kind.__name__}")
@@ -63,13 +73,19 @@ def parse_range(field: Field, text: str) -> Range:
         if len(parts) not in (2, 3):
             raise ValueError(f"{field.name}: interval {text!r} must be low:high[:step|log|lin]")
         low, high = value(parts[0]), value(parts[1])
-        if len(parts) == 2:
-            return Interval(low, high)
-        if parts[2] in ("log", "lin"):
-            return Interval(low, high, log=parts[2] == "log")
-        return Interval(low, high, step=value(parts[2]))
+        try:
+            if len(parts) == 2:
+                return Interval(low, high)
+            if parts[2] in ("log", "lin"):
+                return Interval(low, high, log=parts[2] == "log")
+            return Interval(low, high, step=value(parts[2]))
+        except ValueError as e:  # low > high, step <= 0
+            raise ValueError(f"{field.name}: interval {text!r}: {e}") from None
     if "," in text:
-        return tuple(value(t) for t in text.split(",") if t.strip())
+        out = tuple(value(t) for t in text.split(",") if t.strip())
+        if not out:
+            raise ValueError(f"{field.name}: {text!r} lists no values")
+        return out
     return value(text)
 
 
@@ -77,6 +93,40 @@ def _field_ranges(spec: ModuleSpec, family: Mapping[str, Range], user: Mapping[s
     for name in user:
         spec.field(name)  # raises, naming the fields, on a typo
     return {f.name: user.get(f.name, family.get(f.name, f.sampling_range())) for f in spec.all_fields}
+
+
+def check_range(spec: ModuleSpec, name: str, r: Range) -> None:
+    """Raise `ValueError` unless every value range `r` can give is valid for the field: an
+    interval inside the catalogue's limits (and only on a numeric field without a fixed list
+    of choices), choices and fixed values each valid, a tie to a field of the same kind.
+
+    The message names the module, the field, the range and the allowed values.
+    """
+    f = spec.field(name)
+    where = f"{spec.name}.{name}"
+    if isinstance(r, Tie):
+        other = spec.field(r.field)
+        if other.name == name or other.kind is not f.kind:
+            raise ValueError(f"{where}: a tie to {r.field!r} is not valid: expected another {f.kind.__name__} "
+                             f"field of {spec.name}")
+        return
+    if isinstance(r, Interval):
+        if f.kind not in (int, float) or f.choices is not None:
+            raise ValueError(f"{where}: an interval {r.low}:{r.high} is not valid: expected {f.allowed()} "
+                             f"(give the values as a list, e.g. {name}=" + ",".join(map(str, f.choices or ())) + ")")
+        if not (math.isfinite(r.low) and math.isfinite(r.high)):
+            raise ValueError(f"{where}: interval {r.low}:{r.high} is not finite: expected {f.allowed()}")
+        lo = -math.inf if f.low is None else f.low
+        hi = math.inf if f.high is None else f.high
+        if r.low < lo or r.high > hi:
+            raise ValueError(f"{where}: interval {r.low:g}:{r.high:g} is beyond the catalogue's limits: "
+                             f"expected {f.allowed()}")
+        return
+    values = r if isinstance(r, (tuple, list)) else (r,)
+    if not values:
+        raise ValueError(f"{where}: empty list of choices: expected {f.allowed()}")
+    for v in values:
+        f.coerce(v, spec.name)  # names the field, the value and the allowed values
 
 
 def _interval_step(field: Field, r: Interval) -> float | None:
@@ -140,14 +190,34 @@ def _resolve(values: dict[str, Any], spec: ModuleSpec) -> dict[str, Any]:
     raise ValueError(f"{spec.name}: circular ties among {sorted(pending)}")
 
 
-def _accept(values: dict[str, Any], spec: ModuleSpec, max_flops: float | None) -> ModuleConfig | None:
+def _accept(
+    values: dict[str, Any], spec: ModuleSpec, max_flops: float | None, rejected: collections.Counter | None = None
+) -> ModuleConfig | None:
+    """The config of drawn values, or None when it is invalid or too costly; `rejected`
+    counts why draws were rejected, for the message when too few are valid."""
     try:
         cfg = make_config(spec.name, **_resolve(values, spec))
-    except ValueError:
+    except ValueError as e:
+        if rejected is not None:
+            rejected[_reason(str(e))] += 1
         return None
     if max_flops is not None and cfg.costs().flops > max_flops:
+        if rejected is not None:
+            rejected[f"FLOPs over max_flops={max_flops:g}"] += 1
         return None
     return cfg
+
+
+def _reason(message: str) -> str:
+    """A rejection message without the drawn values, so that equal rules count together."""
+    return message.split(" (got ")[0]
+
+
+def _why(rejected: collections.Counter, draws: int) -> str:
+    if not rejected:
+        return ""
+    top = "; ".join(f"{msg} ({k} of {draws} draws)" for msg, k in rejected.most_common(2))
+    return f". Rejected most: {top}"
 
 
 def _unit_design(method: str, n: int, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -198,7 +268,10 @@ def sample_configs(
       The configs, in draw order.
 
     Raises:
-      ValueError: unknown module, field or family; or too few valid configs in the ranges.
+      ValueError: unknown module, field or family; `n` not a count >= 1; a range that gives
+        values the catalogue does not allow (`check_range`: the message names the field, the
+        range and the limits); or too few valid configs in the ranges (the message says which
+        rule rejected most draws).
 
     Examples:
       >>> from profilers import Interval
@@ -210,6 +283,14 @@ def sample_configs(
         raise ValueError(f"method={method!r} is not valid: expected one of {', '.join(METHODS)}")
     spec = get_spec(module)
     user = dict(ranges or {})
+    for name, r in user.items():
+        check_range(spec, name, r)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise ValueError(f"n={n!r} is not valid (--n): expected a count >= 1")
+    if max_flops is not None and not (isinstance(max_flops, (int, float)) and max_flops > 0):
+        raise ValueError(f"max_flops={max_flops!r} is not valid (--max-gflops): expected a number > 0")
+    if isinstance(grid_levels, bool) or not isinstance(grid_levels, int) or grid_levels < 1:
+        raise ValueError(f"grid_levels={grid_levels!r} is not valid: expected an int >= 1")
     fam_names = list(spec.families) if families is None else list(families)
     for name in fam_names:
         if name not in spec.families:
@@ -219,8 +300,8 @@ def sample_configs(
     rng = np.random.default_rng(seed)
     if method == "grid":
         return _grid(spec, n, fam_names, user, rng, max_flops, grid_levels)
-    if n is None or n < 0:
-        raise ValueError(f"n={n!r} is not valid: expected a count >= 0")
+    if n is None:
+        raise ValueError(f"n=None is only valid with method='grid'; method={method!r} needs a count >= 1")
     counts = _split(n, [spec.families[f][0] for f in fam_names])
     out: dict[str, ModuleConfig] = {}
     fields = spec.all_fields
@@ -228,6 +309,7 @@ def sample_configs(
         franges = _field_ranges(spec, spec.families[fam][1], user)
         want = len(out) + n_f
         draws = 0
+        rejected: collections.Counter = collections.Counter()
         for _ in range(_MAX_ROUNDS):
             if len(out) >= want:
                 break
@@ -236,7 +318,7 @@ def sample_configs(
             draws += m
             for row in design:
                 values = {f.name: _from_unit(u, f, franges[f.name]) for f, u in zip(fields, row)}
-                cfg = _accept(values, spec, max_flops)
+                cfg = _accept(values, spec, max_flops, rejected)
                 if cfg is not None and cfg.key not in out:
                     out[cfg.key] = cfg
                     if len(out) >= want:
@@ -244,13 +326,14 @@ def sample_configs(
         if len(out) < want:
             raise ValueError(
                 f"{spec.name} (family {fam!r}): only {len(out) - (want - n_f)} distinct valid configs "
-                f"of {n_f} after {draws} draws; widen the ranges, raise max_flops or lower n"
+                f"of {n_f} after {draws} draws; widen the ranges, raise max_flops or lower n{_why(rejected, draws)}"
             )
     return list(out.values())
 
 
 def _grid(spec, n, fam_names, user, rng, max_flops, grid_levels) -> list[ModuleConfig]:
     out: dict[str, ModuleConfig] = {}
+    rejected: collections.Counter = collections.Counter()
     for fam in fam_names:
         franges = _field_ranges(spec, spec.families[fam][1], user)
         levels = [_levels(f, franges[f.name], grid_levels) for f in spec.all_fields]
@@ -262,13 +345,16 @@ def _grid(spec, n, fam_names, user, rng, max_flops, grid_levels) -> list[ModuleC
             )
         for combo in itertools.product(*levels):
             values = {f.name: v for f, v in zip(spec.all_fields, combo)}
-            cfg = _accept(values, spec, max_flops)
+            cfg = _accept(values, spec, max_flops, rejected)
             if cfg is not None:
                 out.setdefault(cfg.key, cfg)
     cfgs = list(out.values())
+    if not cfgs:
+        raise ValueError(f"{spec.name}: the grid has no valid points{_why(rejected, sum(rejected.values()))}")
     if n is not None:
         if n > len(cfgs):
-            raise ValueError(f"{spec.name}: the grid has {len(cfgs)} valid points, fewer than n={n}")
+            raise ValueError(f"{spec.name}: the grid has {len(cfgs)} valid points, fewer than n={n}"
+                             f"{_why(rejected, sum(rejected.values()) + len(cfgs))}")
         idx = np.sort(rng.choice(len(cfgs), size=n, replace=False))
         cfgs = [cfgs[i] for i in idx]
     return cfgs

@@ -82,12 +82,24 @@ class TimerConfig:
 
     def __post_init__(self) -> None:
         for name in ("warmup_s", "min_block_s", "min_run_time_s", "max_run_time_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TimerConfig.{name} must be >= 0, got {getattr(self, name)}")
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and v != float("inf")):
+                raise ValueError(f"TimerConfig.{name}{_flag(name)} must be >= 0 and finite, got {v!r}")
+        for name in ("min_warmup_calls", "min_repeats", "max_repeats"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"TimerConfig.{name}{_flag(name)} must be an int, got {v!r}")
         if self.min_repeats < 1 or self.max_repeats < self.min_repeats:
             raise ValueError(
-                f"TimerConfig: need 1 <= min_repeats <= max_repeats, got {self.min_repeats}, {self.max_repeats}"
+                f"TimerConfig: need 1 <= min_repeats <= max_repeats (--min-repeats), got {self.min_repeats}, "
+                f"{self.max_repeats}"
             )
+
+
+def _flag(name: str) -> str:
+    """The command-line option that sets a `TimerConfig` field, for messages."""
+    flags = {"min_run_time_s": "--min-run-time", "min_repeats": "--min-repeats"}
+    return f" ({flags[name]})" if name in flags else ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

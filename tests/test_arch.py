@@ -1,6 +1,7 @@
 """Architecture records: graph capture, mapping to catalogue configs, unmapped operators, files."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -157,3 +158,63 @@ def test_module_configs_of_records_can_be_profiled(tmp_path):
     rec = capture_torch(_Tiny(), torch.randn(1, 3, 16, 16), name="tiny")
     configs = profilers.unique_configs([rec, rec])
     assert len(configs) == len(rec.modules) - 1  # the two global pools are the same config
+
+
+def _record_json():
+    mods = (
+        profilers.ArchModule(profilers.make_config("conv2d", cin=3, cout=8, h=16, w=16, kernel=3), "conv2d"),
+        profilers.ArchModule(profilers.make_config("add", channels=8, h=16, w=16), "add"),
+    )
+    rec = profilers.ArchRecord("net", ((1, 3, 16, 16),), mods, (profilers.UnmappedOp("cat", "compute", 2, 4096),),
+                               measured={"latency_ms": 1.5, "p10_ms": 1.4, "iqr_ms": 0.0, "samples_ms": [1.5, 1.4]})
+    return rec.to_json()
+
+
+def _without(d, key):
+    return {k: v for k, v in d.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: [r], "a JSON list is not an architecture record: expected an object"),
+        (lambda r: "net", "a JSON str is not an architecture record"),
+        (lambda r: {**r, "format_version": True}, "format_version=True is unknown"),
+        (lambda r: _without(r, "modules"), "missing field 'modules'"),
+        (lambda r: {**r, "modules": [_without(r["modules"][0], "cout")]}, "modules[0]: conv2d needs the field 'cout'"),
+        (lambda r: {**r, "modules": [{**r["modules"][0], "cout": None}]}, "conv2d needs the field 'cout'"),
+        (lambda r: {**r, "modules": [{**r["modules"][0], "kernel": 4}]}, "modules[0]: conv2d.kernel=4 is not valid"),
+        (lambda r: {**r, "modules": [{**r["modules"][0], "groups": 7}]}, "groups must divide cin and cout"),
+        (lambda r: {**r, "modules": [{**r["modules"][0], "cot": 8}]}, "unknown field(s) ['cot'] for conv2d"),
+        (lambda r: {**r, "modules": [{**r["modules"][1], "module": "warp"}]}, "module='warp' is not a registered"),
+        (lambda r: {**r, "modules": [3]}, "modules[0] is a int: expected an object"),
+        (lambda r: {**r, "unmapped": [{**r["unmapped"][0], "bytes": -1e13}]}, "unmapped[0].bytes=-10000000000000.0 is not valid"),
+        (lambda r: {**r, "unmapped": [{**r["unmapped"][0], "bytes": float("nan")}]}, "unmapped[0].bytes=nan"),
+        (lambda r: {**r, "unmapped": [{**r["unmapped"][0], "bytes": float("inf")}]}, "unmapped[0].bytes=inf"),
+        (lambda r: {**r, "unmapped": [{**r["unmapped"][0], "count": 1.5}]}, "unmapped[0].count=1.5 is not valid"),
+        (lambda r: {**r, "unmapped": [{**r["unmapped"][0], "kind": "magic"}]}, "unmapped[0].kind='magic'"),
+        (lambda r: {**r, "unmapped": [_without(r["unmapped"][0], "bytes")]}, "unmapped[0]: missing field 'bytes'"),
+        (lambda r: {**r, "input_shapes": [[1, -3]]}, "input_shapes[0][1]=-3 is not valid"),
+        (lambda r: {**r, "measured": {"latency_ms": -5.0}}, "measured.latency_ms=-5.0 is not valid"),
+        (lambda r: {**r, "measured": {"latency_ms": float("nan")}}, "measured.latency_ms=nan is not valid"),
+    ],
+)
+def test_malformed_records_are_refused_naming_the_part(tmp_path, edit, message):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(edit(_record_json())))
+    with pytest.raises(ArchError, match=re.escape(message)) as e:
+        load_record(path)
+    assert str(path) in str(e.value)
+
+
+def test_a_valid_record_round_trips_and_missing_files_are_named(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_record_json()))
+    rec = load_record(path)
+    assert rec.counts()["unmapped_bytes"] == 4096 and rec.measured["latency_ms"] == 1.5
+    with pytest.raises(ArchError, match="missing.json: no such architecture record file"):
+        load_record(tmp_path / "missing.json")
+    with pytest.raises(ArchError, match="missing.jsonl: no such architecture record file"):
+        load_records(tmp_path / "missing.jsonl")
+    with pytest.raises(ArchError, match="is a directory"):
+        load_record(tmp_path)

@@ -169,3 +169,40 @@ def test_load_workers_exit_when_their_parent_is_killed(tmp_path):
         time.sleep(0.05)
         alive = [p for p in pids if _running(p)]
     assert not alive, f"load workers {alive} outlived their parent"
+
+
+def test_two_runs_writing_one_out_at_once_keep_every_row(tmp_path):
+    out = tmp_path / "c.parquet"
+
+    def cmd(module):
+        return [sys.executable, "-m", "profilers._cli", "torch", "--module", module, "--n", "3",
+                "--min-run-time", "0.01", "--min-repeats", "3", "--out", str(out), "--no-progress"]
+
+    procs = [subprocess.Popen(cmd(m), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for m in ("matmul", "add")]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    df = read_dataset(out)
+    assert sorted(df["module"].value_counts().items()) == [("add", 3), ("matmul", 3)]
+    assert len(df.attrs["jaxlat"][0]["runs"]) == 2
+
+
+def test_bad_run_arguments_fail_before_any_measurement(tmp_path):
+    cfgs = [make_config("add", channels=8, h=4, w=4)]
+    with pytest.raises(ValueError, match="nothing to measure"):
+        run_profile([], tmp_path / "a.parquet", progress=False)
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"timeout_s=.* is not valid \(--timeout\): expected seconds > 0"):
+            run_profile(cfgs, tmp_path / "a.parquet", timeout_s=bad, progress=False)
+    parent = tmp_path / "file"
+    parent.write_text("x")
+    with pytest.raises(profilers.DatasetError, match=f"{parent}/a.parquet: cannot write a dataset here"):
+        run_profile(cfgs, parent / "a.parquet", progress=False)
+    assert not (tmp_path / "a.parquet").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU message")
+def test_an_unavailable_device_is_a_value_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="the torch worker on device='cuda' did not start: .*is device 'cuda' visible"):
+        run_profile([make_config("add", channels=8, h=4, w=4)], tmp_path / "g.parquet", device="cuda",
+                    progress=False, describe=False)

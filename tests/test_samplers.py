@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -90,8 +92,55 @@ def test_parse_range_forms():
     assert parse_range(spec.field("kernel"), "1,3,5") == (1, 3, 5)
     assert parse_range(spec.field("groups"), "=cin") == Tie("cin")
     assert parse_range(spec.field("bias"), "false") is False
-    with pytest.raises(ValueError, match="'x' is not a number"):
+    with pytest.raises(ValueError, match="'x' in 'x:3' is not a number"):
         parse_range(spec.field("cin"), "x:3")
+
+
+@pytest.mark.parametrize(
+    "field, text, message",
+    [
+        ("cin", "3.5", "cin: '3.5' in '3.5' is not an integer"),
+        ("cin", "nan:8", "'nan' in 'nan:8' is not a finite number"),
+        ("cin", "16:8", "cin: interval '16:8': Interval: low=16 must not exceed high=8"),
+        ("cin", "16:512:0", "cin: interval '16:512:0': Interval: step=0 must be positive"),
+        ("cin", "", "cin: empty range"),
+        ("kernel", ",", "kernel: ',' lists no values"),
+    ],
+)
+def test_bad_range_specs_name_the_field_and_the_spec(field, text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_range(profilers.get_spec("conv2d").field(field), text)
+
+
+@pytest.mark.parametrize(
+    "ranges, message",
+    [
+        ({"kernel": (4,)}, "conv2d.kernel=4 is not valid: expected one of 1, 3, 5, 7"),
+        ({"kernel": Interval(1, 7)}, "conv2d.kernel: an interval 1:7 is not valid: expected one of 1, 3, 5, 7"),
+        ({"cin": Interval(16, 100000)}, "conv2d.cin: interval 16:100000 is beyond the catalogue's limits: "
+                                        "expected int in [1, 16384]"),
+        ({"cin": -3}, "conv2d.cin=-3 is out of range: expected int in [1, 16384]"),
+        ({"groups": Tie("foo")}, "module 'conv2d' has no field 'foo'"),
+        ({"groups": Tie("bias")}, "conv2d.groups: a tie to 'bias' is not valid"),
+    ],
+)
+def test_ranges_beyond_the_catalogue_are_refused_with_the_limits(ranges, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sample_configs("conv2d", 3, ranges=ranges)
+
+
+def test_counts_must_be_positive_and_shortfalls_say_which_rule_rejected():
+    with pytest.raises(ValueError, match=re.escape("n=0 is not valid (--n): expected a count >= 1")):
+        sample_configs("add", 0)
+    with pytest.raises(ValueError, match="n=-1 is not valid"):
+        sample_configs("add", -1)
+    with pytest.raises(ValueError, match="max_flops=0 is not valid"):
+        sample_configs("add", 3, max_flops=0)
+    with pytest.raises(ValueError, match="Rejected most: conv2d: groups must divide cin and cout"):
+        sample_configs("conv2d", 3, ranges={"groups": 7, "cin": Interval(8, 16), "cout": Interval(8, 16)},
+                       families=["regular"])
+    with pytest.raises(ValueError, match="the grid has no valid points. Rejected most: conv2d: groups must divide"):
+        sample_configs("conv2d", None, method="grid", ranges={"groups": 7, "cin": Interval(8, 12)})
 
 
 def test_expand_crosses_run_settings():
