@@ -51,14 +51,53 @@ def measured_ms(record, statistic: str = "median") -> float:
 
 
 def target(df, column: str = "latency_ms_median") -> np.ndarray:
-    """Natural log of a latency column in ms (default: the median)."""
-    return np.log(df[column].to_numpy(np.float64)).astype(np.float32)
+    """Natural log of a latency column in ms (default: the median).
+
+    Raises:
+      ValueError: the column is missing, or holds NaN, infinite or non-positive latencies
+        (how many, and the first row's `config_key`).
+    """
+    if column not in df.columns:
+        raise ValueError(f"target: the frame has no column {column!r}; expected a latency column such as "
+                         + ", ".join(c for c, _ in STATISTICS.values()))
+    y = df[column].to_numpy(np.float64, na_value=np.nan)
+    bad = ~np.isfinite(y) | (y <= 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        where = f"config_key {df['config_key'].iloc[i]!r}" if "config_key" in df.columns else f"row {df.index[i]!r}"
+        raise ValueError(f"target: {int(bad.sum())} rows have a NaN, infinite or non-positive {column} "
+                         f"(first {where}: {y[i]!r}); expected latencies > 0 ms")
+    return np.log(y).astype(np.float32)
 
 
 def type_arrays(df, module: str, column: str = "latency_ms_median") -> tuple[np.ndarray, np.ndarray]:
-    """`(x [n, f], y [n])` for the rows of `df` of one module type; `y` is the log of `column`."""
+    """`(x [n, f], y [n])` for the rows of `df` of one module type; `y` is the log of `column`.
+
+    Raises:
+      ValueError: an invalid config or latency in those rows (see `encode_frame`, `target`).
+    """
     sub = df[df["module"] == module]
     return encode_frame(sub, module), target(sub, column)
+
+
+def check_count(value, *, name: str, minimum: int = 1):
+    """`value` if it is an int >= `minimum` (None passes: "the default"), else `ValueError`
+    naming the argument, the value and the allowed range; for counts given on a command line
+    (`--epochs`, `--n`) where 0 must not silently mean the default.
+
+    Examples:
+      >>> check_count(5, name="--epochs")
+      5
+      >>> check_count(0, name="--epochs")
+      Traceback (most recent call last):
+      ...
+      ValueError: --epochs=0 is not valid: expected an int >= 1
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}={value!r} is not valid: expected an int >= {minimum}")
+    return int(value)
 
 
 def config_groups(df) -> np.ndarray:

@@ -14,6 +14,11 @@ matters is relative error.
 
 One encoder, `encode_columns`, serves numpy (datasets, mass prediction) and JAX (`xp=jnp`, for
 gradients with respect to continuous config values such as channel widths).
+
+Configs from outside (dataset frames, frames to predict) are checked first (`check_columns`,
+`encode_columns(..., strict=True)`, `encode_frame`): a missing required field, a value outside
+the catalogue's ranges or rules, or a NaN is an error naming the field, the value and what is
+allowed, never a silent default or a NaN feature.
 """
 
 from __future__ import annotations
@@ -69,20 +74,87 @@ def feature_schema(module: str) -> FeatureSchema:
     return FeatureSchema(spec.name, tuple(names))
 
 
-def encode_columns(module: str, columns: Mapping[str, Any], *, xp: Any = np) -> Any:
+def check_columns(module: str, columns: Mapping[str, Any], *, source: str = "columns",
+                  labels: Any = None) -> dict[str, np.ndarray]:
+    """Check configs of one module type given as columns (host values) and fill the defaults
+    the catalogue declares: `profilers.get_spec(module).check_columns` (see
+    `profilers._catalogue.validate_config_columns`).
+
+    Every required field must be a column with a value in every row; every value of the
+    field's kind, finite, inside its range or choices; cross-field rules (groups dividing the
+    channels, heads dividing the embedding) true in every row. Omitted optional fields (stride,
+    groups, bias, the common inputs) take their catalogue defaults, logged on the `profilers`
+    logger. Columns that are not fields of the type are ignored.
+
+    Args:
+      module: the module type.
+      columns: field name -> scalar or 1-D column (numpy, pandas, lists).
+      source: what the columns are, for messages (e.g. `"predict"`, a file name).
+      labels: one label per row for messages (e.g. a frame's index); default the position.
+
+    Returns:
+      Every field of the type as a 1-D numpy column, all of one length: pass it on to
+      `encode_columns`.
+
+    Raises:
+      ValueError: naming `source`, the module type, the field, the first bad value and its
+        row, and what is allowed.
+
+    Examples:
+      >>> cols = check_columns("linear", {"in_features": [64], "out_features": [10]})
+      >>> cols["tokens"].tolist(), cols["bias"].tolist()
+      ([1], [True])
+      >>> check_columns("conv2d", {"cin": [3], "cout": [8], "h": [32], "w": [32], "kernel": [4]})
+      Traceback (most recent call last):
+      ...
+      ValueError: columns: conv2d.kernel=4 is not valid at row 0: expected one of 1, 3, 5, 7
+    """
+    return get_spec(module).check_columns(columns, source=source, labels=labels)
+
+
+def outside_training_range(x: Any, feature_min: Any, feature_max: Any, *, rel_tol: float = 1e-4) -> np.ndarray:
+    """Per row of features `x [n, f]`, whether any feature lies outside `[feature_min,
+    feature_max]` (with a tolerance of `rel_tol` times the range, at least `rel_tol`) or is not
+    finite: a NaN or infinite feature is never inside a training range, although every
+    comparison with NaN is false.
+
+    Returns:
+      Bool array `[n]`.
+
+    Examples:
+      >>> outside_training_range(np.array([[0.5], [2.0], [np.nan]]), np.array([0.0]), np.array([1.0])).tolist()
+      [False, True, True]
+    """
+    x = np.asarray(x, np.float64)
+    lo, hi = np.asarray(feature_min, np.float64), np.asarray(feature_max, np.float64)
+    tol = rel_tol * np.maximum(1.0, np.abs(hi - lo))
+    with np.errstate(invalid="ignore"):
+        outside = (x < lo - tol) | (x > hi + tol)
+    return (outside | ~np.isfinite(x)).any(axis=-1)
+
+
+def encode_columns(module: str, columns: Mapping[str, Any], *, xp: Any = np, strict: bool = False) -> Any:
     """Encode configs of one module type given as columns; returns `[n, n_features]`.
 
     Args:
       module: the module type.
       columns: field name -> values (scalars or 1-D arrays; numpy, pandas or JAX). Missing
-        common fields take their defaults. Categorical fields must be host values (strings).
+        fields take their defaults (unless `strict`). Categorical fields must be host values
+        (strings).
       xp: the array namespace, `numpy` (default) or `jax.numpy` (differentiable in the
         numeric fields).
+      strict: check the columns first (`check_columns`: required fields present, values
+        valid and finite); for configs from outside. Needs host values, not JAX tracers.
 
     Returns:
       Float array `[n, n_features]` (`[n_features]`... as a row of a 2-D array when all inputs
       are scalars, n = 1), float32.
+
+    Raises:
+      ValueError: columns of different lengths; with `strict`, an invalid or missing field.
     """
+    if strict:
+        columns = check_columns(module, columns, source=f"encode_columns({module})")
     spec = get_spec(module)
     v: dict[str, Any] = {}
     for f in spec.all_fields:
@@ -114,12 +186,18 @@ def encode_columns(module: str, columns: Mapping[str, Any], *, xp: Any = np) -> 
     return xp.stack(cols, axis=-1)
 
 
-def encode_frame(df, module: str) -> np.ndarray:
-    """Encode the rows of `df` (a dataset frame filtered to one module type)."""
+def encode_frame(df, module: str, *, source: str = "frame") -> np.ndarray:
+    """Encode the rows of `df` (a dataset frame filtered to one module type), checked first
+    (`check_columns`, rows labelled by `config_key` where there is one).
+
+    Raises:
+      ValueError: a missing required field or an invalid value, named with `source`.
+    """
     spec = get_spec(module)
-    columns = {}
+    labels = df["config_key"].to_numpy() if "config_key" in df.columns else df.index.to_numpy()
+    columns = check_columns(module, {f.name: df[f.name] for f in spec.all_fields if f.name in df.columns},
+                            source=source, labels=labels)
     for f in spec.all_fields:
-        if f.name in df.columns:
-            col = df[f.name]
-            columns[f.name] = col.astype(object).to_numpy() if f.kind is str else col.to_numpy(dtype=np.float64)
+        if f.kind is not str:
+            columns[f.name] = columns[f.name].astype(np.float64)
     return np.asarray(encode_columns(module, columns), dtype=np.float32)

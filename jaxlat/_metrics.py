@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,12 @@ def evaluate(
       `acc5`, `acc10`, `acc20` (share within ±5/10/20 %), `mape`, `rmspe` (relative, as
       fractions), `rmse_ms`, `r2` (on raw latency), `spearman`, `kendall`, `n`, and
       `coverage` (share of measurements inside `[lo_ms, hi_ms]`) when an interval is given.
+      A metric that is undefined for the rows (`r2` when all measurements are equal, rank
+      correlations of one row) is NaN; `metrics_for_json` writes it as null.
+
+    Raises:
+      ValueError: shapes differ, no rows, or a measurement or prediction that is NaN,
+        infinite or <= 0 (how many, and the first row), so that no metric is silently NaN.
     """
     from scipy import stats
 
@@ -31,7 +39,13 @@ def evaluate(
     if t.shape != p.shape:
         raise ValueError(f"evaluate: y_true_ms has shape {t.shape} but y_pred_ms has {p.shape}")
     if t.size == 0:
-        raise ValueError("evaluate: no rows")
+        raise ValueError("evaluate: no rows to score")
+    for name, a in (("y_true_ms (measured)", t), ("y_pred_ms (predicted)", p)):
+        bad = ~np.isfinite(a) | (a <= 0)
+        if bad.any():
+            i = int(np.argmax(bad.reshape(-1)))
+            raise ValueError(f"evaluate: {int(bad.sum())} of {a.size} {name} latencies are NaN, infinite or <= 0 "
+                             f"(first at row {i}: {a.reshape(-1)[i]!r}); expected finite latencies > 0 ms")
     rel = p / t - 1.0
     out = {f"acc{round(b * 100)}": float(np.mean(np.abs(rel) <= b)) for b in ACCURACY_BOUNDS}
     ss_res = float(np.sum((p - t) ** 2))
@@ -62,6 +76,10 @@ def evaluate_table(
     import pandas as pd
 
     modules = np.asarray(modules, dtype=object)
+    if len(modules) == 0:
+        raise ValueError("evaluate_table: no rows to score (are the data's module types ones the predictor has?)")
+    if len(modules) != len(np.asarray(y_true_ms)):
+        raise ValueError(f"evaluate_table: {len(modules)} module names for {len(np.asarray(y_true_ms))} rows")
     rows = {}
     for m in sorted(set(modules)) + ["all"]:
         sel = np.ones(len(modules), bool) if m == "all" else modules == m
@@ -72,3 +90,29 @@ def evaluate_table(
             hi_ms=None if hi_ms is None else np.asarray(hi_ms)[sel],
         )
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def metrics_for_json(table: Any) -> dict[str, Any]:
+    """An `evaluate_table` frame (or an `evaluate` dict) as plain JSON values: NaN and
+    infinities (undefined metrics) become None, so `json.dumps` writes `null`, not the
+    invalid `NaN`.
+
+    Examples:
+      >>> import json
+      >>> json.dumps(metrics_for_json({"r2": float("nan"), "n": 1}))
+      '{"r2": null, "n": 1}'
+    """
+    obj = table.to_dict(orient="index") if hasattr(table, "to_dict") and not isinstance(table, Mapping) else table
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return plain(obj)

@@ -143,7 +143,7 @@ def test_device_aware_medn_learns_devices_and_fits_a_new_embedding():
     y = test["latency_ms_median"].to_numpy()
     assert np.mean(np.abs(np.log(after / y))) < np.mean(np.abs(np.log(start / y)))
     # As a learned candidate of adapt (modules as items).
-    a = adapt(k, k["latency_ms_median"].to_numpy(), [predictor_proxy(dm.predictor("fast"))], threshold=1.01,
+    a = adapt(k, k["latency_ms_median"].to_numpy(), [predictor_proxy(dm.predictor("fast"))], threshold=1.0,
               learned={"embedding": embedding_method(dm, steps=100)})
     assert "embedding" in a.report["candidates"]
 

@@ -47,6 +47,42 @@ _MIN_RECOMPOSE = 7
 _ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
+class MissingItemsError(KeyError, ValueError):
+    """A proxy table without a latency for some items (a `KeyError` for lookups, a `ValueError`
+    for callers that report bad input)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence
+        return str(self.args[0]) if self.args else ""
+
+
+def _keys_text(keys: Sequence[Any], limit: int = 5) -> str:
+    keys = list(keys)
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(repr(k) for k in keys[:limit]) + more
+
+
+def check_latency_table(table: pd.Series, *, name: str = "table") -> pd.Series:
+    """A latency table (item key -> ms) checked: every key once, every latency finite and > 0.
+
+    Raises:
+      ValueError: naming the table, the duplicate keys (saying whether their latencies
+        conflict) or the keys with NaN, infinite or non-positive latencies.
+    """
+    t = pd.Series(table, dtype=float)
+    dup = t.index[t.index.duplicated(keep=False)]
+    if len(dup):
+        keys = list(dict.fromkeys(dup))
+        conflicting = [k for k in keys if t.loc[[k]].nunique(dropna=False) > 1]
+        what = f"with conflicting latencies: {_keys_text(conflicting)}" if conflicting else "(same latencies)"
+        raise ValueError(f"{name}: {len(keys)} architecture(s) appear more than once {what}; duplicates "
+                         f"{_keys_text(keys)}: expected each architecture once")
+    bad = t.index[~np.isfinite(t.to_numpy()) | (t.to_numpy() <= 0)]
+    if len(bad):
+        raise ValueError(f"{name}: {len(bad)} latencies are NaN, infinite or <= 0 ({_keys_text(bad)}; e.g. "
+                         f"{t.loc[bad[0]]!r}): expected finite latencies > 0 ms")
+    return t
+
+
 #: A learned correction: `fit(items, latency_ms) -> predict(items) -> latency_ms`.
 LearnedMethod = Callable[[Any, np.ndarray], Callable[[Any], np.ndarray]]
 
@@ -84,16 +120,22 @@ def item_keys(items: Any, key: str = "name") -> list[str]:
 def table_proxy(table: pd.Series | Mapping[str, float], *, key: str = "name", name: str = "table") -> Proxy:
     """Latencies measured on another device as a proxy, looked up by item key (see `item_keys`).
 
-    Raises (when called):
-      KeyError: items the table does not hold, named.
+    Raises:
+      ValueError: the table repeats a key or holds a NaN, infinite or non-positive latency
+        (`check_latency_table`).
+      MissingItemsError (when called; a `KeyError` and a `ValueError`): items the table does
+        not hold, named.
     """
-    t = pd.Series(table, dtype=float)
+    t = check_latency_table(table, name=f"proxy table {name!r}")
 
     def fn(items):
         keys = item_keys(items, key)
         missing = [k for k in keys if k not in t.index]
         if missing:
-            raise KeyError(f"proxy table {name!r} has no latency for {len(missing)} item(s), e.g. {missing[:3]}")
+            raise MissingItemsError(
+                f"proxy table {name!r} has no latency for {len(missing)} item(s), e.g. {missing[:3]}: "
+                f"expected a latency for every sample and every architecture to predict"
+            )
         return t.loc[keys].to_numpy(float)
 
     return Proxy(name, fn)
@@ -337,13 +379,21 @@ def adapt(
         folds below 10 samples) and considered only below the threshold.
 
     Raises:
-      ValueError: fewer than 3 samples, non-positive latencies, no proxy, unknown methods.
+      ValueError: fewer than 3 samples, items and latencies of different lengths, an item
+        twice (by key: a record's name, a frame's config_key), NaN/infinite/non-positive
+        latencies (the items named), `threshold` outside [-1, 1], no proxy, unknown methods.
     """
-    t = np.log(np.asarray(latency_ms, float))
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
+        raise ValueError(f"threshold={threshold!r} is not valid (--threshold): expected a rank correlation "
+                         "in [-1, 1]")
+    y = np.asarray(latency_ms, float).reshape(-1)
+    keys = item_keys(items)
+    if len(keys) != len(y):
+        raise ValueError(f"adapt: {len(keys)} items but {len(y)} latencies; expected one latency per item")
+    check_latency_table(pd.Series(y, index=keys), name="adapt: the measured samples")
+    t = np.log(y)
     if len(t) < 3:
         raise ValueError(f"adapt: {len(t)} samples; at least 3 are needed")
-    if not np.all(np.isfinite(t)):
-        raise ValueError("adapt: measured latencies must be finite and positive")
     q = _log_proxies(proxies, items)
     f = network_features(items)
     rho = float(stats.spearmanr(q[:, 0], t).statistic) if proxies else float("nan")
