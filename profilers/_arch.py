@@ -161,7 +161,7 @@ class ArchRecord:
 
 
 class ArchError(ValueError):
-    """A record that cannot be read: wrong version, missing field, invalid module config."""
+    """A record that cannot be read (wrong version, missing field, invalid module config) or written."""
 
 
 _RECORD_KEYS = ("format_version", "name", "input_shapes", "modules", "unmapped", "measured", "info")
@@ -333,16 +333,26 @@ def load_records(path: str | os.PathLike) -> list[ArchRecord]:
 
 
 def append_record(path: str | os.PathLike, record: ArchRecord) -> None:
-    """Append one record to a `.jsonl` file and fsync (a crash loses at most this line)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record.to_json()) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one record to a `.jsonl` file and fsync (a crash loses at most this line).
+
+    Raises:
+      ArchError: the file cannot be written (the message names it and why).
+    """
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record.to_json()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise ArchError(f"{path}: cannot write architecture records here ({e.strerror or e})") from None
 
 
 def _write_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as e:
+        raise ArchError(f"{path}: cannot write an architecture record here ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

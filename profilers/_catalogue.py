@@ -576,8 +576,17 @@ def _host_column(v: Any) -> Any:
         if pd.api.types.is_numeric_dtype(v.dtype) and not pd.api.types.is_bool_dtype(v.dtype):
             return v.to_numpy(dtype=np.float64, na_value=np.nan)
         return v.to_numpy(dtype=object)
+    if isinstance(v, (list, tuple)):  # element by element: a list inside a column is a value
+        a = np.empty(len(v), dtype=object)
+        for i, x in enumerate(v):
+            a[i] = x
+        return a
     a = np.asarray(v)
-    return a if a.dtype.kind in "iuf" else np.asarray(v, dtype=object)
+    if a.dtype.kind in "iuf":
+        return a
+    out = np.empty(a.shape, dtype=object)
+    out[...] = v if a.ndim == 0 else a
+    return out
 
 
 def validate_config_columns(

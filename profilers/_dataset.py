@@ -283,12 +283,13 @@ def validate_frame(df, *, source: str = "dataset") -> None:
     if df["module"].isna().any():
         raise DatasetError(f"{source}: {int(df['module'].isna().sum())} rows have no 'module'")
     modules = df["module"].astype(object).to_numpy()
-    unknown = sorted(set(modules) - set(module_types()))
+    unknown = sorted({str(m) for m in modules} - set(module_types()))
     if unknown:
         raise DatasetError(
             f"{source}: unknown module types {unknown}; register them (profilers.register_module) before loading"
         )
-    status = df["status"].astype(object).to_numpy()
+    # Strings, or None where missing (a pandas NA does not compare to a string).
+    status = np.array([v if isinstance(v, str) else None for v in df["status"].astype(object)], dtype=object)
     bad_status = sorted({str(v) for v in status if v not in STATUSES})
     if bad_status:
         raise DatasetError(f"{source}: unknown status values {bad_status}; expected one of {', '.join(STATUSES)}")
@@ -312,7 +313,10 @@ def validate_frame(df, *, source: str = "dataset") -> None:
             raise DatasetError(str(e)) from None
     ok = df[status == STATUS_OK]
     for col in LATENCY_COLUMNS + COST_COLUMNS:
-        vals = ok[col].to_numpy(dtype=np.float64, na_value=np.nan)
+        try:
+            vals = ok[col].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (ValueError, TypeError):
+            raise DatasetError(f"{source}: column {col} holds non-numbers; expected latencies/costs as numbers") from None
         # A spread (std, IQR) or a cost may be 0 (identical samples, no weights); a latency may not.
         zero_ok = col in _SPREAD_COLUMNS or col in COST_COLUMNS
         finite = np.isfinite(vals)
@@ -368,18 +372,26 @@ def read_dataset(
         paths = [paths]
     if not paths:
         raise DatasetError("read_dataset: no dataset paths given")
-    frames, metas = [], []
+    frames, metas, per_file = [], [], {}
     for p in map(Path, paths):
         meta = read_metadata(p)
         df = _read_frame(p, meta["schema_version"])
         validate_frame(df, source=str(p))
+        rows_dev = {str(d) for d in df["device_id"].dropna().unique()}
+        if meta.get("device_id") is not None and rows_dev - {meta["device_id"]}:
+            raise DatasetError(
+                f"{p}: rows of device(s) {sorted(rows_dev - {meta['device_id']})} in a file of device "
+                f"{meta['device_id']!r}; a file holds one device's measurements"
+            )
         frames.append(df)
         metas.append(meta)
+        per_file[str(p)] = sorted(rows_dev | ({meta["device_id"]} if meta.get("device_id") is not None else set()))
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    devices = sorted(set(df["device_id"].dropna().unique()) | {m.get("device_id") for m in metas} - {None})
+    devices = sorted({d for ds in per_file.values() for d in ds})
     if len(devices) > 1 and not allow_mixed_devices:
+        files = "; ".join(f"{f}: {', '.join(ds)}" for f, ds in per_file.items())
         raise DatasetError(
-            f"datasets from {len(devices)} different devices {devices} are mixed; pass "
+            f"datasets from {len(devices)} different devices {devices} are mixed ({files}); pass "
             "allow_mixed_devices=True (--allow-mixed-devices) if that is intended"
         )
     if not include_failed:
@@ -434,8 +446,8 @@ class DatasetWriter:
                 if disk_meta is not None:
                     self._check_meta(disk_meta, str(self.path))
                 self._rows.update(disk_rows)
-                self._ensure_newline()
                 rows, partials = _read_journal_checked(self.journal, self._meta.get("device_id"))
+                self._ensure_newline()  # only once the journal is accepted: an error changes no file
                 for rec in rows:
                     _merge_row(self._rows, rec)
                 self.recovered = len(rows)
@@ -749,6 +761,17 @@ def _check_journal_row(rec: Mapping[str, Any], device_id: str | None, where: str
         raise DatasetError(f"{e}{hint}") from None
     if cfg.key != rec["config_key"]:
         raise DatasetError(f"{where}: config_key={rec['config_key']!r} is not its config's ({cfg.key}){hint}")
+    own = {f.name for f in cfg.spec.all_fields}
+    foreign = [f.name for f in all_field_columns() if f.name not in own and rec.get(f.name) is not None]
+    if foreign:
+        raise DatasetError(f"{where}: {foreign[0]}={rec[foreign[0]]!r} is not a field of {cfg.module}{hint}")
+    import pyarrow as pa
+
+    schema = _arrow_schema()
+    try:
+        pa.Table.from_pylist([{k: v for k, v in rec.items() if k in schema.names}], schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError) as e:
+        raise DatasetError(f"{where}: a value does not fit the dataset schema ({e}){hint}") from None
     if status != STATUS_OK:
         return
     for col in LATENCY_COLUMNS:

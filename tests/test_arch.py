@@ -218,3 +218,17 @@ def test_a_valid_record_round_trips_and_missing_files_are_named(tmp_path):
         load_records(tmp_path / "missing.jsonl")
     with pytest.raises(ArchError, match="is a directory"):
         load_record(tmp_path)
+
+
+def test_records_that_cannot_be_written_name_the_path(tmp_path):
+    rec = load_record_from(_record_json())
+    parent = tmp_path / "file"
+    parent.write_text("x")
+    with pytest.raises(ArchError, match=f"{parent}/r.jsonl: cannot write architecture records here"):
+        append_record(parent / "r.jsonl", rec)
+    with pytest.raises(ArchError, match=f"{parent}/r.json: cannot write an architecture record here"):
+        rec.save(parent / "r.json")
+
+
+def load_record_from(obj):
+    return profilers._arch.record_from_json(obj)
