@@ -11,6 +11,8 @@ from ._base import Regressor as Regressor
 from ._base import params_nbytes as params_nbytes
 from ._base import predict_batch as predict_batch
 from ._composition import Composition as Composition
+from ._composition import count_rows as count_rows
+from ._composition import design_rows as design_rows
 from ._composition import fit_composition as fit_composition
 from ._data import STATISTICS as STATISTICS
 from ._data import measured_ms as measured_ms
@@ -28,6 +30,15 @@ from ._mass import predict_latency_ms as predict_latency_ms
 from ._mass import single_query as single_query
 from ._metrics import evaluate as evaluate
 from ._metrics import evaluate_table as evaluate_table
+from ._predict import Head as Head
+from ._predict import ModelBatch as ModelBatch
+from ._predict import ModelPrediction as ModelPrediction
+from ._predict import PredictorParams as PredictorParams
+from ._predict import compose as compose
+from ._predict import model_latency as model_latency
+from ._predict import module_outputs as module_outputs
+from ._predict import module_sum as module_sum
+from ._predict import stack_batches as stack_batches
 from ._predictor import LatencyPredictor as LatencyPredictor
 from ._predictor import train_predictor as train_predictor
 from ._select import Budgets as Budgets

@@ -112,7 +112,8 @@ def pad_rows(block: np.ndarray, rows: int) -> np.ndarray:
 
 
 def predict_batch(regressor: Regressor, params: Params, x: np.ndarray) -> np.ndarray:
-    """`[n, 2]` predictions for `[n, f]` features: vmap+jit, or the numpy path for trees.
+    """`[n, 2]` predictions of one regressor for `[n, f]` features: the batched, compiled
+    `predict`, or the numpy path for trees.
 
     The jitted path runs chunks of `rows` = the next power of two of n (at least 8, at most
     `CHUNK_ROWS`), the last one zero-padded: batches of varying size share a few compiled
@@ -122,12 +123,13 @@ def predict_batch(regressor: Regressor, params: Params, x: np.ndarray) -> np.nda
     x = np.asarray(x, np.float32)
     n = len(x)
     rows = min(CHUNK_ROWS, max(8, 1 << max(0, n - 1).bit_length()))
-    fn = _jit_vmap(regressor.predict)
-    parts = [np.asarray(fn(params, jnp.asarray(pad_rows(x[s:s + rows], rows))))[:len(x[s:s + rows])]
+    parts = [np.asarray(batched_predict(regressor.predict, params, jnp.asarray(pad_rows(x[s:s + rows], rows))))[:len(x[s:s + rows])]
              for s in range(0, n, rows)]
     return np.concatenate(parts) if parts else np.zeros((0, 2), np.float32)
 
 
-@functools.cache
-def _jit_vmap(predict: PredictFn):
-    return jax.jit(jax.vmap(predict, in_axes=(None, 0)))
+@functools.partial(jax.jit, static_argnums=0)
+def batched_predict(predict: PredictFn, params: Params, x: Float[Array, "n n_features"]) -> Float[Array, "n 2"]:
+    """`predict` over rows, compiled once per (function, shapes): data and parameters are
+    arguments, never constants."""
+    return jax.vmap(predict, in_axes=(None, 0))(params, x)

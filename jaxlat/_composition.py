@@ -27,7 +27,10 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
+
+from ._predict import COUNT_TERMS, compose
 
 TERMS = ("scale", "per_module_ms", "per_unmapped_ms", "per_view_ms", "ms_per_mb", "ms_per_copy_mb")
 #: The plain sum: what a predictor without a fitted correction uses.
@@ -48,9 +51,16 @@ class Composition:
     #: module intervals).
     log_q80: float | None = None
 
+    @property
+    def coef_array(self) -> np.ndarray:
+        """`[6]` coefficients in `TERMS` order: the composition's part of `PredictorParams`."""
+        return np.array([self.coef[t] for t in TERMS], np.float32)
+
     def apply(self, terms: np.ndarray) -> np.ndarray:
-        """Corrected latency (ms) from the `[n, 6]` design rows of `design_rows`."""
-        return np.asarray(terms, np.float64) @ np.array([self.coef[t] for t in TERMS])
+        """Corrected latency (ms) from the `[n, 6]` design rows of `design_rows`, by the one
+        whole-model formula (`jaxlat._predict.compose`)."""
+        terms = np.asarray(terms, np.float32)
+        return np.asarray(compose(jnp.asarray(self.coef_array), terms[:, 0], terms[:, 1:]), np.float64)
 
     def as_json(self) -> dict[str, Any]:
         return {"coef": dict(self.coef), "log_sigma": self.log_sigma, "log_q80": self.log_q80, "info": dict(self.info)}
@@ -68,14 +78,21 @@ class Composition:
                    None if q is None else float(q))
 
 
-def design_rows(sum_ms: np.ndarray, counts: Sequence[Mapping[str, float]]) -> np.ndarray:
-    """`[n, 6]` design matrix (columns in `TERMS` order): the module sum and the composition
-    counts of each record (`ArchRecord.counts()`; without `unmapped_copy_bytes`, no copies)."""
+def count_rows(counts: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """`[n, 5]` composition counts (`jaxlat._predict.COUNT_TERMS`) of records, from their
+    `ArchRecord.counts()` (without `unmapped_copy_bytes`, no copies)."""
     c = {k: np.array([float(x[k]) for x in counts]) for k in
          ("n_modules", "n_unmapped_compute", "n_unmapped_view", "unmapped_bytes")}
     copy_b = np.array([float(x.get("unmapped_copy_bytes", 0)) for x in counts])
-    return np.stack([np.asarray(sum_ms, np.float64), c["n_modules"], c["n_unmapped_compute"],
-                     c["n_unmapped_view"], (c["unmapped_bytes"] - copy_b) / 1e6, copy_b / 1e6], axis=1)
+    out = np.stack([c["n_modules"], c["n_unmapped_compute"], c["n_unmapped_view"],
+                    (c["unmapped_bytes"] - copy_b) / 1e6, copy_b / 1e6], axis=1).reshape(len(counts), len(COUNT_TERMS))
+    return out
+
+
+def design_rows(sum_ms: np.ndarray, counts: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """`[n, 6]` design matrix (columns in `TERMS` order): the module sum and the composition
+    counts of each record (`ArchRecord.counts()`; without `unmapped_copy_bytes`, no copies)."""
+    return np.concatenate([np.asarray(sum_ms, np.float64).reshape(-1, 1), count_rows(counts)], axis=1)
 
 
 def fit_composition(terms: np.ndarray, measured_ms: np.ndarray, *, info: Mapping[str, Any] | None = None,

@@ -27,16 +27,12 @@ def _mesh() -> Mesh:
     return Mesh(np.asarray(jax.local_devices()), ("rows",))
 
 
-@functools.cache
-def _compiled(predict: PredictFn, dtype_name: str):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _run(predict: PredictFn, dtype_name: str, params: Any, x: jax.Array) -> jax.Array:
+    """`predict` over rows in `dtype`, compiled once per (function, dtype, shapes)."""
     dtype = DTYPES[dtype_name]
-
-    def run(params, x):
-        params = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
-        out = jax.vmap(predict, in_axes=(None, 0))(params, x.astype(dtype))
-        return out.astype(jnp.float32)
-
-    return jax.jit(run)
+    params = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+    return jax.vmap(predict, in_axes=(None, 0))(params, x.astype(dtype)).astype(jnp.float32)
 
 
 def _chunk_rows(chunk_size: int) -> int:
@@ -60,7 +56,6 @@ def predict_chunks(
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not valid: expected one of {', '.join(DTYPES)}")
     rows = _chunk_rows(chunk_size)
-    fn = _compiled(predict, dtype)
     sharding = NamedSharding(_mesh(), PartitionSpec("rows"))
     params = jax.device_put(params, NamedSharding(_mesh(), PartitionSpec()))
     for x in features:
@@ -69,7 +64,7 @@ def predict_chunks(
         parts = []
         for start in range(0, n, rows):
             block = x[start : start + rows]
-            out = fn(params, jax.device_put(pad_rows(block, rows), sharding))
+            out = _run(predict, dtype, params, jax.device_put(pad_rows(block, rows), sharding))
             parts.append(np.asarray(out)[: len(block)])
         yield np.concatenate(parts) if parts else np.zeros((0, 2), np.float32)
 

@@ -14,30 +14,40 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import sys
+import functools
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from profilers import ModuleConfig, SCHEMA_VERSION
 
-from ._base import Regressor, predict_batch
-from ._composition import IDENTITY, Composition, design_rows, fit_composition
+from ._base import Regressor
+from ._composition import IDENTITY, TERMS, Composition, count_rows, fit_composition
 from ._data import STATISTICS, measured_ms, split_by_config, statistic_column, type_arrays
 from ._features import FEATURE_SCHEMA_VERSION, encode_columns, feature_schema
 from ._io import ArtifactError, load_tree, save_tree, write_json
-from ._train import TrainConfig
-from .regressors import (
-    medn_regressor,
-    medn_task_view,
-    mlp_regressor,
-    poly_ridge_regressor,
-    roofline_regressor,
+from ._predict import (
+    INTERVAL_Z,
+    Head,
+    ModelBatch,
+    PredictorParams,
+    combine,
+    compose,
+    model_latency,
+    module_outputs,
+    padded_size,
+    partition,
 )
+from ._train import TrainConfig
+from .regressors import medn_task_view, regressor_entry
+
+_log = logging.getLogger(__name__)
 
 #: Version of the predictor directory layout; `load` accepts exactly these. Version 2 added the
 #: composition correction and the selection report; a version-1 directory loads without them
@@ -52,23 +62,8 @@ READABLE_PREDICTOR_VERSIONS = (1, 2, 3)
 #: encoding, and a config in a dtype it never saw is flagged as extrapolated (its dtype column
 #: falls outside the training range).
 READABLE_FEATURE_VERSIONS = (1, 2)
-#: z-value of the two-sided 80 % interval reported as `lo_ms` / `hi_ms`.
-INTERVAL_Z = 1.2815515655446004
-
-#: Per-type regressors that a predictor can save and rebuild: name -> factory(config).
-REGRESSOR_FACTORIES: dict[str, Callable[[Mapping[str, Any]], Regressor]] = {
-    "ridge": lambda c: poly_ridge_regressor(1, alpha=c.get("alpha")),
-    "poly2": lambda c: poly_ridge_regressor(2, alpha=c.get("alpha")),
-    "poly3": lambda c: poly_ridge_regressor(3, alpha=c.get("alpha")),
-    "mlp": lambda c: mlp_regressor(tuple(c.get("hidden", (256, 256, 256))), activation=c.get("activation", "relu")),
-    "roofline": lambda c: roofline_regressor(),
-}
-
-
-def _medn_from_config(c: Mapping[str, Any]):
-    return medn_regressor(
-        embed_dim=c["embed_dim"], encoder=tuple(c["encoder"]), latent=c["latent"], decoder=tuple(c["decoder"])
-    )
+#: Rows per compiled call of the prediction paths (the last chunk padded).
+CHUNK_ROWS = 65536
 
 
 @dataclasses.dataclass
@@ -93,7 +88,14 @@ class TypeModel:
 
 
 class LatencyPredictor:
-    """Predicts latency (ms) for configs of any module type it was trained on."""
+    """Predicts latency (ms) for configs of any module type it was trained on.
+
+    A thin wrapper over data and one pure function: `params` (a `PredictorParams` PyTree of
+    every learned value) and `heads` (per module type, the regressor's pure `predict`), combined
+    by `jaxlat._predict.model_latency`. `predict` and `predict_models` encode DataFrames and
+    records, call its compiled form, and return DataFrames; `apply` is the pure function itself,
+    for `jax.grad` and `jax.vmap` with respect to the parameters.
+    """
 
     def __init__(
         self,
@@ -116,10 +118,27 @@ class LatencyPredictor:
         #: The latency statistic it learned (`jaxlat._data.STATISTICS`): modules and whole models
         #: are predicted, and measured records compared, as this statistic.
         self.statistic = statistic
+        self.heads, self._regressor_params = _heads(self.models)
+        # Compiled once per predictor (and shared by its `with_composition` copies), per shape.
+        self._model_fn = jax.jit(functools.partial(model_latency, self.heads))
+        self._module_fn = jax.jit(functools.partial(module_outputs, self.heads))
 
     @property
     def modules(self) -> tuple[str, ...]:
         return tuple(sorted(self.models))
+
+    @property
+    def params(self) -> PredictorParams:
+        """Every learned value, one PyTree: per-type (or shared MEDN) regressor parameters and
+        the composition coefficients. Differentiate `apply` with respect to it."""
+        comp = self.composition or Composition(IDENTITY)
+        return PredictorParams(self._regressor_params, jnp.asarray(comp.coef_array))
+
+    def apply(self, params: PredictorParams, batch: ModelBatch):
+        """The pure prediction function (`jaxlat._predict.model_latency` with this predictor's
+        heads): `ModelPrediction` of every model in `batch` (`model_batch`). Transform it freely:
+        `jax.grad(lambda p: pred.apply(p, b).latency_ms.sum())(pred.params)`."""
+        return model_latency(self.heads, params, batch)
 
     def _model(self, module: str) -> TypeModel:
         try:
@@ -129,10 +148,37 @@ class LatencyPredictor:
                 f"module={module!r} has no model in this predictor; it predicts: {', '.join(self.modules)}"
             ) from None
 
+    def _outputs(self, module: str, x: np.ndarray) -> np.ndarray:
+        """`[n, 2]` (mu, log_sigma) for features `[n, f]`, in padded chunks of the compiled path."""
+        m = self._model(module)
+        if not m.regressor.jittable:  # tree ensembles predict on host, the whole batch at once
+            return np.asarray(m.regressor.predict(m.params, np.asarray(x, np.float32)))
+        n, rows = len(x), padded_size(len(x), maximum=CHUNK_ROWS)
+        params = self.params
+        parts = [np.asarray(self._module_fn(params, {module: _pad(x[s:s + rows], rows)})[module])[:len(x[s:s + rows])]
+                 for s in range(0, n, rows)]
+        return np.concatenate(parts) if parts else np.zeros((0, 2), np.float32)
+
     def predict_features(self, module: str, x: np.ndarray) -> np.ndarray:
         """`[n, 2]` (mu, log_sigma) of log latency for encoded features `[n, f]`."""
+        return self._outputs(module, np.asarray(x, np.float32))
+
+    def _encode(self, module: str, frame: Any) -> np.ndarray:
+        """Features of a frame's rows of one module type; non-finite features are an error."""
         m = self._model(module)
-        return predict_batch(m.regressor, m.params, x)
+        cols = {c: frame[c].to_numpy() for c in frame.columns if c != "module"}
+        x = np.asarray(m.encode(cols), np.float32)
+        bad = ~np.isfinite(x)
+        if bad.any():
+            names = sorted({m.feature_names[j] for j in np.nonzero(bad.any(axis=0))[0]})
+            raise ValueError(f"{module}: {int(bad.any(axis=1).sum())} row(s) have non-finite features "
+                             f"({', '.join(names)}); every field must be a finite number in the catalogue's range")
+        return x
+
+    def _extrapolated(self, module: str, x: np.ndarray) -> np.ndarray:
+        m = self._model(module)
+        tol = 1e-4 * np.maximum(1.0, np.abs(m.feature_max - m.feature_min))
+        return ((x < m.feature_min - tol) | (x > m.feature_max + tol)).any(axis=1)
 
     def predict(self, configs: Sequence[ModuleConfig] | Any) -> Any:
         """Predict configs (a list of `ModuleConfig`, or a DataFrame with a `module` column).
@@ -144,7 +190,8 @@ class LatencyPredictor:
           interval), `extrapolated` (a feature outside its training range).
 
         Raises:
-          ValueError: a module type this predictor has no model for.
+          ValueError: a module type this predictor has no model for, non-finite features, or a
+            non-finite prediction.
         """
         import pandas as pd
 
@@ -154,42 +201,40 @@ class LatencyPredictor:
         out = pd.DataFrame(index=df.index, columns=["module", "latency_ms", "lo_ms", "hi_ms", "extrapolated"])
         out["module"] = df["module"]
         for module, sub in df.groupby("module", sort=False):
-            m = self._model(module)
-            cols = {c: sub[c].to_numpy() for c in sub.columns if c != "module"}
-            x = np.asarray(m.encode(cols), np.float32)
-            pred = predict_batch(m.regressor, m.params, x)
+            x = self._encode(module, sub)
+            pred = self._outputs(module, x)
+            if not np.isfinite(pred).all():
+                raise ValueError(f"{module}: the model predicted a non-finite latency for "
+                                 f"{int((~np.isfinite(pred).all(axis=1)).sum())} row(s)")
             mu, sigma = pred[:, 0], np.exp(pred[:, 1])
             out.loc[sub.index, "latency_ms"] = np.exp(mu)
             out.loc[sub.index, "lo_ms"] = np.exp(mu - INTERVAL_Z * sigma)
             out.loc[sub.index, "hi_ms"] = np.exp(mu + INTERVAL_Z * sigma)
-            tol = 1e-4 * np.maximum(1.0, np.abs(m.feature_max - m.feature_min))
-            outside = (x < m.feature_min - tol) | (x > m.feature_max + tol)
-            out.loc[sub.index, "extrapolated"] = outside.any(axis=1)
+            out.loc[sub.index, "extrapolated"] = self._extrapolated(module, x)
         return out.astype({"latency_ms": float, "lo_ms": float, "hi_ms": float, "extrapolated": bool})
 
-    def latency_fn(self, module: str) -> Callable[[Mapping[str, Any]], Any]:
-        """A pure JAX function `fields -> latency_ms` for one module type.
+    def latency_fn(self, module: str) -> Callable[..., Any]:
+        """A pure JAX function `(fields, params=None) -> latency_ms` for one module type.
 
         `fields` maps every field of the type (and the common fields) to a scalar or an array
         (broadcast together; string fields such as `dtype` stay Python values). Numeric
         fields may be traced: `jax.grad` of the latency with respect to a width, `jax.vmap`
-        over candidates, `jax.jit` of a whole search step.
+        over candidates, `jax.jit` of a whole search step. `params` (default: this predictor's
+        `params`) may be traced too.
 
         Examples:
           >>> import jax, jax.numpy as jnp  # doctest: +SKIP
           >>> f = predictor.latency_fn("conv2d")  # doctest: +SKIP
           >>> jax.grad(lambda c: f({**cfg, "cout": c}).sum())(64.0)  # doctest: +SKIP
         """
-        import jax.numpy as jnp
-
         m = self._model(module)
         if not m.regressor.jittable:
             raise ValueError(f"{module}: {m.regressor.name} is not a JAX regressor; no pure JAX path")
-        reg, params = m.regressor, m.params
+        heads, default = self.heads, self.params
 
-        def latency_ms(fields: Mapping[str, Any]):
+        def latency_ms(fields: Mapping[str, Any], params: PredictorParams | None = None):
             x = m.encode(fields, xp=jnp)
-            out = jax.vmap(reg.predict, in_axes=(None, 0))(params, x)
+            out = module_outputs(heads, default if params is None else params, {module: x})[module]
             return jnp.exp(out[:, 0])
 
         return latency_ms
@@ -206,6 +251,61 @@ class LatencyPredictor:
         out["share"] = out["latency_ms"] / out["latency_ms"].sum()
         return out
 
+    def model_batch(self, records: Sequence[Any], *, pad: bool = True) -> tuple[ModelBatch, np.ndarray]:
+        """The `ModelBatch` of architecture records (the input of `apply`), and per record the
+        number of its modules outside the training ranges.
+
+        Args:
+          records: `profilers.ArchRecord`s.
+          pad: pad rows and models to powers of two, so that batches of other sizes reuse the
+            compiled program (padded rows count nowhere; padded models have zero counts).
+
+        Raises:
+          ValueError: a record without mapped modules, a module type without a model, or
+            non-finite features (the message names the record).
+        """
+        import pandas as pd
+
+        records = list(records)
+        n = len(records)
+        n_models = padded_size(n, minimum=1) if pad else n
+        frames = []
+        for i, r in enumerate(records):
+            f = r.frame()
+            if f.empty:
+                raise ValueError(f"{r.name}: the record has no mapped modules")
+            frames.append(f.drop(columns=["op", "approx"]).assign(_owner=i))
+        rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["module", "_owner"])
+        feats, owner, weight = {}, {}, {}
+        n_ext = np.zeros(n, np.int64)
+        for module, sub in rows.groupby("module", sort=True):
+            try:
+                x = self._encode(module, sub.drop(columns=["_owner"]))
+            except ValueError as e:
+                names = sorted({records[i].name for i in sub["_owner"]})
+                raise ValueError(f"record(s) {', '.join(names[:5])}: {e}") from None
+            own = sub["_owner"].to_numpy(np.int32)
+            n_ext += np.bincount(own[self._extrapolated(module, x)], minlength=n)
+            size = padded_size(len(x)) if pad else len(x)
+            feats[module] = _pad(x, size)
+            owner[module] = np.concatenate([own, np.full(size - len(own), n_models, np.int32)])
+            weight[module] = np.concatenate([np.ones(len(own), np.float32), np.zeros(size - len(own), np.float32)])
+        counts = np.zeros((n_models, 5), np.float32)
+        counts[:n] = count_rows([r.counts() for r in records])
+        return ModelBatch(feats, owner, weight, counts), n_ext
+
+    def _predict_batch(self, records: Sequence[Any]) -> tuple[Any, np.ndarray]:
+        """`ModelPrediction` (host arrays, padding dropped) and extrapolation counts of records;
+        a model with a non-finite module prediction is an error naming it."""
+        records = list(records)
+        batch, n_ext = self.model_batch(records)
+        out = jax.tree.map(lambda a: np.asarray(a, np.float64)[:len(records)], self._model_fn(self.params, batch))
+        bad = [r.name for r, k in zip(records, out.n_nonfinite) if k > 0]
+        if bad:
+            raise ValueError(f"non-finite module predictions in record(s) {', '.join(bad[:5])}; "
+                             "check their module configs against the catalogue's ranges")
+        return out, n_ext
+
     def predict_models(self, records: Sequence[Any]) -> Any:
         """Whole-model latency of architecture records, all modules in one vectorized call.
 
@@ -219,15 +319,17 @@ class LatencyPredictor:
         """
         import pandas as pd
 
-        sums, n_ext = self._module_sums(records)
+        records = list(records)
+        out, n_ext = self._predict_batch(records)
         counts = [r.counts() for r in records]
         comp = self.composition or Composition(IDENTITY)
-        mid = comp.apply(design_rows(sums[:, 0], counts))
+        mid = out.latency_ms
         if comp.log_q80 is not None:  # calibrated on the fitting networks' residuals
             w_lo = w_hi = np.full(len(mid), comp.log_q80)
         else:  # module intervals summed (errors fully correlated), widened by the correction's spread
-            lo = comp.apply(design_rows(sums[:, 1], counts))
-            hi = comp.apply(design_rows(sums[:, 2], counts))
+            c = jnp.asarray(count_rows(counts), jnp.float32)
+            lo = np.asarray(compose(self.params.composition, jnp.asarray(out.sum_ms[:, 1], jnp.float32), c), np.float64)
+            hi = np.asarray(compose(self.params.composition, jnp.asarray(out.sum_ms[:, 2], jnp.float32), c), np.float64)
             zs = INTERVAL_Z * comp.log_sigma
             w_lo = np.sqrt(np.log(np.maximum(mid, 1e-9) / np.maximum(lo, 1e-9)) ** 2 + zs**2)
             w_hi = np.sqrt(np.log(np.maximum(hi, 1e-9) / np.maximum(mid, 1e-9)) ** 2 + zs**2)
@@ -236,45 +338,52 @@ class LatencyPredictor:
             "latency_ms": mid,
             "lo_ms": mid * np.exp(-w_lo),
             "hi_ms": mid * np.exp(w_hi),
-            "plain_sum_ms": sums[:, 0],
+            "plain_sum_ms": out.sum_ms[:, 0],
             "n_modules": [c["n_modules"] for c in counts],
             "n_extrapolated": n_ext.astype(int),
             "n_unmapped_compute": [c["n_unmapped_compute"] for c in counts],
             "measured_ms": [measured_ms(r, self.statistic) if r.measured else np.nan for r in records],
         })
 
-    def _module_sums(self, records: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Per record, the sums of its module predictions `[n, 3]` (median, lo, hi; ms) and how
-        many of its modules lie outside the training ranges, all modules in one call."""
-        import pandas as pd
-
-        frames, owner = [], []
-        for i, r in enumerate(records):
-            f = r.frame()
-            if f.empty:
-                raise ValueError(f"{r.name}: the record has no mapped modules")
-            frames.append(f.drop(columns=["op", "approx"]))
-            owner.append(np.full(len(f), i))
-        pred = self.predict(pd.concat(frames, ignore_index=True))
-        pred["owner"] = np.concatenate(owner)
-        g = pred.groupby("owner")
-        return g[["latency_ms", "lo_ms", "hi_ms"]].sum().to_numpy(), g["extrapolated"].sum().to_numpy()
-
     def predict_model(self, record: Any) -> dict[str, Any]:
         """`predict_models` for one record, as a dict."""
         return self.predict_models([record]).iloc[0].to_dict()
 
     def composition_terms(self, records: Sequence[Any]) -> np.ndarray:
-        """Design rows of the composition correction (`jaxlat._composition.design_rows`): each
-        record's sum of module predictions and its operator counts."""
+        """Design rows of the composition correction (`jaxlat.design_rows`): each record's sum of
+        module predictions and its operator counts."""
         records = list(records)
-        return design_rows(self._module_sums(records)[0][:, 0], [r.counts() for r in records])
+        out, _ = self._predict_batch(records)
+        return np.concatenate([out.sum_ms[:, :1], count_rows([r.counts() for r in records])], axis=1)
 
     def with_composition(self, composition: Composition | None) -> LatencyPredictor:
-        """A copy with another composition correction (the module models shared, not copied)."""
+        """A copy with another composition correction (the module models and the compiled
+        functions shared, not copied)."""
         out = copy.copy(self)
         out.composition = composition
         return out
+
+    def with_params(self, params: PredictorParams) -> LatencyPredictor:
+        """A copy whose learned values are `params` (same structure as `self.params`), e.g. after
+        a gradient-based adaptation; the composition keeps its interval and fit report."""
+        if jax.tree.structure(params) != jax.tree.structure(self.params):
+            raise ValueError("with_params: params must have the structure of this predictor's `params`")
+        models = {}
+        for module, m in self.models.items():
+            h = self.heads[module]
+            full = jax.tree.map(np.asarray, combine(params.regressors[h.key], h.static))
+            models[module] = dataclasses.replace(m, params=full)
+        medn = None
+        if self._medn is not None:
+            mr, old = self._medn
+            new = jax.tree.map(np.asarray, combine(params.regressors["medn"], self.heads[_first_shared(self.models)].static))
+            medn = (mr, {**new, "tasks": old["tasks"]})
+        comp = None
+        if self.composition is not None or np.any(np.asarray(params.composition) != Composition(IDENTITY).coef_array):
+            base = self.composition or Composition(IDENTITY)
+            comp = dataclasses.replace(base, coef={t: float(v) for t, v in zip(TERMS, np.asarray(params.composition))})
+        return LatencyPredictor(models, device=self.device, medn=medn, composition=comp, selection=self.selection,
+                                feature_version=self.feature_version, statistic=self.statistic)
 
     def fit_composition(self, records: Sequence[Any]) -> Composition:
         """Fit (and keep) the composition correction on profiled architecture records."""
@@ -310,6 +419,9 @@ class LatencyPredictor:
             manifest["composition"] = self.composition.as_json()
         if self.selection is not None:
             manifest["selection"] = self.selection
+        if self._medn is None and any(m.shared for m in self.models.values()):
+            raise ArtifactError("this predictor's shared network (a device-aware MEDN view) is not saved as an "
+                                "artifact; save the DeviceMEDN's data instead")
         if self._medn is not None:
             medn, params = self._medn
             manifest["medn"] = {"config": dict(medn.config), **save_tree(d / "medn.npz", params)}
@@ -362,7 +474,7 @@ class LatencyPredictor:
             )
         medn = None
         if "medn" in manifest:
-            mr = _medn_from_config(manifest["medn"]["config"])
+            mr = regressor_entry("medn").build(manifest["medn"]["config"])
             medn = (mr, load_tree(d, manifest["medn"]))
         models = {}
         for module, e in manifest["modules"].items():
@@ -379,9 +491,11 @@ class LatencyPredictor:
                 reg, params = medn_task_view(medn[0], medn[1], module)
                 shared = "medn"
             else:
-                if e["regressor"] not in REGRESSOR_FACTORIES:
-                    raise ArtifactError(f"{path}: unknown regressor {e['regressor']!r} for {module!r}")
-                reg = REGRESSOR_FACTORIES[e["regressor"]](e["config"])
+                try:
+                    entry = regressor_entry(e["regressor"])
+                except ValueError as err:
+                    raise ArtifactError(f"{path}: {module!r}: {err} (register it before loading)") from None
+                reg = entry.build(e["config"])
                 params, shared = load_tree(d, e), None
             models[module] = TypeModel(
                 module, reg, params, names, np.asarray(e["feature_min"], np.float32),
@@ -447,40 +561,42 @@ def train_predictor(
 
         sel = select_regressors(df[df["module"].isin(mods)], seed=seed, train=train, statistic=statistic,
                                 **dict(select or {}))
-        print(sel.format(), file=sys.stderr)
+        _log.info("%s", sel.format())
         regressor, selection = sel.choice, sel.as_json()
     choice = {m: regressor for m in mods} if isinstance(regressor, str) else dict(regressor)
     missing = [m for m in mods if m not in choice]
     if missing:
         raise ValueError(f"train_predictor: no regressor given for {missing}")
+    entries = {}
     for m, name in choice.items():
-        if name != "medn" and name not in REGRESSOR_FACTORIES:
-            raise ValueError(
-                f"regressor={name!r} for {m!r} is not valid: expected one of medn, {', '.join(REGRESSOR_FACTORIES)}"
-            )
+        try:
+            entries[m] = regressor_entry(name)
+        except ValueError as e:
+            raise ValueError(f"{m}: {e}") from None
     tr, va = split_by_config(df, test_frac=val_frac, seed=seed)
     key = jax.random.key(seed)
     models: dict[str, TypeModel] = {}
     arrays = {m: (type_arrays(tr, m, column), type_arrays(va, m, column)) for m in mods}
-    medn_mods = [m for m in mods if choice[m] == "medn"]
+    overrides = {} if train is None else {"train": train}
+    shared_mods = [m for m in mods if entries[m].multi_task]
     medn = None
-    if medn_mods:
-        mr = medn_regressor() if train is None else medn_regressor(train=train)
-        # With a selection, the MEDN learns every type, as it did when it was scored.
-        fit_mods = mods if selection is not None else medn_mods
+    if shared_mods:
+        names = {entries[m].name for m in shared_mods}
+        if len(names) > 1:
+            raise ValueError(f"train_predictor: one multi-task regressor per predictor, got {sorted(names)}")
+        mr = entries[shared_mods[0]].build(overrides)
+        # With a selection, the shared network learns every type, as it did when it was scored.
+        fit_mods = mods if selection is not None else shared_mods
         params = mr.fit(key, {m: arrays[m][0] for m in fit_mods}, val={m: arrays[m][1] for m in fit_mods if len(arrays[m][1][1])})
         medn = (mr, params)
-        for m in medn_mods:
+        for m in shared_mods:
             reg, p = medn_task_view(mr, params, m)
             models[m] = _type_model(m, reg, p, arrays[m][0][0], shared="medn")
     for i, m in enumerate(mods):
-        if choice[m] == "medn":
+        if entries[m].multi_task:
             continue
         (x, y), (xv, yv) = arrays[m]
-        if choice[m] == "mlp" and train is not None:
-            reg = mlp_regressor(train=train)
-        else:
-            reg = REGRESSOR_FACTORIES[choice[m]]({})
+        reg = entries[m].build(overrides)
         params = reg.fit(jax.random.fold_in(key, i), x, y, names=feature_schema(m).names,
                          x_val=xv if len(yv) else None, y_val=yv if len(yv) else None)
         models[m] = _type_model(m, reg, params, x)
@@ -492,3 +608,28 @@ def train_predictor(
 
 def _type_model(module: str, reg: Regressor, params: Any, x: np.ndarray, shared: str | None = None) -> TypeModel:
     return TypeModel(module, reg, params, feature_schema(module).names, x.min(axis=0), x.max(axis=0), shared)
+
+
+def _pad(x: np.ndarray, rows: int) -> np.ndarray:
+    """`x` (`[m, f]`, m <= rows) with zero rows appended up to `rows`."""
+    x = np.asarray(x, np.float32)
+    return x if len(x) == rows else np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:], np.float32)])
+
+
+def _first_shared(models: Mapping[str, TypeModel]) -> str:
+    return next(k for k in sorted(models) if models[k].shared)
+
+
+def _heads(models: Mapping[str, TypeModel]) -> tuple[dict[str, Head], dict[str, Any]]:
+    """Per module type, its `Head`, and the float parameters by key: a model's own type, or
+    `"medn"` for the network that several types share (stored once)."""
+    heads, params = {}, {}
+    for module in sorted(models):
+        m = models[module]
+        if not m.regressor.jittable:  # host regressors (tree ensembles) have no pure path
+            continue
+        key = "medn" if m.shared else module
+        floats, static = partition(m.params)
+        params.setdefault(key, floats)
+        heads[module] = Head(module, key, m.regressor.predict, static)
+    return heads, params

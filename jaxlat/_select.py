@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sys
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,6 +31,8 @@ from ._features import feature_schema
 from ._mass import single_query
 from ._metrics import evaluate
 from ._train import TrainConfig
+
+_log = logging.getLogger(__name__)
 
 MODES = ("accuracy", "time", "space")
 #: Candidates tried by default: every regressor a predictor can save.
@@ -131,26 +133,24 @@ def _query_us(reg: Regressor, params: Any, x: np.ndarray, repeats: int = 200) ->
 def _fit_candidates(train_df, test_df, mods, candidates, key, train: TrainConfig | None,
                     column: str = "latency_ms_median"):
     """Fit every candidate on `train_df`; return {(module, name): (pred [n, 2], reg, params)}."""
-    from ._predictor import REGRESSOR_FACTORIES
-    from .regressors import medn_regressor, medn_task_view, mlp_regressor
+    from .regressors import medn_task_view, regressor_entry
 
     out = {}
     arrays = {m: (type_arrays(train_df, m, column), type_arrays(test_df, m, column)) for m in mods}
-    if "medn" in candidates:
-        mr = medn_regressor() if train is None else medn_regressor(train=train)
+    overrides = {} if train is None else {"train": train}
+    entries = [regressor_entry(c) for c in candidates]
+    for entry in (e for e in entries if e.multi_task):  # fitted once over every type
+        mr = entry.build(overrides)
         params = mr.fit(key, {m: arrays[m][0] for m in mods})
         for m in mods:
             reg, p = medn_task_view(mr, params, m)
-            out[(m, "medn")] = (predict_batch(reg, p, arrays[m][1][0]), reg, p, params_nbytes(params))
+            out[(m, entry.name)] = (predict_batch(reg, p, arrays[m][1][0]), reg, p, params_nbytes(params))
     for i, m in enumerate(mods):
         (x, y), (xt, _) = arrays[m]
-        for j, name in enumerate(c for c in candidates if c != "medn"):
-            if name == "mlp" and train is not None:
-                reg = mlp_regressor(train=train)
-            else:
-                reg = REGRESSOR_FACTORIES[name]({})
+        for j, entry in enumerate(e for e in entries if not e.multi_task):
+            reg = entry.build(overrides)
             p = reg.fit(jax.random.fold_in(key, 1000 * i + j), x, y, names=feature_schema(m).names)
-            out[(m, name)] = (predict_batch(reg, p, xt), reg, p, params_nbytes(p))
+            out[(m, entry.name)] = (predict_batch(reg, p, xt), reg, p, params_nbytes(p))
     return out
 
 
@@ -184,13 +184,15 @@ def select_regressors(
     """
     import pandas as pd
 
-    from ._predictor import REGRESSOR_FACTORIES
+    from .regressors import regressor_names
 
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not valid: expected one of {', '.join(MODES)}")
-    bad = [c for c in candidates if c != "medn" and c not in REGRESSOR_FACTORIES]
+    bad = [c for c in candidates if c not in regressor_names()]
     if bad:
-        raise ValueError(f"candidates={bad} not valid: expected names from medn, {', '.join(REGRESSOR_FACTORIES)}")
+        raise ValueError(f"candidates={bad} not valid: expected names from {', '.join(regressor_names())}")
+    if not candidates:
+        raise ValueError("candidates is empty: expected at least one of " + ", ".join(regressor_names()))
     if folds < 2:
         raise ValueError(f"folds={folds} is not valid: expected at least 2")
     column = statistic_column(statistic)
@@ -212,7 +214,7 @@ def select_regressors(
                 x = type_arrays(te, m)[0] if sel.any() else type_arrays(tr, m)[0]
                 timing[(m, c)] = (_query_us(reg, p, x), nbytes, reg.differentiable)
         if progress:
-            print(f"selection: fold {k + 1}/{folds} done, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            _log.info("selection: fold %d/%d done, %.0f s", k + 1, folds, time.perf_counter() - t0)
     rows = []
     truth = {m: df.loc[df["module"] == m, column].to_numpy(np.float64) for m in mods}
     for m in mods:

@@ -110,9 +110,8 @@ def test_mass_prediction_equals_batch_prediction_and_compiles_once(predictors, f
     big = np.concatenate([x] * 7)
     got = np.concatenate(list(jaxlat.predict_chunks(m.regressor.predict, m.params, [big[:50], big[50:]], chunk_size=64)))
     np.testing.assert_allclose(got, np.concatenate([want] * 7), rtol=1e-5, atol=1e-5)
-    from jaxlat._mass import _compiled
+    from jaxlat._mass import _run as fn
 
-    fn = _compiled(m.regressor.predict, "fp32")
     n = fn._cache_size()
     list(jaxlat.predict_chunks(m.regressor.predict, m.params, [big[:13]], chunk_size=64))
     assert fn._cache_size() == n

@@ -30,7 +30,8 @@ import numpy as np
 from profilers import COPY_OPS, get_spec
 from profilers.spaces import Ch, MobileArch, Nb201Arch, Row
 
-from .._composition import IDENTITY
+from .._composition import IDENTITY, Composition
+from .._predict import ModelBatch, model_latency
 
 
 
@@ -138,8 +139,9 @@ def expected_latency_fn(
       composition: apply the predictor's whole-model correction (False: the plain sum).
 
     Returns:
-      `latency_ms(probs [n_layers, n_ops], widths [n_widths] or None) -> []`, already jitted;
-      vmap- and grad-able in both arguments.
+      `latency_ms(probs [n_layers, n_ops], widths [n_widths] or None, params=None) -> []`,
+      already jitted; vmap- and grad-able in every argument (`params`: a `PredictorParams`
+      like `predictor.params`, the default).
 
     Raises:
       ValueError: the predictor has no model for a module type of the space.
@@ -149,13 +151,13 @@ def expected_latency_fn(
     common = {"batch_size": space.batch_size, "dtype": space.dtype, "threads": space.threads,
               "utilization": space.utilization}
     tables = _tables(rows, w, common)
-    missing = sorted({t.module for t in tables} - set(predictor.models))
+    missing = sorted({t.module for t in tables} - set(predictor.heads))
     if missing:
-        raise ValueError(f"expected_latency_fn: the predictor has no model for {missing} (space {space.name})")
-    fns = {t.module: predictor.latency_fn(t.module) for t in tables}
-    coef = dict(predictor.composition.coef) if (composition and predictor.composition is not None) else dict(IDENTITY)
+        raise ValueError(f"expected_latency_fn: the predictor has no JAX model for {missing} (space {space.name})")
+    encoders = {t.module: predictor.models[t.module].encode for t in tables}
     # Composition counts per weight column: mapped modules, unmapped compute and view operators,
-    # and the bytes the unmapped compute operators move (symbolic in channels).
+    # and the megabytes the unmapped compute operators move (symbolic in channels), arithmetic and
+    # copies apart: the counts `jaxlat._predict.compose` reads.
     mapped = np.array([r.module != "unmapped" for r in rows])
     is_view = np.array([r.module == "unmapped" and r.fields["kind"] == "view" for r in rows])
     is_comp = np.array([r.module == "unmapped" and r.fields["kind"] == "compute" for r in rows])
@@ -164,17 +166,20 @@ def expected_latency_fn(
     n_comp = w[is_comp].sum(0)
     comp_rows = [r for r in rows if r.module == "unmapped" and r.fields["kind"] == "compute"]
     bytes_per = space.batch_size * 2 * _dtype_bytes(space.dtype)  # read and write
-    b_const = np.array([0.0 if isinstance(r.fields["numel"], Ch) else float(r.fields["numel"]) for r in comp_rows], np.float32)
-    b_mult = np.array([r.fields["numel"].mult if isinstance(r.fields["numel"], Ch) else 0.0 for r in comp_rows], np.float32)
-    b_group = np.array([r.fields["numel"].group if isinstance(r.fields["numel"], Ch) else -1 for r in comp_rows], np.int32)
-    # ms per unit of each row's `numel` field (`hw` elements, read and written), at the rate of
+    numel = [r.fields["numel"] for r in comp_rows]
+    b_const = np.array([0.0 if isinstance(v, Ch) else float(v) for v in numel], np.float32)
+    b_mult = np.array([v.mult if isinstance(v, Ch) else 0.0 for v in numel], np.float32)
+    b_group = np.array([v.group if isinstance(v, Ch) else -1 for v in numel], np.int32)
+    # MB per unit of each row's `numel` field (`hw` elements, read and written), in the column of
     # its kind: copies or arithmetic.
-    rate_ms_per_b = np.array([coef["ms_per_copy_mb" if r.fields["op"] in COPY_OPS else "ms_per_mb"] / 1e6
-                              for r in comp_rows], np.float64)
-    ms_per_numel = (np.array([r.hw for r in comp_rows], np.float64) * bytes_per * rate_ms_per_b).astype(np.float32)
+    mb_per_numel = np.array([r.hw for r in comp_rows], np.float64) * bytes_per / 1e6
+    is_copy = np.array([r.fields["op"] in COPY_OPS for r in comp_rows], bool)
+    mb_arith = (mb_per_numel * ~is_copy).astype(np.float32)
+    mb_copy = (mb_per_numel * is_copy).astype(np.float32)
     w_comp = w[is_comp]
     base = np.asarray(space.base_channels, np.float32)
     n_groups = len(base)
+    identity = Composition(IDENTITY).coef_array
 
     def group_channels(widths):
         if info.n_widths == 0 or widths is None:
@@ -187,27 +192,32 @@ def expected_latency_fn(
     def resolve(const, mult, group, ch):
         return jnp.where(group < 0, const, mult * ch[jnp.maximum(group, 0)])
 
-    def latency_ms(probs, widths=None):
+    def latency_ms(probs, widths=None, params=None):
         probs = jnp.asarray(probs, jnp.float32)
         if probs.shape != (info.n_layers, info.n_ops):
             raise ValueError(f"probs has shape {probs.shape}; expected ({info.n_layers}, {info.n_ops}) for {space.name}")
         if info.n_widths and widths is not None and jnp.shape(widths) != (info.n_widths,):
             raise ValueError(f"widths has shape {jnp.shape(widths)}; expected ({info.n_widths},) for {space.name}")
+        params = predictor.params if params is None else params
+        if not composition:
+            params = params._replace(composition=jnp.asarray(identity))
         weights = jnp.concatenate([jnp.ones((1,), jnp.float32), probs.reshape(-1)])
         ch = group_channels(widths)
-        total = jnp.zeros((), jnp.float32)
+        feats, owner, weight = {}, {}, {}
         for t in tables:
             fields = {name: resolve(*map(jnp.asarray, cmg), ch) for name, cmg in t.numeric.items()}
             fields.update(t.host)
-            lat = fns[t.module](fields)
-            total = total + jnp.dot(jnp.asarray(t.weights) @ weights, lat)
-        bytes_ms = 0.0
+            feats[t.module] = encoders[t.module](fields, xp=jnp)
+            weight[t.module] = jnp.asarray(t.weights) @ weights
+            owner[t.module] = jnp.zeros(len(t.weights), jnp.int32)
+        arith_mb = copy_mb = jnp.zeros((), jnp.float32)
         if len(comp_rows):
-            numel = resolve(jnp.asarray(b_const), jnp.asarray(b_mult), jnp.asarray(b_group), ch)
-            bytes_ms = jnp.dot(jnp.asarray(w_comp) @ weights, numel * jnp.asarray(ms_per_numel))
-        return (coef["scale"] * total + coef["per_module_ms"] * jnp.dot(jnp.asarray(n_mod), weights)
-                + coef["per_unmapped_ms"] * jnp.dot(jnp.asarray(n_comp), weights)
-                + coef["per_view_ms"] * jnp.dot(jnp.asarray(n_view), weights) + bytes_ms)
+            per_row = jnp.asarray(w_comp) @ weights * resolve(jnp.asarray(b_const), jnp.asarray(b_mult),
+                                                              jnp.asarray(b_group), ch)
+            arith_mb, copy_mb = jnp.dot(per_row, jnp.asarray(mb_arith)), jnp.dot(per_row, jnp.asarray(mb_copy))
+        counts = jnp.stack([jnp.dot(jnp.asarray(n_mod), weights), jnp.dot(jnp.asarray(n_comp), weights),
+                            jnp.dot(jnp.asarray(n_view), weights), arith_mb, copy_mb])[None]
+        return model_latency(predictor.heads, params, ModelBatch(feats, owner, weight, counts)).latency_ms[0]
 
     # Jitted here, so that a direct call (a report, a plot) runs one compiled program rather than
     # op by op; inside a caller's jit or grad it is traced through as usual.

@@ -112,6 +112,27 @@ def _graphdef(config: MEDNConfig):
     return graphdef
 
 
+def medn_forward(config: MEDNConfig, params: Mapping[str, Any], x: jax.Array, task: int | jax.Array) -> jax.Array:
+    """MEDN's forward pass for one config, in natural units: `x [f_type]` (encoded, not
+    standardized) -> `(mu, log_sigma)` of log latency (ms). The one forward pass: the plain and the
+    device-aware MEDN (`params["device_vec"]`, read when `config.device_dim > 0`) both call it.
+
+    Args:
+      config: the architecture (static).
+      params: standardization statistics `x_mean`, `x_scale` `[n_tasks, f]`, `y_mean`, `y_scale`
+        `[n_tasks]`, the network's `model` state, and `device_vec` for a device-aware MEDN.
+      x: encoded features of one config; zero-padded to the common width.
+      task: the module type's index in the MEDN's tasks.
+    """
+    f = params["x_mean"].shape[1]
+    xp = jnp.zeros(f, jnp.float32).at[: x.shape[-1]].set(x)
+    z = (xp - params["x_mean"][task]) / params["x_scale"][task]
+    device = params["device_vec"] if config.device_dim else None
+    out = nnx.merge(_graphdef(config), params["model"])(z, task, device)
+    mu = out[0] * params["y_scale"][task] + params["y_mean"][task]
+    return jnp.stack([mu, out[1] + jnp.log(params["y_scale"][task])])
+
+
 class MultiTaskRegressor(NamedTuple):
     """A regressor over all module types at once (MEDN).
 
@@ -146,17 +167,8 @@ def medn_regressor(
         n_tasks, n_features = params["x_mean"].shape  # static under jit
         return MEDNConfig(int(n_tasks), int(n_features), **settings)
 
-    def _std_out(params, z, task):
-        model = nnx.merge(_graphdef(_config(params)), params["model"])
-        return model(z, task)
-
     def predict(params, x, task):
-        f = params["x_mean"].shape[1]
-        xp = jnp.zeros(f, jnp.float32).at[: x.shape[-1]].set(x)
-        z = (xp - params["x_mean"][task]) / params["x_scale"][task]
-        out = _std_out(params, z, task)
-        mu = out[0] * params["y_scale"][task] + params["y_mean"][task]
-        return jnp.stack([mu, out[1] + jnp.log(params["y_scale"][task])])
+        return medn_forward(_config(params), params, x, task)
 
     def _stack(data: Mapping[str, tuple[np.ndarray, np.ndarray]], tasks: list[str], f: int, stats):
         xs, ts, ys = [], [], []

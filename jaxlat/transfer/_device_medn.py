@@ -28,9 +28,10 @@ from flax import nnx
 from .._base import Regressor, standardizer
 from .._data import split_by_config, type_arrays
 from .._features import feature_schema
+from .._predict import module_sum
 from .._predictor import LatencyPredictor, TypeModel
 from .._train import TrainConfig, fit_with_adamw
-from ..regressors._medn import MEDN, MEDNConfig, _graphdef
+from ..regressors._medn import MEDN, MEDNConfig, _graphdef, medn_forward
 
 #: Descriptor features read by the device vector (`descriptor_features` keys).
 DESCRIPTOR_KEYS = ("log_peak_gflops", "log_bandwidth_gbs", "log_l2_kib", "log_l3_kib", "log_cores")
@@ -70,12 +71,7 @@ class DeviceMEDN:
         return np.concatenate([np.asarray(device, np.float32), desc]).astype(np.float32)
 
     def _predict_one(self, params, x, task: int, vec):
-        f = params["x_mean"].shape[1]
-        xp = jnp.zeros(f, jnp.float32).at[: x.shape[-1]].set(x)
-        z = (xp - params["x_mean"][task]) / params["x_scale"][task]
-        out = nnx.merge(_graphdef(self.config), params["model"])(z, task, params["device_vec"])
-        mu = out[0] * params["y_scale"][task] + params["y_mean"][task]
-        return jnp.stack([mu, out[1] + jnp.log(params["y_scale"][task])])
+        return medn_forward(self.config, params, x, task)
 
     def predictor(self, device: str | np.ndarray, descriptor: Mapping[str, float] | None = None) -> LatencyPredictor:
         """A `LatencyPredictor` of one device (per-type views of this network with the device's
@@ -83,15 +79,15 @@ class DeviceMEDN:
         vec = self.device_vector(device, descriptor)
         models = {}
         arrays = {k: v for k, v in self.params.items() if k != "tasks"}
+        p = {**arrays, "device_vec": jnp.asarray(vec)}  # one network serves every type
         for t, module in enumerate(self.params["tasks"]):
             def predict(p, x, t=t):
                 return self._predict_one(p, x, t, None)
 
             reg = Regressor(f"medn_device[{module}]", _no_fit, predict, config={"task": module})
-            p = {**arrays, "device_vec": jnp.asarray(vec)}
             n = len(feature_schema(module).names)
             models[module] = TypeModel(module, reg, p, feature_schema(module).names,
-                                       np.full(n, -np.inf, np.float32), np.full(n, np.inf, np.float32))
+                                       np.full(n, -np.inf, np.float32), np.full(n, np.inf, np.float32), shared="medn")
         name = device if isinstance(device, str) else "adapted"
         return LatencyPredictor(models, device={"device": name, "device_aware": True})
 
@@ -119,7 +115,7 @@ class DeviceMEDN:
             total = None
             for t, (x, owner, n) in groups.items():
                 lat = jnp.exp(jax.vmap(lambda r: self._predict_one(p, r, t, None)[0])(x))
-                part = jax.ops.segment_sum(lat, owner, num_segments=n)
+                part = module_sum(lat, jnp.ones_like(lat), owner, n)
                 total = part if total is None else total + part
             return jnp.log(total) + theta["s"]
 
@@ -296,7 +292,7 @@ def finetune_method(dm: DeviceMEDN, proxy_device: str, *, steps: int = 200, lr: 
             n = next(iter(groups.values()))[2]
             for t, (x, owner, _) in groups.items():
                 lat = jnp.exp(jax.vmap(lambda r: dm._predict_one(p, r, t, None)[0])(x))
-                part = jax.ops.segment_sum(lat, owner, num_segments=n)
+                part = module_sum(lat, jnp.ones_like(lat), owner, n)
                 total = part if total is None else total + part
             return jnp.log(total) + (theta["s"] if networks else 0.0)
 
