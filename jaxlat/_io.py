@@ -84,6 +84,32 @@ def unflatten_tree(arrays: Mapping[str, np.ndarray], static: Mapping[str, Any]) 
     return out.get("", out) if isinstance(out, dict) and list(out) == [""] else out
 
 
+def check_output_dir(directory: str | os.PathLike, *, what: str = "--out") -> Path:
+    """Check that an artifact directory can be written at `directory` (creating it), before
+    the work that fills it (training): a path that is a file, under a file, or not writable
+    is an `ArtifactError` now, not after the work is done.
+
+    Args:
+      directory: where the artifact goes.
+      what: the argument's name, for the message.
+
+    Raises:
+      ArtifactError: naming `what`, the path and the reason.
+    """
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise ArtifactError(f"{what} {d}: is an existing file; expected a directory (new, or a saved predictor "
+                            "to replace)")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ArtifactError(f"{what} {d}: cannot write here ({e.strerror or e})") from None
+    return d
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

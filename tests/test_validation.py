@@ -139,3 +139,15 @@ def test_transfer_tables_with_duplicates_nan_or_missing_items_are_refused():
     with pytest.raises(ValueError, match=r"proxy table 'short' has no latency for 2 item\(s\)"):
         adapt(_records(keys), y, [table_proxy(proxy.iloc[:4], name="short")])
     assert adapt(_records(keys), y, [table_proxy(proxy)]).method in ("reuse", "affine")
+
+
+def test_artifact_outputs_are_checked_before_the_work(tmp_path):
+    from jaxlat._io import ArtifactError, check_output_dir
+
+    f = tmp_path / "model"
+    f.write_text("x")
+    with pytest.raises(ArtifactError, match=f"--out {f}: is an existing file; expected a directory"):
+        check_output_dir(f)
+    with pytest.raises(ArtifactError, match=f"--out {f}/sub: cannot write here"):
+        check_output_dir(f / "sub")
+    assert check_output_dir(tmp_path / "new" / "p").is_dir()
