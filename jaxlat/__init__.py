@@ -44,7 +44,11 @@ from ._predictor import train_predictor as train_predictor
 from ._select import Budgets as Budgets
 from ._select import Selection as Selection
 from ._select import select_regressors as select_regressors
+from ._shipped import PredictorInfo as PredictorInfo
+from ._shipped import list_predictors as list_predictors
 from ._shipped import load_predictor as load_predictor
+from ._torch_predict import predict_onnx as predict_onnx
+from ._torch_predict import predict_torch as predict_torch
 from ._train import TrainConfig as TrainConfig
 
 try:

@@ -1,10 +1,13 @@
-"""`jaxlat`: train a predictor from datasets, evaluate it, plot predicted against measured.
+r"""`jaxlat`: predict a model's latency, train a predictor from datasets, evaluate it.
 
 Examples:
+  jaxlat predict --model profilers.zoo:resnet50 --input-shape 1,3,224,224   # a torch model, one step
+  jaxlat predict --onnx model.onnx                    # an ONNX model (needs the onnx extra)
+  jaxlat predictors --dir runs/                       # shipped predictors, and those under runs/
   jaxlat train --data data/cpu.parquet --out predictors/cpu
   jaxlat train --data data/cpu.parquet --regressor conv2d=mlp --regressor medn --out predictors/cpu
-  jaxlat train --data data/cpu.parquet --select accuracy --max-query-us 500 --require-differentiable \
-      --archs data/cpu_generated_models.jsonl --out predictors/cpu
+  jaxlat train --data data/cpu.parquet --select accuracy --max-query-us 500 --archs data/cpu_generated_models.jsonl \
+      --out predictors/cpu
   jaxlat evaluate --predictor predictors/cpu --data data/cpu_test.parquet --json
   jaxlat predict --arch resnet50.json                 # the shipped reference predictor (this CPU)
   jaxlat predict --predictor epyc_torch_1t --arch resnet50.json   # another shipped predictor, by name
@@ -15,9 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from profilers._cli import CommandError, HelpFormatter, csv_list, existing_file, run_main
+
+_log = logging.getLogger("jaxlat.cli")
 
 
 def _regressors(values: Sequence[str] | None) -> str | dict[str, str]:
@@ -52,25 +60,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from ._select import Budgets
 
         if args.regressor:
-            raise ValueError("--select and --regressor exclude each other: selection picks the regressors")
+            raise CommandError("--select and --regressor exclude each other: selection picks the regressors")
         choice = "auto"
         budgets = Budgets(args.max_query_us, args.max_bytes, args.require_differentiable)
         select = {"mode": args.select, "budgets": budgets, "folds": args.folds}
         if args.candidates:
-            select["candidates"] = tuple(c.strip() for c in args.candidates.split(","))
+            select["candidates"] = tuple(args.candidates)
     elif args.require_differentiable or args.max_query_us or args.max_bytes:
-        raise ValueError("--require-differentiable, --max-query-us and --max-bytes need --select")
+        raise CommandError("--require-differentiable, --max-query-us and --max-bytes need --select")
     archs = [r for f in (args.archs or []) for r in profilers.load_records(f)]
-    print(f"training on {len(df)} rows of {df['module'].nunique()} module types", file=sys.stderr)
-    pred = train_predictor(df, regressor=choice, seed=args.seed, train=train, select=select, archs=archs or None,
-                           statistic=args.statistic)
+    _log.info("training on %d rows of %d module types", len(df), df["module"].nunique())
+    pred = train_predictor(
+        df,
+        regressor=choice,
+        seed=args.seed,
+        train=train,
+        select=select,
+        archs=archs or None,
+        statistic=args.statistic,
+    )
     pred.save(args.out)
     print(f"saved {args.out}: " + ", ".join(f"{m}={_reg_name(pred, m)}" for m in pred.modules))
     if pred.composition is not None:
         c = pred.composition
-        print(f"composition fitted on {c.info['n_networks']} networks: "
-              + ", ".join(f"{k}={v:.4g}" for k, v in c.coef.items())
-              + f"; within ±10%: plain sum {c.info['plain_sum_acc10']:.2f}, corrected {c.info['fit_acc10']:.2f}")
+        print(
+            f"composition fitted on {c.info['n_networks']} networks: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in c.coef.items())
+            + f"; within ±10%: plain sum {c.info['plain_sum_acc10']:.2f}, corrected {c.info['fit_acc10']:.2f}"
+        )
     return 0
 
 
@@ -79,18 +96,83 @@ def _reg_name(pred, module: str) -> str:
     return "medn" if m.shared == "medn" else m.regressor.name
 
 
+def _model_records(args: argparse.Namespace) -> list:
+    """Architecture records of `predict`'s source: record files, a torch factory or an ONNX file."""
+    import profilers
+
+    if args.arch:
+        return [r for f in args.arch for r in profilers.load_records(_record_file(f))]
+    if args.onnx:
+        shapes = [args.input_shape] if args.input_shape else None
+        return [profilers.capture_onnx(args.onnx, name=args.name, input_shapes=shapes)]
+    if not args.input_shape:
+        raise CommandError("--model needs --input-shape (e.g. --input-shape 1,3,224,224)")
+    from profilers._cli import model_inputs
+    from profilers._models import load_factory
+
+    factory = load_factory(args.model)
+    kwargs = json.loads(args.kwargs) if args.kwargs else {}
+    import torch
+
+    torch.manual_seed(0)
+    model = factory(**kwargs)
+    inputs = model_inputs(args.input_shape, args.input_dtype, args.vocab)
+    name = args.name or args.model.split(":")[-1]
+    try:
+        return [
+            profilers.capture_torch(model, inputs, name=name, info={"factory": args.model, "kwargs": kwargs})
+        ]
+    except RuntimeError as e:  # torch.export could not capture the model: the user's model, not a bug here
+        raise CommandError(f"--model {args.model}: {e}") from e
+
+
+_NOT_RECORDS = {
+    ".onnx": "an ONNX model: give it as --onnx",
+    ".tflite": "a TFLite model, which jaxlat cannot read: "
+    "give the model as ONNX (--onnx) or as a torch factory (--model)",
+    ".pt": "a torch checkpoint: give the model as a factory (--model package.module:factory)",
+    ".pth": "a torch checkpoint: give the model as a factory (--model package.module:factory)",
+}
+
+
+def _record_file(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix in _NOT_RECORDS:
+        raise CommandError(f"--arch {path}: {_NOT_RECORDS[suffix]}")
+    if suffix not in (".json", ".jsonl"):
+        raise CommandError(f"--arch {path}: expected an architecture record file (.json or .jsonl)")
+    return path
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    import profilers
+    from ._shipped import load_predictor, matching_reference, reference_names
 
-    from ._shipped import load_predictor, matching_reference
-
+    if args.onnx and Path(args.onnx).suffix.lower() != ".onnx":
+        suffix = Path(args.onnx).suffix.lower()
+        what = _NOT_RECORDS.get(
+            suffix, f"not an ONNX model (expected a .onnx file, got {suffix or 'no extension'})"
+        )
+        raise CommandError(
+            f"--onnx {args.onnx}: {what}"
+            if suffix != ".tflite"
+            else f"--onnx {args.onnx}: {_NOT_RECORDS['.tflite']}"
+        )
+    if (
+        args.predictor is not None
+        and not Path(args.predictor).is_dir()
+        and args.predictor not in reference_names()
+    ):
+        load_predictor(args.predictor)  # fails now, with the shipped names, before a model is captured
+    records = _model_records(args)
     if args.predictor is None:
-        print(f"predictor: the shipped {matching_reference()!r} (the one measured on this machine's CPU model, "
-              "else the default; --predictor picks another)", file=sys.stderr)
+        _log.info(
+            "predictor: the shipped %r (the one measured on this machine's CPU model, else the default; "
+            "--predictor picks another)",
+            matching_reference(),
+        )
     pred = load_predictor(args.predictor)
-    records = [r for f in args.arch for r in profilers.load_records(f)]
     if args.threads is not None:
         records = [r.with_settings(threads=args.threads) for r in records]
     if args.utilization is not None:
@@ -104,17 +186,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1, default=float))
         return 0
     if pred.composition is None:
-        print("note: this predictor has no composition correction; latency is the plain sum of modules", file=sys.stderr)
-    if pred.statistic != "median":
-        print(f"note: this predictor learned the {pred.statistic} of each measurement's samples (the machine's "
-              "undisturbed speed); a measured figure below is the same statistic", file=sys.stderr)
+        _log.info("note: this predictor has no composition correction; latency is the plain sum of modules")
+    if pred.statistic != "median" and any(r.measured for r in records):
+        _log.info(
+            "note: this predictor learned the %s of each measurement's samples (the machine's undisturbed "
+            "speed); a measured figure below is the same statistic",
+            pred.statistic,
+        )
     for row, r in zip(out.to_dict("records"), records):
-        line = (f"{row['name']}: {row['latency_ms']:.3f} ms (80% interval {row['lo_ms']:.3f} to {row['hi_ms']:.3f}); "
-                f"plain sum {row['plain_sum_ms']:.3f} ms; {row['n_modules']} modules")
+        line = (
+            f"{row['name']}: {row['latency_ms']:.3f} ms (80% interval {row['lo_ms']:.3f} to {row['hi_ms']:.3f}); "
+            f"plain sum {row['plain_sum_ms']:.3f} ms; {row['n_modules']} modules"
+        )
         if row["n_extrapolated"]:
             line += f", {row['n_extrapolated']} outside the training ranges"
         if not pd.isna(row["measured_ms"]):
-            line += f"; measured {row['measured_ms']:.3f} ms (ratio {row['latency_ms'] / row['measured_ms']:.3f})"
+            line += (
+                f"; measured {row['measured_ms']:.3f} ms (ratio {row['latency_ms'] / row['measured_ms']:.3f})"
+            )
         print(line)
         if args.breakdown:
             b = pred.breakdown(r).sort_values("latency_ms", ascending=False).head(args.breakdown)
@@ -122,8 +211,44 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 print(b.round(4).to_string(index=False))
         unmapped = [u for u in r.unmapped if u.kind == "compute"]
         if unmapped:
-            print("  not in the catalogue (covered by the correction): "
-                  + ", ".join(f"{u.op} x{u.count}" for u in unmapped))
+            print(
+                "  not in the catalogue (covered by the correction): "
+                + ", ".join(f"{u.op} x{u.count}" for u in unmapped)
+            )
+    return 0
+
+
+def _cmd_predictors(args: argparse.Namespace) -> int:
+    from ._shipped import DEFAULT_REFERENCE, list_predictors, matching_reference
+
+    infos = list_predictors(args.dir)
+    if args.json:
+        print(
+            json.dumps(
+                [{**{k: getattr(i, k) for k in i.__slots__}, "path": str(i.path)} for i in infos], indent=1
+            )
+        )
+        return 0
+    here = matching_reference()
+    for i in infos:
+        tags = [
+            t
+            for t, on in (
+                ("default", i.name == DEFAULT_REFERENCE),
+                ("this CPU", i.shipped and i.name == here and here != DEFAULT_REFERENCE),
+            )
+            if on
+        ]
+        print(f"{i.name}{' (' + ', '.join(tags) + ')' if tags else ''}")
+        print(
+            f"  {i.backend} on {i.device}: {i.hardware}; learns the {i.statistic}; "
+            f"{'whole models and modules' if i.whole_models else 'modules only'}"
+        )
+        print(f"  modules: {', '.join(i.modules)}")
+        if not i.shipped:
+            print(f"  path: {i.path}")
+    if args.dir is not None and not any(not i.shipped for i in infos):
+        _log.info("no predictors under %s (a predictor directory holds predictor.json)", args.dir)
     return 0
 
 
@@ -143,7 +268,9 @@ def scatter_plot(table_df, path: Path, *, title: str = "") -> Path:
         sub = table_df[table_df["module"] == m]
         t, p = sub["measured_ms"].to_numpy(), sub["predicted_ms"].to_numpy()
         lo, hi = min(t.min(), p.min()) * 0.8, max(t.max(), p.max()) * 1.25
-        ax.fill_between([lo, hi], [lo / 1.1, hi / 1.1], [lo * 1.1, hi * 1.1], color="tab:green", alpha=0.15, label="±10 %")
+        ax.fill_between(
+            [lo, hi], [lo / 1.1, hi / 1.1], [lo * 1.1, hi * 1.1], color="tab:green", alpha=0.15, label="±10 %"
+        )
         ax.plot([lo, hi], [lo, hi], color="k", lw=0.6)
         ax.scatter(t, p, s=4, alpha=0.5)
         acc = np.mean(np.abs(p / t - 1) <= 0.1)
@@ -151,7 +278,7 @@ def scatter_plot(table_df, path: Path, *, title: str = "") -> Path:
         ax.set_xlabel("measured ms", fontsize=8)
         ax.set_ylabel("predicted ms", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(mods):]:
+    for ax in axes.ravel()[len(mods) :]:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
@@ -169,18 +296,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from ._data import statistic_column
     from ._metrics import evaluate_table
-    from ._predictor import LatencyPredictor
+    from ._shipped import load_predictor
 
-    pred = LatencyPredictor.load(args.predictor)
+    pred = load_predictor(args.predictor)
     df = profilers.read_dataset(args.data, allow_mixed_devices=args.allow_mixed_devices)
     df = df[df["module"].isin(pred.modules)].reset_index(drop=True)
     out = pred.predict(df)
     truth = df[statistic_column(pred.statistic)]  # the statistic the predictor learned
     table = evaluate_table(
-        df["module"].to_numpy(), truth.to_numpy(), out["latency_ms"].to_numpy(),
-        lo_ms=out["lo_ms"].to_numpy(), hi_ms=out["hi_ms"].to_numpy(),
+        df["module"].to_numpy(),
+        truth.to_numpy(),
+        out["latency_ms"].to_numpy(),
+        lo_ms=out["lo_ms"].to_numpy(),
+        hi_ms=out["hi_ms"].to_numpy(),
     )
-    plot = Path(args.plot) if args.plot else Path(args.predictor) / "evaluate.png"
+    if args.plot:
+        plot = Path(args.plot)
+    elif Path(args.predictor).is_dir():
+        plot = Path(args.predictor) / "evaluate.png"
+    else:  # a shipped predictor: not into the installed package
+        plot = Path(f"evaluate_{args.predictor}.png")
     scatter_plot(
         pd.DataFrame({"module": df["module"], "measured_ms": truth, "predicted_ms": out["latency_ms"]}),
         plot,
@@ -242,8 +377,11 @@ def _cmd_transfer_adapt(args: argparse.Namespace) -> int:
 
     space = space_by_name(args.space)
     samples = _read_table(args.samples)
-    wanted = _read_table(args.predict, latency=False) if args.predict.endswith(".csv") else pd.Index(
-        [x.strip() for x in Path(args.predict).read_text().splitlines() if x.strip()])
+    wanted = (
+        _read_table(args.predict, latency=False)
+        if args.predict.endswith(".csv")
+        else pd.Index([x.strip() for x in Path(args.predict).read_text().splitlines() if x.strip()])
+    )
 
     def records(keys):
         return [space.record(decode(space, k), name=k) for k in keys]
@@ -255,12 +393,12 @@ def _cmd_transfer_adapt(args: argparse.Namespace) -> int:
         pred = load_predictor(None if args.proxy_predictor == "shipped" else args.proxy_predictor)
         proxies.append(predictor_proxy(pred, name=str(args.proxy_predictor)))
     if not proxies:
-        raise ValueError("give at least one --proxy-table or --proxy-predictor")
+        raise CommandError("give at least one --proxy-table or --proxy-predictor")
     adapted = adapt(records(samples.index), samples.to_numpy(float), proxies, threshold=args.threshold)
     out = pd.DataFrame({"arch": wanted, "latency_ms": adapted.predict(records(wanted))})
     out.to_csv(args.out, index=False)
     print(json.dumps(adapted.report, indent=1, default=float))
-    print(f"wrote {len(out)} predictions to {args.out}; method {adapted.method}", file=sys.stderr)
+    _log.info("wrote %d predictions to %s; method %s", len(out), args.out, adapted.method)
     return 0
 
 
@@ -276,72 +414,262 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from ._data import STATISTICS
 
-    p = argparse.ArgumentParser(prog="jaxlat", description="Train and evaluate latency predictors.")
+    p = argparse.ArgumentParser(
+        prog="jaxlat",
+        formatter_class=HelpFormatter,
+        description="Predict a model's latency; train a predictor from datasets, evaluate it.",
+        epilog="Examples:\n" + __doc__.split("Examples:\n")[1].rstrip(),
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="fit a predictor on dataset files")
-    t.add_argument("--data", action="append", required=True, help="dataset file (repeatable)")
-    t.add_argument("--out", required=True, help="predictor directory to write")
-    t.add_argument("--regressor", action="append",
-                   help="NAME for all types or MODULE=NAME (medn, mlp, ridge, poly2, poly3, roofline); default medn")
-    t.add_argument("--epochs", type=int, default=None, help="training epochs for MLP/MEDN")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--statistic", choices=tuple(STATISTICS), default="median",
-                   help="latency statistic to learn: median (default), or p10 for data measured with "
-                        "--rounds on a machine whose speed wanders (the undisturbed state's latency)")
-    t.add_argument("--allow-mixed-devices", action="store_true")
-    t.add_argument("--select", choices=("accuracy", "time", "space"),
-                   help="choose a regressor per module type by cross-validation (instead of --regressor)")
-    t.add_argument("--require-differentiable", action="store_true", help="selection: only differentiable regressors")
-    t.add_argument("--max-query-us", type=float, help="selection: at most this many microseconds per single query")
-    t.add_argument("--max-bytes", type=int, help="selection: at most this many parameter bytes per regressor")
-    t.add_argument("--folds", type=int, default=3, help="selection: cross-validation folds (default 3)")
-    t.add_argument("--candidates", help="selection: comma-separated regressors (default medn,mlp,poly2,ridge,roofline)")
-    t.add_argument("--archs", action="append",
-                   help="profiled architecture records (.jsonl) to fit the whole-model composition correction")
-    t.set_defaults(func=_cmd_train)
-    r = sub.add_parser("predict", help="predict whole-model latency from architecture records")
-    r.add_argument("--arch", action="append", required=True, help="architecture record (.json or .jsonl)")
-    r.add_argument("--predictor", help="predictor directory or shipped name (default: the shipped predictor of this "
-                                       "machine's CPU model, else cpu_torch_1t)")
-    r.add_argument("--breakdown", type=int, nargs="?", const=10, default=0,
-                   help="also print the N slowest modules (default 10)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("output")
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more detail: DEBUG messages and third-party library warnings",
+    )
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+    def command(parent, name: str, help: str) -> argparse.ArgumentParser:
+        return parent.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            formatter_class=HelpFormatter,
+            parents=[common],
+        )
+
+    r = command(
+        sub, "predict", "predict whole-model latency of a torch model, an ONNX model or architecture records"
+    )
+    src = r.add_argument_group("model (one of)").add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--model",
+        metavar="PKG.MOD:FACTORY",
+        help="a torch model: a factory returning an nn.Module (needs torch and --input-shape)",
+    )
+    src.add_argument(
+        "--onnx", metavar="FILE", type=existing_file, help="an ONNX model file (.onnx; needs onnx)"
+    )
+    src.add_argument(
+        "--arch",
+        metavar="FILE",
+        action="extend",
+        type=csv_list(str),
+        help="architecture records (.json or .jsonl, from jaxlat-profile); comma-separated or repeated",
+    )
+    r.add_argument(
+        "--input-shape",
+        type=csv_list(int),
+        metavar="N,C,H,W",
+        help="example input shape for --model (the batch size included); for --onnx, the shape of a "
+        "model input with symbolic dimensions",
+    )
+    r.add_argument(
+        "--input-dtype",
+        default="float32",
+        choices=("float32", "float16", "bfloat16", "int64"),
+        help="example input dtype for --model (int64: token ids)",
+    )
+    r.add_argument(
+        "--vocab", type=int, default=1000, help="with --input-dtype int64: token ids are drawn below this"
+    )
+    r.add_argument(
+        "--kwargs", metavar="JSON", help="keyword arguments for the --model factory, as a JSON object"
+    )
+    r.add_argument("--name", help="name of the prediction (default: the factory's or the file's name)")
+    r.add_argument(
+        "--predictor",
+        metavar="DIR_OR_NAME",
+        help="predictor directory or shipped name (see `jaxlat predictors`; default: the shipped "
+        "predictor of this machine's CPU model, else cpu_torch_1t)",
+    )
+    r.add_argument(
+        "--breakdown",
+        type=int,
+        nargs="?",
+        const=10,
+        default=None,
+        metavar="N",
+        help="also print the N slowest modules (N defaults to 10 when the option is given alone)",
+    )
     r.add_argument("--threads", type=int, help="predict at this thread count instead of the record's")
-    r.add_argument("--utilization", type=float, help="predict at this device utilization instead of the record's")
-    r.add_argument("--json", action="store_true")
+    r.add_argument(
+        "--utilization", type=float, help="predict at this device utilization (0..1) instead of the record's"
+    )
+    r.add_argument("--json", action="store_true", help="print the predictions as JSON")
     r.set_defaults(func=_cmd_predict)
-    e = sub.add_parser("evaluate", help="metrics table and predicted-vs-measured plot")
-    e.add_argument("--predictor", required=True)
-    e.add_argument("--data", action="append", required=True)
+
+    ls = command(sub, "predictors", "list the shipped predictors, and local ones under a directory")
+    ls.add_argument(
+        "--dir", metavar="DIR", help="also list the predictor directories found under DIR (recursively)"
+    )
+    ls.add_argument("--json", action="store_true", help="print the list as JSON")
+    ls.set_defaults(func=_cmd_predictors)
+
+    t = command(sub, "train", "fit a predictor on dataset files")
+    t.add_argument(
+        "--data",
+        action="extend",
+        type=csv_list(str),
+        required=True,
+        metavar="FILE",
+        help="dataset files (.parquet); comma-separated or repeated",
+    )
+    t.add_argument("--out", required=True, metavar="DIR", help="predictor directory to write")
+    t.add_argument(
+        "--regressor",
+        action="extend",
+        type=csv_list(str),
+        metavar="NAME|MODULE=NAME",
+        help="regressor for all types (NAME) or one type (MODULE=NAME): medn, mlp, ridge, poly2, poly3, "
+        "roofline; comma-separated or repeated; without it, medn (or --select)",
+    )
+    t.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs for MLP and MEDN (default: the training config's)",
+    )
+    t.add_argument("--seed", type=int, default=0, help="random seed of splits and initialization")
+    t.add_argument(
+        "--statistic",
+        choices=tuple(STATISTICS),
+        default="median",
+        help="latency statistic to learn: median, or p10 for data measured with --rounds on a machine "
+        "whose speed wanders (the undisturbed state's latency)",
+    )
+    t.add_argument(
+        "--allow-mixed-devices",
+        action="store_true",
+        help="accept dataset files measured on different devices",
+    )
+    t.add_argument(
+        "--select",
+        choices=("accuracy", "time", "space"),
+        help="choose a regressor per module type by cross-validation (instead of --regressor)",
+    )
+    t.add_argument(
+        "--require-differentiable", action="store_true", help="selection: only differentiable regressors"
+    )
+    t.add_argument(
+        "--max-query-us", type=float, help="selection: at most this many microseconds per single query"
+    )
+    t.add_argument("--max-bytes", type=int, help="selection: at most this many parameter bytes per regressor")
+    t.add_argument("--folds", type=int, default=3, help="selection: cross-validation folds")
+    t.add_argument(
+        "--candidates",
+        type=csv_list(str),
+        metavar="NAMES",
+        help="selection: comma-separated regressors (default: medn,mlp,poly2,ridge,roofline)",
+    )
+    t.add_argument(
+        "--archs",
+        action="extend",
+        type=csv_list(str),
+        metavar="FILE",
+        help="profiled architecture records (.jsonl) to fit the whole-model composition correction; "
+        "comma-separated or repeated",
+    )
+    t.set_defaults(func=_cmd_train)
+
+    e = command(sub, "evaluate", "metrics table and predicted-vs-measured plot of a predictor on datasets")
+    e.add_argument(
+        "--predictor",
+        required=True,
+        metavar="DIR_OR_NAME",
+        help="predictor directory or shipped name (see `jaxlat predictors`)",
+    )
+    e.add_argument(
+        "--data",
+        action="extend",
+        type=csv_list(str),
+        required=True,
+        metavar="FILE",
+        help="dataset files (.parquet); comma-separated or repeated",
+    )
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    e.add_argument("--plot", default=None, help="PNG path (default: PREDICTOR/evaluate.png)")
-    e.add_argument("--allow-mixed-devices", action="store_true")
+    e.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="plot path (default: PREDICTOR/evaluate.png, or ./evaluate_NAME.png for a shipped predictor)",
+    )
+    e.add_argument(
+        "--allow-mixed-devices",
+        action="store_true",
+        help="accept dataset files measured on different devices",
+    )
     e.set_defaults(func=_cmd_evaluate)
-    tr = sub.add_parser("transfer", help="cross-device: rank agreement, few-shot adaptation")
-    tsub = tr.add_subparsers(dest="transfer_command", required=True)
-    mo = tsub.add_parser("monotonicity", help="Spearman and Kendall between every device and setting in datasets")
-    mo.add_argument("--data", action="append", required=True, help="dataset file (repeatable; devices may differ)")
-    mo.add_argument("--json", action="store_true")
+
+    tr = sub.add_parser(
+        "transfer",
+        help="cross-device: rank agreement, few-shot adaptation",
+        description="Cross-device: rank agreement, few-shot adaptation.",
+        formatter_class=HelpFormatter,
+    )
+    tsub = tr.add_subparsers(dest="transfer_command", required=True, metavar="COMMAND")
+    mo = command(tsub, "monotonicity", "Spearman and Kendall between every device and setting in datasets")
+    mo.add_argument(
+        "--data",
+        action="extend",
+        type=csv_list(str),
+        required=True,
+        metavar="FILE",
+        help="dataset files (devices may differ); comma-separated or repeated",
+    )
+    mo.add_argument("--json", action="store_true", help="print the matrices as JSON")
     mo.set_defaults(func=_cmd_transfer_monotonicity)
-    ad = tsub.add_parser("adapt", help="predict a new device's latency over a NAS space from K measured architectures")
-    ad.add_argument("--space", required=True, help="nb201, fbnet or mobile (architectures as their encodings)")
-    ad.add_argument("--samples", required=True, help="CSV arch,latency_ms: the K measurements on the target")
-    ad.add_argument("--predict", required=True, help="CSV with an arch column, or a text file of one arch per line")
-    ad.add_argument("--proxy-table", action="append", help="CSV arch,latency_ms measured on another device (repeatable)")
-    ad.add_argument("--proxy-predictor", help="a predictor directory, a shipped predictor's name, or 'shipped' (the default one), as a proxy")
-    ad.add_argument("--threshold", type=float, default=0.9, help="rank correlation above which the proxy is reused")
-    ad.add_argument("--out", required=True, help="CSV arch,latency_ms of the predictions")
+    ad = command(
+        tsub, "adapt", "predict a new device's latency over a NAS space from K measured architectures"
+    )
+    ad.add_argument(
+        "--space",
+        required=True,
+        choices=("nb201", "fbnet", "mobile"),
+        help="search space of the architectures (given as their encodings)",
+    )
+    ad.add_argument(
+        "--samples",
+        required=True,
+        type=existing_file,
+        metavar="CSV",
+        help="CSV arch,latency_ms: the K measurements on the target",
+    )
+    ad.add_argument(
+        "--predict",
+        required=True,
+        type=existing_file,
+        metavar="FILE",
+        help="CSV with an arch column, or a text file of one arch per line",
+    )
+    ad.add_argument(
+        "--proxy-table",
+        action="extend",
+        type=csv_list(str),
+        metavar="CSV",
+        help="CSV arch,latency_ms measured on another device; comma-separated or repeated",
+    )
+    ad.add_argument(
+        "--proxy-predictor",
+        metavar="DIR_OR_NAME",
+        help="a predictor directory, a shipped predictor's name, or 'shipped' (the default one), as a proxy",
+    )
+    ad.add_argument(
+        "--threshold", type=float, default=0.9, help="rank correlation above which the proxy is reused"
+    )
+    ad.add_argument("--out", required=True, metavar="CSV", help="CSV arch,latency_ms of the predictions")
     ad.set_defaults(func=_cmd_transfer_adapt)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ValueError as e:  # bad input (DatasetError, ArtifactError): one clear line
-        print(f"jaxlat: error: {e}", file=sys.stderr)
-        return 2
+    """The `jaxlat` command; returns the exit status (2 for a usage or input error)."""
+    return run_main(build_parser(), argv, prog="jaxlat")
 
 
 if __name__ == "__main__":

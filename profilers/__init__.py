@@ -25,13 +25,13 @@ from ._catalogue import COMMON_FIELDS as COMMON_FIELDS
 from ._catalogue import COST_COLUMNS as COST_COLUMNS
 from ._catalogue import DTYPE_BYTES as DTYPE_BYTES
 from ._catalogue import DTYPES as DTYPES
+from ._catalogue import WEIGHT_DTYPE_BYTES as WEIGHT_DTYPE_BYTES
 from ._catalogue import Costs as Costs
 from ._catalogue import Field as Field
 from ._catalogue import Interval as Interval
 from ._catalogue import ModuleConfig as ModuleConfig
 from ._catalogue import ModuleSpec as ModuleSpec
 from ._catalogue import ModuleType as ModuleType
-from ._catalogue import WEIGHT_DTYPE_BYTES as WEIGHT_DTYPE_BYTES
 from ._catalogue import Tie as Tie
 from ._catalogue import all_field_columns as all_field_columns
 from ._catalogue import config_from_row as config_from_row
@@ -54,6 +54,7 @@ from ._dataset import read_metadata as read_metadata
 from ._dataset import write_dataset as write_dataset
 from ._device import MEASUREMENT_ENV as MEASUREMENT_ENV
 from ._device import host_fingerprint as host_fingerprint
+from ._onnx import capture_onnx as capture_onnx
 from ._runner import RunSummary as RunSummary
 from ._runner import run_profile as run_profile
 from ._samplers import expand as expand

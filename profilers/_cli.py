@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import logging
 import os
 import shlex
 import signal
-import threading
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +36,120 @@ from ._catalogue import COMMON_FIELDS, get_spec, module_types
 from ._samplers import METHODS, expand, parse_range, sample_configs
 from ._timer import TimerConfig
 
+_log = logging.getLogger("profilers.cli")
 
-def _csv(kind):
+
+# -- conventions shared by both commands (jaxlat._cli uses them too) -------------------------
+
+
+class CommandError(ValueError):
+    """A usage error found after parsing (options that exclude each other, a missing input)."""
+
+
+#: What a user's input can raise; `run_main` reports it in one line with exit status 2.
+USER_ERRORS = (ValueError, OSError, ImportError)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """`--help` shows every option's default (lists comma-separated), and keeps the examples'
+    line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or not action.option_strings
+            or action.nargs == 0
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
+        ):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def csv_list(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    """An argparse `type`: a comma-separated list of `kind` (use with `action="extend"` or
+    `ListAction`, so that the option may also be repeated)."""
+
     def parse(text: str) -> list[Any]:
         try:
-            return [kind(t) for t in text.split(",") if t.strip()]
+            return [kind(t.strip()) for t in text.split(",") if t.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}") from None
+            name = getattr(kind, "__name__", "value")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {name}") from None
 
+    parse.__name__ = f"list of {getattr(kind, '__name__', 'value')}"
     return parse
+
+
+class ListAction(argparse.Action):
+    """A list option that is comma-separated and may be repeated; given at all, it replaces the
+    default (`--threads 1,2 --threads 4` is [1, 2, 4])."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        if current is None or current is self.default:
+            current = []
+        setattr(namespace, self.dest, [*current, *values])
+
+
+def existing_file(text: str) -> str:
+    """An argparse `type`: a path that exists and is a file."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"not a file: {text!r}")
+    return text
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    if isinstance(e, ImportError) and not str(e).startswith(("reading", "measuring")):
+        return f"{e} (an optional dependency is missing: see the README's install section)"
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+    return lines[0] + (" (--debug for the whole message)" if len(lines) > 1 else "")
+
+
+def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, prog: str) -> int:
+    """Parse, set up logging (`-v`, `-q`), run the command; a user's error ends in one line
+    `PROG: error: ...` and exit status 2 (the traceback with `--debug`), Ctrl-C in 130."""
+    from ._quiet import configure_logging
+
+    args = parser.parse_args(argv)
+    configure_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except USER_ERRORS as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def output_options() -> argparse.ArgumentParser:
+    """The options every command takes: -v, -q, --debug (a parent parser)."""
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("output")
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more detail: DEBUG messages and third-party library warnings",
+    )
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return common
+
+
+_csv = csv_list
 
 
 def _modules(values: Sequence[str]) -> list[str]:
@@ -101,8 +208,10 @@ def _import_plugins(names: Sequence[str] | None) -> list[str]:
 def _cmd_torch(args: argparse.Namespace) -> int:
     bad = [d for d in args.dtype if d not in _TORCH_DTYPES]
     if bad:
-        raise ValueError(f"--dtype {bad[0]!r} is not valid for torch: expected one of {', '.join(_TORCH_DTYPES)} "
-                         "(fp16w and int8 are TFLite precisions: jaxlat-profile tflite)")
+        raise ValueError(
+            f"--dtype {bad[0]!r} is not valid for torch: expected one of {', '.join(_TORCH_DTYPES)} "
+            "(fp16w and int8 are TFLite precisions: jaxlat-profile tflite)"
+        )
     plugins = _import_plugins(args.plugin)
     configs, info, expand_batch = _wanted_configs(args, "torch")
     return _profile_configs(args, configs, plugins, info, expand_batch=expand_batch)
@@ -158,13 +267,20 @@ def _arch_configs(args: argparse.Namespace) -> list:
     n = int(args.n[0]) if args.n else len(configs)
     if n < len(configs):
         configs = random.Random(args.seed).sample(configs, n)
-    print(f"{len(configs)} distinct module configs from {len(records)} architecture records", file=sys.stderr)
+    _log.info("%d distinct module configs from %d architecture records", len(configs), len(records))
     return configs  # batch sizes come from the records; threads, dtype and utilization from the options
 
 
-def _profile_configs(args: argparse.Namespace, configs: list, plugins: list[str], info: dict[str, Any],
-                     expand_batch: bool = False, backend: str = "torch", worker_args: Sequence[str] = (),
-                     settings: dict[str, Any] | None = None) -> int:
+def _profile_configs(
+    args: argparse.Namespace,
+    configs: list,
+    plugins: list[str],
+    info: dict[str, Any],
+    expand_batch: bool = False,
+    backend: str = "torch",
+    worker_args: Sequence[str] = (),
+    settings: dict[str, Any] | None = None,
+) -> int:
     from ._runner import run_profile
 
     modules = sorted({c.module for c in configs})
@@ -175,8 +291,14 @@ def _profile_configs(args: argparse.Namespace, configs: list, plugins: list[str]
     configs = expand(configs, **settings)
     timer = TimerConfig(min_run_time_s=args.min_run_time, min_repeats=args.min_repeats)
     device = getattr(args, "device", "cpu")
-    print(f"profiling {len(configs)} configs of {len(modules)} module types with {backend} on {device} -> {args.out}",
-          file=sys.stderr)
+    _log.info(
+        "profiling %d configs of %d module types with %s on %s -> %s",
+        len(configs),
+        len(modules),
+        backend,
+        device,
+        args.out,
+    )
     summary = run_profile(
         configs,
         args.out,
@@ -191,7 +313,11 @@ def _profile_configs(args: argparse.Namespace, configs: list, plugins: list[str]
         rounds=args.rounds,
         chunk_size=args.chunk_size,
         progress=not args.no_progress,
-        run_info={**info, "seed": getattr(args, "seed", None), "command": shlex.join(["jaxlat-profile", *sys.argv[1:]])},
+        run_info={
+            **info,
+            "seed": getattr(args, "seed", None),
+            "command": shlex.join(["jaxlat-profile", *sys.argv[1:]]),
+        },
     )
     print(summary.format())
     return 130 if summary.interrupted else 0
@@ -204,14 +330,22 @@ def _tflite_export_configs(args: argparse.Namespace) -> set[str]:
 
     bad = [d for d in args.dtype if d not in TFLITE_DTYPES]
     if bad:
-        raise ValueError(f"--dtype {bad[0]!r} is not valid for TFLite: expected one of {', '.join(TFLITE_DTYPES)}")
+        raise ValueError(
+            f"--dtype {bad[0]!r} is not valid for TFLite: expected one of {', '.join(TFLITE_DTYPES)}"
+        )
     plugins = _import_plugins(args.plugin)
     configs, _, expand_batch = _wanted_configs(args, args.command)
     settings = {"dtype": args.dtype, **({"batch_size": args.batch} if expand_batch else {})}
     configs = expand(configs, **settings)
-    print(f"exporting {len(configs)} configs to {args.models}", file=sys.stderr)
-    summary = export_modules(configs, args.models, jobs=args.jobs, retry_failed=args.retry_failed,
-                             progress=not args.no_progress, plugins=plugins)
+    _log.info("exporting %d configs to %s", len(configs), args.models)
+    summary = export_modules(
+        configs,
+        args.models,
+        jobs=args.jobs,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
+        plugins=plugins,
+    )
     print(summary.format())
     print(describe_manifest(args.models))
     if summary.interrupted:
@@ -244,9 +378,15 @@ def _cmd_tflite_run(args: argparse.Namespace, keys: set[str] | None = None) -> i
         raise ValueError(f"--models {args.models}: no exported models match the --module/--dtype filters")
     configs = manifest_configs(entries, threads=args.threads, utilization=args.utilization)
     plugins = _import_plugins(args.plugin)
-    return _profile_configs(args, configs, plugins, {"models": str(args.models), "delegate": args.delegate},
-                            backend="tflite", worker_args=["--models", str(args.models), "--delegate", args.delegate],
-                            settings={})
+    return _profile_configs(
+        args,
+        configs,
+        plugins,
+        {"models": str(args.models), "delegate": args.delegate},
+        backend="tflite",
+        worker_args=["--models", str(args.models), "--delegate", args.delegate],
+        settings={},
+    )
 
 
 def _subset(entries: dict, n: int, seed: int) -> dict:
@@ -255,7 +395,7 @@ def _subset(entries: dict, n: int, seed: int) -> dict:
     import random
 
     by_type: dict[str, list[str]] = {}
-    for k, e in entries.items():
+    for e in entries.values():
         by_type.setdefault(e.config.module, []).append(e.config.replace(dtype="fp32").key)
     keep_base = set()
     for module, bases in sorted(by_type.items()):
@@ -286,17 +426,32 @@ def _ensure_measurement_env() -> None:
     os.execve(sys.executable, [sys.executable, "-m", "profilers._cli", *sys.argv[1:]], measurement_env())
 
 
-def _model_inputs(args: argparse.Namespace, batch: int) -> tuple[Any, ...]:
+def model_inputs(shape: Sequence[int], dtype: str = "float32", vocab: int = 1000) -> tuple[Any, ...]:
+    """One example input tensor of `shape` and `dtype` (int64: token ids below `vocab`)."""
     import torch
 
-    shape = list(args.input_shape)
-    shape[0] = batch
-    if args.input_dtype in ("int64", "long"):
-        return (torch.randint(0, args.vocab, tuple(shape)),)
-    dtypes = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if args.input_dtype not in dtypes:
-        raise ValueError(f"--input-dtype={args.input_dtype!r} is not valid: expected one of float32, float16, bfloat16, int64")
-    return (torch.randn(*shape, dtype=dtypes[args.input_dtype]),)
+    if not shape or any(d < 1 for d in shape):
+        raise CommandError(
+            f"--input-shape {','.join(map(str, shape))} is not valid: expected positive sizes, "
+            "e.g. 1,3,224,224"
+        )
+    if dtype in ("int64", "long"):
+        return (torch.randint(0, vocab, tuple(shape)),)
+    dtypes = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "bfloat16": torch.bfloat16,
+    }
+    if dtype not in dtypes:
+        raise CommandError(
+            f"--input-dtype={dtype!r} is not valid: expected one of float32, float16, bfloat16, int64"
+        )
+    return (torch.randn(*shape, dtype=dtypes[dtype]),)
+
+
+def _model_inputs(args: argparse.Namespace, batch: int) -> tuple[Any, ...]:
+    return model_inputs([batch, *args.input_shape[1:]], args.input_dtype, args.vocab)
 
 
 def _runtime(args: argparse.Namespace):
@@ -308,14 +463,14 @@ def _runtime(args: argparse.Namespace):
     from ._tflite_backend import TFLITE_DTYPES
 
     if args.tflite_dtype not in TFLITE_DTYPES:
-        raise ValueError(f"--tflite-dtype {args.tflite_dtype!r} is not valid: expected one of {', '.join(TFLITE_DTYPES)}")
+        raise ValueError(
+            f"--tflite-dtype {args.tflite_dtype!r} is not valid: expected one of {', '.join(TFLITE_DTYPES)}"
+        )
     models = args.models or os.path.splitext(args.out)[0] + ".models"
     return TFLiteRuntime(Path(models), delegate=args.delegate, dtype=args.tflite_dtype)
 
 
 def _cmd_torch_model(args: argparse.Namespace) -> int:
-    import json
-
     from ._arch import append_record
     from ._models import MODEL_TIMER, load_factory, profile_torch_model
 
@@ -335,24 +490,39 @@ def _cmd_torch_model(args: argparse.Namespace) -> int:
     runtime = _runtime(args)
     for b in batches:
         rec_name = f"{name}_b{b}" if len(batches) > 1 else name
-        rec = profile_torch_model(model, _model_inputs(args, b), name=rec_name,
-                                  threads=args.threads, utilization=args.utilization, timer=timer,
-                                  measure=not args.no_measure, info={"factory": args.model, "kwargs": kwargs},
-                                  runtime=runtime, rounds=args.rounds, round_gap_s=args.round_gap)
+        rec = profile_torch_model(
+            model,
+            _model_inputs(args, b),
+            name=rec_name,
+            threads=args.threads,
+            utilization=args.utilization,
+            timer=timer,
+            measure=not args.no_measure,
+            info={"factory": args.model, "kwargs": kwargs},
+            runtime=runtime,
+            rounds=args.rounds,
+            round_gap_s=args.round_gap,
+        )
         if args.out.endswith(".jsonl"):
             append_record(args.out, rec)
         else:
             rec.save(args.out)
         print(rec.summary())
-    print(f"wrote {args.out}", file=sys.stderr)
+    _log.info("wrote %s", args.out)
     return 0
 
 
 def _cmd_generated(args: argparse.Namespace) -> int:
     from ._models import generated_jobs
 
-    jobs = generated_jobs(range(args.seed, args.seed + args.n), args.batch, args.threads, args.utilization,
-                          family=args.family, explicit_padding=args.explicit_padding)
+    jobs = generated_jobs(
+        range(args.seed, args.seed + args.n),
+        args.batch,
+        args.threads,
+        args.utilization,
+        family=args.family,
+        explicit_padding=args.explicit_padding,
+    )
     return _profile_jobs(args, jobs, "generated networks")
 
 
@@ -370,9 +540,17 @@ def _profile_jobs(args: argparse.Namespace, jobs: list, what: str) -> int:
     if not args.no_measure:
         _ensure_measurement_env()
     timer = dataclasses.replace(MODEL_TIMER, min_run_time_s=args.min_run_time)
-    recs = profile_many(args.out, jobs, threads=args.threads, utilization=args.utilization, timer=timer,
-                        progress=not args.no_progress, measure=not args.no_measure, rounds=args.rounds,
-                        runtime=_runtime(args))
+    recs = profile_many(
+        args.out,
+        jobs,
+        threads=args.threads,
+        utilization=args.utilization,
+        timer=timer,
+        progress=not args.no_progress,
+        measure=not args.no_measure,
+        rounds=args.rounds,
+        runtime=_runtime(args),
+    )
     print(f"{'captured' if args.no_measure else 'measured'} {len(recs)} {what} -> {args.out}")
     return 0
 
@@ -408,7 +586,9 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     print(f"{len(rows)} rows")
     print(f"{'module':<14} {'ok':>6} {'failed':>6} {'median ms':>10} {'median CoV':>10}")
     for m, s in _per_module(rows).items():
-        print(f"{m:<14} {int(s['ok']):>6} {int(s['failed']):>6} {s['median_latency_ms']:>10.4g} {s['median_cov']:>10.3f}")
+        print(
+            f"{m:<14} {int(s['ok']):>6} {int(s['failed']):>6} {s['median_latency_ms']:>10.4g} {s['median_cov']:>10.3f}"
+        )
     return 0
 
 
@@ -422,83 +602,196 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxlat-profile", description="Measure module latencies into a jaxlat dataset.")
+    p = argparse.ArgumentParser(
+        prog="jaxlat-profile",
+        formatter_class=HelpFormatter,
+        description="Measure module latencies into a jaxlat dataset, and capture or time whole models.",
+        epilog="Examples:\n" + __doc__.split("Examples:\n")[1].rstrip(),
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = output_options()
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            formatter_class=HelpFormatter,
+            parents=[common],
+        )
+
+    def lists(
+        q: argparse.ArgumentParser, flag: str, kind: Callable[[str], Any], default: Any, help: str, **kw: Any
+    ) -> None:
+        q.add_argument(
+            flag,
+            action=ListAction,
+            type=csv_list(kind),
+            default=default,
+            help=help + "; comma-separated or repeated",
+            **kw,
+        )
 
     def sampling(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--module", action="append", help="module type(s), comma-separated, or 'all'")
-        q.add_argument("--from-archs", action="append", metavar="RECORDS",
-                       help="the module configs of architecture records (.json/.jsonl) instead of sampling; "
-                            "--n N takes a seeded subset, --module filters types")
-        q.add_argument("--n", action="append", help="configs per module: N, or MODULE=N (repeatable)")
-        q.add_argument("--sampler", choices=METHODS, default="lhs", help="design (default: lhs, space-filling)")
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--range", action="append",
-                       help="FIELD=SPEC or MODULE.FIELD=SPEC; SPEC: 16:512, 16:512:8, 1,3,5, =cin, 3")
-        q.add_argument("--family", action="append", help="sampling families to use (e.g. depthwise)")
+        q.add_argument(
+            "--module",
+            action="append",
+            metavar="TYPES",
+            help="module types to sample, comma-separated or repeated, or 'all' (see `catalogue`)",
+        )
+        q.add_argument(
+            "--from-archs",
+            action="append",
+            metavar="RECORDS",
+            help="the module configs of architecture records (.json/.jsonl) instead of sampling; "
+            "--n N takes a seeded subset, --module filters types",
+        )
+        q.add_argument(
+            "--n",
+            action="append",
+            metavar="N|MODULE=N",
+            help="configs per module type: N, or MODULE=N for one type (repeatable); default 100",
+        )
+        q.add_argument(
+            "--sampler",
+            choices=METHODS,
+            default="lhs",
+            help="design: lhs (Latin hypercube, space-filling), random or grid",
+        )
+        q.add_argument("--seed", type=int, default=0, help="seed of the sampler (module type i uses SEED+i)")
+        q.add_argument(
+            "--range",
+            action="append",
+            metavar="[MODULE.]FIELD=SPEC",
+            help="override a field's range (repeatable); SPEC: 16:512, 16:512:8, 1,3,5, =cin, 3",
+        )
+        q.add_argument(
+            "--family", action="append", help="sampling families to use (e.g. depthwise; repeatable)"
+        )
         q.add_argument("--max-gflops", type=float, default=None, help="skip configs above this many GFLOPs")
-        q.add_argument("--batch", type=_csv(int), default=[1], help="batch sizes, comma-separated (default 1)")
-        q.add_argument("--plugin", action="append", help="Python module registering extra module types (importable)")
+        lists(q, "--batch", int, [1], "batch sizes")
+        q.add_argument(
+            "--plugin",
+            action="append",
+            metavar="MODULE",
+            help="importable Python module registering extra module types (repeatable)",
+        )
 
     def measuring(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--threads", type=_csv(int), default=[1], help="intra-op threads, comma-separated (default 1)")
-        q.add_argument("--utilization", type=_csv(float), default=[0.0],
-                       help="background utilization levels 0..1 (default 0)")
-        q.add_argument("--out", required=True, help="dataset file (.parquet); an existing one is resumed")
+        lists(q, "--threads", int, [1], "intra-op thread counts")
+        lists(q, "--utilization", float, [0.0], "background device utilization levels, 0..1")
+        q.add_argument(
+            "--out", required=True, metavar="PARQUET", help="dataset file; an existing one is resumed"
+        )
         q.add_argument("--timeout", type=float, default=120.0, help="seconds per config before it is failed")
-        q.add_argument("--min-run-time", type=float, default=TimerConfig().min_run_time_s,
-                       help="seconds of timing per config")
-        q.add_argument("--min-repeats", type=int, default=TimerConfig().min_repeats,
-                       help="timed blocks per config, at least")
-        q.add_argument("--load-workers", type=int, default=None, help="CPU load processes (default: one per CPU)")
-        q.add_argument("--rounds", type=int, default=1,
-                       help="measure each config in N rounds seconds apart, pooled (noisy machines)")
-        q.add_argument("--chunk-size", type=int, default=8,
-                       help="with --rounds: configs measured round-robin together (default 8); a larger "
-                            "chunk spaces a config's rounds further apart (a chunk of 200 at 0.1 s a config: "
-                            "about 20 s), so that a slow spell of the machine touches one round, not all")
-        q.add_argument("--retry-failed", action="store_true", help="measure (or export) configs that failed before again")
+        q.add_argument(
+            "--min-run-time",
+            type=float,
+            default=TimerConfig().min_run_time_s,
+            help="seconds of timing per config",
+        )
+        q.add_argument(
+            "--min-repeats",
+            type=int,
+            default=TimerConfig().min_repeats,
+            help="timed blocks per config, at least",
+        )
+        q.add_argument(
+            "--load-workers", type=int, default=None, help="CPU load processes (default: one per logical CPU)"
+        )
+        q.add_argument(
+            "--rounds",
+            type=int,
+            default=1,
+            help="measure each config in N rounds seconds apart, samples pooled (noisy machines)",
+        )
+        q.add_argument(
+            "--chunk-size",
+            type=int,
+            default=8,
+            help="with --rounds: configs measured round-robin together; a larger chunk spaces a "
+            "config's rounds further apart (a chunk of 200 at 0.1 s a config: about 20 s), so "
+            "that a slow spell of the machine touches one round, not all",
+        )
+        q.add_argument(
+            "--retry-failed", action="store_true", help="measure (or export) configs that failed before again"
+        )
         q.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def exporting(q: argparse.ArgumentParser, *, required: bool) -> None:
-        q.add_argument("--dtype", type=_csv(str), default=["fp32"],
-                       help="TFLite precisions: fp32, fp16w (fp16 weights), int8 (full-integer PTQ); default fp32")
-        q.add_argument("--models", required=required,
-                       help="models directory: the .tflite files and their manifest; the conversion cache")
-        q.add_argument("--jobs", type=int, default=1, help="conversion processes (default 1)")
+        lists(
+            q,
+            "--dtype",
+            str,
+            ["fp32"],
+            "TFLite precisions: fp32, fp16w (fp16 weights), int8 (full-integer PTQ)",
+        )
+        q.add_argument(
+            "--models",
+            required=required,
+            metavar="DIR",
+            help="models directory: the .tflite files and their manifest; the conversion cache"
+            + ("" if required else " (default: next to --out)"),
+        )
+        q.add_argument("--jobs", type=int, default=1, help="conversion processes")
 
     def delegate(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--delegate", choices=("xnnpack", "none"), default="xnnpack",
-                       help="LiteRT CPU delegate: xnnpack (LiteRT's default) or none (built-in kernels)")
+        q.add_argument(
+            "--delegate",
+            choices=("xnnpack", "none"),
+            default="xnnpack",
+            help="LiteRT CPU delegate: xnnpack (LiteRT's default) or none (built-in kernels)",
+        )
 
-    t = sub.add_parser("torch", help="measure modules with PyTorch (cpu or cuda)")
+    t = command("torch", "measure modules with PyTorch (cpu or cuda)")
     sampling(t)
     measuring(t)
-    t.add_argument("--dtype", type=_csv(str), default=["fp32"], help="fp32,fp16,bf16 (default fp32)")
+    lists(t, "--dtype", str, ["fp32"], "precisions: fp32, fp16, bf16")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     t.set_defaults(func=_cmd_torch)
 
-    te = sub.add_parser("tflite-export", help="host: convert module configs to .tflite models (needs torch, litert-torch)")
+    te = command(
+        "tflite-export", "host: convert module configs to .tflite models (needs torch, litert-torch)"
+    )
     sampling(te)
     exporting(te, required=True)
-    te.add_argument("--retry-failed", action="store_true", help="convert configs again whose export failed before")
+    te.add_argument(
+        "--retry-failed", action="store_true", help="convert configs again whose export failed before"
+    )
     te.add_argument("--no-progress", action="store_true", help="no progress bar")
     te.set_defaults(func=_cmd_tflite_export)
 
-    tr = sub.add_parser("tflite-run", help="target: measure exported .tflite models (needs only ai-edge-litert)")
-    tr.add_argument("--models", required=True, help="models directory written by tflite-export")
-    tr.add_argument("--module", action="append", help="measure only these module types")
-    tr.add_argument("--dtype", type=_csv(str), default=None, help="measure only these precisions (default: all exported)")
-    tr.add_argument("--n", type=int, default=None,
-                    help="measure a seeded sample of at most N configs per module type (the same configs in every dtype)")
+    tr = command("tflite-run", "target: measure exported .tflite models (needs only ai-edge-litert)")
+    tr.add_argument(
+        "--models", required=True, metavar="DIR", help="models directory written by tflite-export"
+    )
+    tr.add_argument(
+        "--module",
+        action="append",
+        metavar="TYPES",
+        help="measure only these module types (comma-separated or repeated)",
+    )
+    lists(tr, "--dtype", str, None, "measure only these precisions (default: all exported)")
+    tr.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="measure a seeded sample of at most N configs per module type (the same configs in every "
+        "dtype; default: all)",
+    )
     tr.add_argument("--seed", type=int, default=0, help="seed of the --n sample")
-    tr.add_argument("--plugin", action="append", help="Python module registering extra module types (importable)")
+    tr.add_argument(
+        "--plugin",
+        action="append",
+        metavar="MODULE",
+        help="importable Python module registering extra module types (repeatable)",
+    )
     measuring(tr)
     delegate(tr)
     tr.set_defaults(func=_cmd_tflite_run)
 
-    tf = sub.add_parser("tflite", help="export and measure on this machine (tflite-export, then tflite-run)")
+    tf = command("tflite", "export and measure on this machine (tflite-export, then tflite-run)")
     sampling(tf)
     measuring(tf)
     exporting(tf, required=False)
@@ -507,68 +800,141 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_backend(q: argparse.ArgumentParser, *, tflite_only: bool = False) -> None:
         if not tflite_only:
-            q.add_argument("--backend", choices=("torch", "tflite"), default="torch",
-                           help="run the models in torch, or convert them to .tflite and run them with LiteRT")
-        q.add_argument("--tflite-dtype", default="fp32", help="TFLite precision: fp32, fp16w or int8")
-        q.add_argument("--delegate", choices=("xnnpack", "none"), default="xnnpack", help="LiteRT CPU delegate")
-        q.add_argument("--models", help="where converted .tflite models are kept (default: next to --out)")
+            q.add_argument(
+                "--backend",
+                choices=("torch", "tflite"),
+                default="torch",
+                help="run the models in torch, or convert them to .tflite and run them with LiteRT",
+            )
+        q.add_argument(
+            "--tflite-dtype", default="fp32", choices=("fp32", "fp16w", "int8"), help="TFLite precision"
+        )
+        delegate(q)
+        q.add_argument(
+            "--models", metavar="DIR", help="where converted .tflite models are kept (default: next to --out)"
+        )
+
+    def timing(q: argparse.ArgumentParser, *, rounds: int, rounds_help: str) -> None:
+        q.add_argument("--threads", type=int, default=1, help="intra-op threads")
+        q.add_argument(
+            "--utilization", type=float, default=0.0, help="background CPU utilization 0..1 while timing"
+        )
+        q.add_argument(
+            "--min-run-time", type=float, default=1.0, help="seconds of timing per model (all rounds)"
+        )
+        q.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
 
     def one_model(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--model", required=True, help="package.module:factory returning an nn.Module")
-        q.add_argument("--kwargs", help="JSON keyword arguments for the factory")
-        q.add_argument("--input-shape", type=_csv(int), required=True, help="example input shape, e.g. 1,3,224,224")
-        q.add_argument("--input-dtype", default="float32", help="float32, float16, bfloat16 or int64 (token ids)")
-        q.add_argument("--vocab", type=int, default=1000, help="token ids are drawn below this (int64 inputs)")
-        q.add_argument("--batch", type=_csv(int), help="batch sizes (replace the first input dimension); default: the shape's")
-        q.add_argument("--threads", type=int, default=1)
-        q.add_argument("--utilization", type=float, default=0.0, help="background CPU utilization 0..1 while timing")
-        q.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per model (all rounds)")
-        q.add_argument("--rounds", type=int, default=1,
-                       help="time the model in N rounds --round-gap seconds apart, samples pooled (default 1); "
-                            "on a machine whose speed wanders, the pooled p10_ms is the undisturbed latency")
-        q.add_argument("--round-gap", type=float, default=5.0, help="seconds between rounds (default 5)")
+        q.add_argument(
+            "--model",
+            required=True,
+            metavar="PKG.MOD:FACTORY",
+            help="a factory returning an nn.Module, e.g. profilers.zoo:resnet50",
+        )
+        q.add_argument("--kwargs", metavar="JSON", help="keyword arguments for the factory, as a JSON object")
+        q.add_argument(
+            "--input-shape",
+            type=csv_list(int),
+            required=True,
+            metavar="N,C,H,W",
+            help="example input shape, e.g. 1,3,224,224",
+        )
+        q.add_argument(
+            "--input-dtype",
+            default="float32",
+            choices=("float32", "float16", "bfloat16", "int64"),
+            help="example input dtype (int64: token ids)",
+        )
+        q.add_argument(
+            "--vocab", type=int, default=1000, help="token ids are drawn below this (int64 inputs)"
+        )
+        q.add_argument(
+            "--batch",
+            action=ListAction,
+            type=csv_list(int),
+            metavar="SIZES",
+            help="batch sizes replacing the first input dimension, comma-separated or repeated "
+            "(default: the shape's)",
+        )
+        timing(
+            q,
+            rounds=1,
+            rounds_help="time the model in N rounds --round-gap seconds apart, samples pooled; on "
+            "a machine whose speed wanders, the pooled p10_ms is the undisturbed latency",
+        )
+        q.add_argument("--round-gap", type=float, default=5.0, help="seconds between rounds")
         q.add_argument("--name", help="record name (default: the factory's name)")
-        q.add_argument("--no-measure", action="store_true", help="capture the record only")
-        q.add_argument("--out", required=True, help="record file: .json (one batch size) or .jsonl (appended)")
+        q.add_argument(
+            "--no-measure",
+            action="store_true",
+            help="capture the architecture record only, do not time the model",
+        )
+        q.add_argument(
+            "--out",
+            required=True,
+            metavar="FILE",
+            help="record file: .json (one batch size) or .jsonl (appended)",
+        )
 
-    m = sub.add_parser("torch-model", help="capture a torch model's architecture record and time it end to end")
+    m = command("torch-model", "capture a torch model's architecture record and time it end to end")
     one_model(m)
     m.set_defaults(func=_cmd_torch_model, backend="torch")
-    tm = sub.add_parser("tflite-model", help="torch-model, converted to .tflite and timed with LiteRT")
+    tm = command("tflite-model", "torch-model, converted to .tflite and timed with LiteRT")
     one_model(tm)
     model_backend(tm, tflite_only=True)
     tm.set_defaults(func=_cmd_torch_model, backend="tflite")
 
-    g = sub.add_parser("generated", help="capture and time generated networks (composition training data)")
+    g = command("generated", "capture and time generated networks (composition training data)")
     g.add_argument("--n", type=int, required=True, help="number of networks (seeds SEED..SEED+N-1)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--family", help="every network of this family: resnet, mbconv, vit or text (default: the "
-                                    "family cycles with the seed)")
-    g.add_argument("--explicit-padding", action="store_true",
-                   help="TensorFlow-style 'same' padding as a separate pad operator before every convolution")
+    g.add_argument("--seed", type=int, default=0, help="seed of the first network")
+    g.add_argument(
+        "--family",
+        choices=("resnet", "mbconv", "vit", "text"),
+        help="every network of this family (default: the family cycles with the seed)",
+    )
+    g.add_argument(
+        "--explicit-padding",
+        action="store_true",
+        help="TensorFlow-style 'same' padding as a separate pad operator before every convolution",
+    )
     g.set_defaults(func=_cmd_generated)
-    z = sub.add_parser("zoo", help="capture and time real architectures (profilers.zoo; needs the models extra)")
-    z.add_argument("--model", action="append", required=True, help="zoo names, comma-separated, or 'all'")
+    z = command("zoo", "capture and time real architectures (profilers.zoo; needs the models extra)")
+    z.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAMES",
+        help="zoo names, comma-separated or repeated, or 'all'",
+    )
     z.set_defaults(func=_cmd_zoo)
     for q in (g, z):
-        q.add_argument("--batch", type=_csv(int), default=[1], help="batch sizes, comma-separated")
-        q.add_argument("--threads", type=int, default=1)
-        q.add_argument("--utilization", type=float, default=0.0)
-        q.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per model (all rounds)")
-        q.add_argument("--rounds", type=int, default=3,
-                       help="measure each model in N rounds, interleaved with other models, pooled (default 3)")
-        q.add_argument("--no-progress", action="store_true")
-        q.add_argument("--no-measure", action="store_true", help="capture the records only")
-        q.add_argument("--out", required=True, help=".jsonl records file; an existing one is resumed")
+        lists(q, "--batch", int, [1], "batch sizes")
+        timing(
+            q, rounds=3, rounds_help="measure each model in N rounds, interleaved with other models, pooled"
+        )
+        q.add_argument("--no-progress", action="store_true", help="no progress lines")
+        q.add_argument(
+            "--no-measure", action="store_true", help="capture the records only, do not time the models"
+        )
+        q.add_argument(
+            "--out", required=True, metavar="JSONL", help="records file; an existing one is resumed"
+        )
         model_backend(q)
 
-    c = sub.add_parser("catalogue", help="list module types, fields and allowed values")
-    c.add_argument("--module", action="append")
+    c = command("catalogue", "list module types, fields and allowed values")
+    c.add_argument(
+        "--module",
+        action="append",
+        metavar="TYPES",
+        help="only these module types, comma-separated or repeated (default: all)",
+    )
     c.set_defaults(func=_cmd_catalogue)
 
-    s = sub.add_parser("summary", help="check dataset files and print a summary")
-    s.add_argument("files", nargs="+")
-    s.add_argument("--allow-mixed-devices", action="store_true")
+    s = command("summary", "check dataset files and print a summary")
+    s.add_argument("files", nargs="+", metavar="FILE", help="dataset files (.parquet)")
+    s.add_argument(
+        "--allow-mixed-devices", action="store_true", help="accept files measured on different devices"
+    )
     s.set_defaults(func=_cmd_summary)
     return p
 
@@ -578,16 +944,12 @@ def _terminate(signum, frame):  # SIGTERM ends a run like Ctrl-C: flush, summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The `jaxlat-profile` command; returns the exit status (2 for a usage or input error)."""
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.func(args)
-    except ValueError as e:  # bad input: one clear line, no traceback
-        print(f"jaxlat-profile: error: {e}", file=sys.stderr)
-        return 2
+        return run_main(build_parser(), argv, prog="jaxlat-profile")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

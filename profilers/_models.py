@@ -14,7 +14,9 @@ import contextlib
 import dataclasses
 import functools
 import importlib
+import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +27,8 @@ from ._device import device_id, host_fingerprint
 from ._timer import TimerConfig, Timing, time_function
 
 #: Timing of whole models: longer warm-up and fewer, longer blocks than single modules.
+_log = logging.getLogger(__name__)
+
 MODEL_TIMER = TimerConfig(warmup_s=0.3, min_warmup_calls=2, min_run_time_s=1.0, min_repeats=7, max_run_time_s=20.0)
 
 
@@ -45,6 +49,17 @@ def load_factory(spec: str) -> Callable[..., Any]:
     mod_name, attr = spec.split(":", 1)
     try:
         mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        # A console script's sys.path lacks the working directory (`python -m` has it): a
+        # factory in the user's own files is looked up there too.
+        here = os.getcwd()
+        if e.name != mod_name.split(".")[0] or here in sys.path:
+            raise ValueError(f"--model={spec!r}: cannot import {mod_name!r} ({e})") from None
+        sys.path.append(here)
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as e2:
+            raise ValueError(f"--model={spec!r}: cannot import {mod_name!r} ({e2})") from None
     except ImportError as e:
         raise ValueError(f"--model={spec!r}: cannot import {mod_name!r} ({e})") from None
     fn = mod
@@ -136,10 +151,12 @@ def time_tflite_file(
 ) -> dict[str, Any]:
     """Time a `.tflite` model with the LiteRT interpreter (needs only ai-edge-litert); returns the
     `measured` mapping of an architecture record (`backend` tflite, with the delegate)."""
+    from ._quiet import filtered_stderr
     from ._tflite_backend import litert_version, time_tflite_model
 
     with _held_utilization(utilization, load_workers) as achieved:
-        timing = time_tflite_model(path, threads=threads, delegate=delegate, config=timer)
+        with filtered_stderr():  # LiteRT's native "INFO: Created TensorFlow Lite XNNPACK delegate" line
+            timing = time_tflite_model(path, threads=threads, delegate=delegate, config=timer)
         got = achieved()
     fp = {**_fingerprint(), "delegate": delegate}
     return _measured(timing, backend="tflite", threads=threads, utilization=utilization, achieved=got,
@@ -285,8 +302,6 @@ def profile_many(
     (with the runtime's dtype for TFLite).
     """
     runtime = runtime if runtime is not None else TorchRuntime()
-    import sys
-
     out = Path(out)
     if out.suffix != ".jsonl":
         raise ValueError(f"--out={str(out)!r} is not valid: several models are written to a .jsonl file")
@@ -319,8 +334,9 @@ def profile_many(
         if progress and measure:
             el = time.perf_counter() - t0
             n = len(records)
-            print(f"[{n}/{len(todo)}] " + ", ".join(f"{r.name} {r.measured['latency_ms']:.3f} ms" for r in recs)
-                  + f"; {el:.0f} s elapsed, ETA {el / n * (len(todo) - n):.0f} s", file=sys.stderr)
+            _log.info("[%d/%d] %s; %.0f s elapsed, ETA %.0f s", n, len(todo),
+                      ", ".join(f"{r.name} {r.measured['latency_ms']:.3f} ms" for r in recs), el,
+                      el / n * (len(todo) - n))
     return records
 
 

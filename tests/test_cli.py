@@ -1,5 +1,8 @@
+import json
 import subprocess
 import sys
+
+import pytest
 
 import profilers
 from profilers._cli import main
@@ -23,7 +26,7 @@ def test_bad_input_is_one_clear_line(tmp_path):
     assert "module='conv3d' is not a registered module type; known: conv2d" in res.stderr
     assert "Traceback" not in res.stderr
     res = _cli("torch", "--module", "conv2d", "--n", "2", "--range", "kernel=4", "--out", str(tmp_path / "x.parquet"))
-    assert res.returncode == 2 and "only 0 distinct valid configs" in res.stderr
+    assert res.returncode == 2 and "conv2d.kernel=4 is not valid: expected one of 1, 3, 5, 7" in res.stderr
     res = _cli("torch", "--module", "linear", "--n", "2", "--range", "kernel=3", "--out", str(tmp_path / "x.parquet"))
     assert res.returncode == 2 and "no selected module has a field 'kernel'" in res.stderr
     res = _cli("torch", "--module", "add", "--n", "2", "--utilization", "0,1.5", "--out", str(tmp_path / "x.parquet"))
@@ -38,3 +41,135 @@ def test_summary_of_a_real_run(tmp_path, capsys):
     assert main(["summary", str(out)]) == 0
     text = capsys.readouterr().out
     assert "schema v2, torch on cpu" in text and "add" in text
+
+
+# -- conventions shared by both commands -------------------------------------------------------
+
+
+def _all_parsers(parser):
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def _parsers():
+    from jaxlat._cli import build_parser as jaxlat_parser
+    from profilers._cli import build_parser as profile_parser
+
+    return [*_all_parsers(jaxlat_parser()), *_all_parsers(profile_parser())]
+
+
+def test_every_option_has_help_and_help_shows_defaults():
+    for parser in _parsers():
+        for action in parser._actions:
+            if type(action).__name__ == "_SubParsersAction":  # the commands, each with its help
+                continue
+            assert action.help, f"{parser.prog}: {action.option_strings or action.dest} has no help"
+    helps = {p.prog: " ".join(p.format_help().split()) for p in _parsers()}  # unwrapped
+    assert "--epochs" in helps["jaxlat train"] and "(default: 0)" in helps["jaxlat train"]  # --seed
+    assert "(default: median)" in helps["jaxlat train"]
+    assert "(default: 0.9)" in helps["jaxlat transfer adapt"]  # --threshold
+    assert "(default: 120.0)" in helps["jaxlat-profile torch"]  # --timeout
+    assert "(default: 0.2)" in helps["jaxlat-profile torch"]  # --min-run-time
+    assert "comma-separated or repeated (default: 1)" in helps["jaxlat-profile torch"]  # --threads
+    assert "(default: None)" not in "".join(helps.values())
+
+
+def test_version():
+    import jaxlat
+
+    for cmd in (["-m", "jaxlat._cli"], ["-m", "profilers._cli"]):
+        res = subprocess.run([sys.executable, *cmd, "--version"], capture_output=True, text=True)
+        assert res.returncode == 0 and res.stdout.strip().endswith(" " + jaxlat.__version__), res.stderr
+    assert jaxlat.__version__ != "0+unknown"
+
+
+def test_list_options_take_commas_and_repeats():
+    from profilers._cli import build_parser
+
+    args = build_parser().parse_args(["torch", "--module", "add", "--threads", "1,2", "--threads", "4", "--out", "x"])
+    assert args.threads == [1, 2, 4] and args.utilization == [0.0] and args.batch == [1]
+
+
+def test_predictors_lists_shipped_and_local(capsys):
+    from jaxlat._cli import main as jaxlat_main
+    from jaxlat._shipped import reference_path
+
+    assert jaxlat_main(["predictors", "--dir", str(reference_path().parent)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cpu_torch_1t (default)\n") and "epyc_torch_1t" in out
+    assert "torch on cpu: AMD EPYC; learns the p10" in out and "modules: activation, add" in out
+    assert f"path: {reference_path('epyc_torch_1t')}" in out  # the same directory found as a local one
+    assert jaxlat_main(["predictors", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["cpu_torch_1t", "epyc_torch_1t"] and rows[1]["statistic"] == "p10"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "--arch", "missing.json"], "jaxlat: error: missing.json: no such architecture record file"),
+    (["predict", "--arch", "{tmp}/m.onnx"], "jaxlat: error: --arch {tmp}/m.onnx: an ONNX model: give it as --onnx"),
+    (["predict", "--onnx", "{tmp}/m.tflite"], ("jaxlat: error: --onnx {tmp}/m.tflite: a TFLite model, which jaxlat "
+                                               "cannot read: give the model as ONNX (--onnx) or as a torch factory")),
+    (["predict", "--model", "tests.test_models:small_cnn"], "jaxlat: error: --model needs --input-shape"),
+    (["predict", "--model", "tests.test_models:nope", "--input-shape", "1,3,8,8"],
+     "jaxlat: error: --model='tests.test_models:nope': 'tests.test_models' has no attribute 'nope'"),
+    (["predict", "--arch", "{tmp}/r.json", "--predictor", "tpu_v9"],
+     ("jaxlat: error: predictor 'tpu_v9' is neither a predictor directory nor a shipped predictor: shipped ones are "
+      "cpu_torch_1t, epyc_torch_1t")),
+    (["evaluate", "--predictor", "tpu_v9", "--data", "{tmp}/d.parquet"], "jaxlat: error: predictor 'tpu_v9'"),
+    (["predictors", "--dir", "{tmp}/nowhere"], "jaxlat: error: {tmp}/nowhere: no such directory"),
+    (["predict", "--arch", "{tmp}/bad.json"], "jaxlat: error: {tmp}/bad.json: not valid JSON"),
+])
+def test_user_errors_end_in_one_line_with_status_2(tmp_path, capsys, argv, message):
+    from jaxlat._cli import main as jaxlat_main
+
+    for name, text in (("m.onnx", ""), ("m.tflite", ""), ("d.parquet", ""), ("bad.json", "{"), ("r.json", "{}")):
+        (tmp_path / name).write_text(text)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    try:
+        status = jaxlat_main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        status = e.code
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.strip().splitlines()[-1].startswith(message.replace("{tmp}", str(tmp_path))), err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from jaxlat._cli import main as jaxlat_main
+
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        jaxlat_main(["predict", "--arch", str(tmp_path / "bad.json"), "--debug"])
+
+
+# -- quiet output ------------------------------------------------------------------------------
+
+
+def test_predict_from_a_torch_factory_in_one_step_prints_only_its_own_lines():
+    cmd = [sys.executable, "-m", "jaxlat._cli", "predict", "--model", "tests.test_models:small_cnn",
+           "--input-shape", "1,3,64,64", "--predictor", "cpu_torch_1t"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("small_cnn: ") and "80% interval" in res.stdout
+    assert res.stderr == ""
+    res = subprocess.run([*cmd[:4], "-q", *cmd[4:-2]], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stderr == "" and res.stdout.startswith("small_cnn: ")
+
+
+def test_capturing_a_transformers_model_is_quiet(tmp_path):
+    """transformers imports torchao, whose import logs failed CUDA extensions and torch's pytree
+    deprecations; a capture shows none of it (and `-v` shows it again)."""
+    pytest.importorskip("transformers")
+    cmd = [sys.executable, "-m", "profilers._cli", "zoo", "--model", "resnet18", "--no-measure"]
+    res = subprocess.run([*cmd, "--out", str(tmp_path / "a.jsonl")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "", res.stderr
+    assert res.stdout.strip() == f"captured 1 zoo models -> {tmp_path / 'a.jsonl'}"
+    res = subprocess.run([*cmd, "-v", "--out", str(tmp_path / "b.jsonl")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "torchao" in res.stderr  # still there for whoever asks

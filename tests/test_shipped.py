@@ -64,3 +64,17 @@ def test_the_default_predictor_is_the_one_of_this_cpu_model():
     here = matching_reference()
     assert here == DEFAULT_REFERENCE or reference_predictor(here).device["fingerprint"]["cpu_model"] == \
         host_fingerprint()["cpu_model"]
+
+
+def test_public_one_step_prediction_equals_capture_then_predict():
+    import jaxlat
+
+    assert [p.name for p in jaxlat.list_predictors()] == ["cpu_torch_1t", "epyc_torch_1t"]
+    pred = jaxlat.load_predictor("cpu_torch_1t")
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    x = torch.randn(2, 3, 32, 32)
+    got = jaxlat.predict_torch(model, x, predictor=pred, name="tiny", threads=1)
+    want = pred.predict_model(capture_torch(model, x, name="tiny"))
+    assert got["name"] == "tiny" and got["latency_ms"] == want["latency_ms"] and got["n_modules"] == 4
+    by_name = jaxlat.predict_torch(model, x, predictor="cpu_torch_1t")
+    assert by_name["latency_ms"] == pytest.approx(want["latency_ms"])
