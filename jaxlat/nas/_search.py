@@ -19,7 +19,7 @@ import functools
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,9 @@ from profilers.spaces import MobileArch, MobileSpace, Nb201Arch, Nb201Space
 from ._latency import expected_latency_fn, one_hot, op_names
 from ._penalties import Penalty
 from ._supernet import MobileSupernet, channel_masks, init_supernet
+
+if TYPE_CHECKING:
+    from .._predictor import LatencyPredictor
 
 
 class Data(NamedTuple):
@@ -128,7 +131,7 @@ class SearchResult:
       seconds: wall time of the search.
     """
 
-    arch: Any
+    arch: MobileArch | Nb201Arch
     probs: np.ndarray
     widths: np.ndarray
     expected_latency_ms: float
@@ -139,7 +142,7 @@ class SearchResult:
     seconds: float
 
 
-def widths_of(space: Any, u: jax.Array) -> jax.Array | None:
+def widths_of(space: MobileSpace | Nb201Space, u: jax.Array) -> jax.Array | None:
     if not isinstance(space, MobileSpace) or space.width_range is None:
         return None
     lo, hi = space.width_range
@@ -152,7 +155,7 @@ def _probs(logits: jax.Array, key: jax.Array, tau: float, gumbel: bool) -> jax.A
     return jax.nn.softmax(logits / tau, axis=-1)
 
 
-def derive(space: Any, logits: np.ndarray, widths: np.ndarray | None) -> MobileArch | Nb201Arch:
+def derive(space: MobileSpace | Nb201Space, logits: np.ndarray, widths: np.ndarray | None) -> MobileArch | Nb201Arch:
     """The discrete architecture: each layer's most likely op; widths snapped to the multiples
     the space rounds channels to."""
     ops = tuple(space.ops[int(i)] for i in np.argmax(np.asarray(logits), axis=-1))
@@ -168,8 +171,8 @@ def derive(space: Any, logits: np.ndarray, widths: np.ndarray | None) -> MobileA
     return MobileArch(ops, tuple(snapped))
 
 
-def fit_widths(space: Any, arch: MobileArch, latency_ms: Callable[[list], np.ndarray], target_ms: float, *,
-               n_grid: int = 64) -> tuple[MobileArch, float]:
+def fit_widths(space: MobileSpace | Nb201Space, arch: MobileArch, latency_ms: Callable[[list], np.ndarray],
+               target_ms: float, *, n_grid: int = 64) -> tuple[MobileArch, float]:
     """Scale all stage widths of a derived architecture by one factor so that its predicted
     latency comes closest to `target_ms` (the ops stay): the target form's last step, since the
     argmax of a relaxed search lands near, not on, the target.
@@ -208,7 +211,7 @@ def _with_op(arch: MobileArch | Nb201Arch, layer: int, op: str) -> MobileArch | 
     return Nb201Arch(arch.edges[:layer] + (op,) + arch.edges[layer + 1:])
 
 
-def fit_to_target(space: Any, probs: np.ndarray, arch: MobileArch | Nb201Arch,
+def fit_to_target(space: MobileSpace | Nb201Space, probs: np.ndarray, arch: MobileArch | Nb201Arch,
                   latency_ms: Callable[[list], np.ndarray], target_ms: float, *, tolerance: float = 0.03,
                   max_moves: int | None = None) -> tuple[MobileArch | Nb201Arch, float]:
     """The target form's derivation: the argmax of a relaxed search lands near, not on, the
@@ -287,7 +290,7 @@ class _StepCache:
 _STEPS = _StepCache()
 
 
-def _forward_fn(space: Any, graphdef: Any, max_channels: tuple[int, ...] | None, width_softness: float):
+def _forward_fn(space: MobileSpace | Nb201Space, graphdef: Any, max_channels: tuple[int, ...] | None, width_softness: float):
     def forward(params, arch, x, key, tau, gumbel):
         probs = _probs(arch.logits, key, tau, gumbel)
         widths = widths_of(space, arch.width_u)
@@ -333,7 +336,7 @@ def _build_arch_step(forward: Callable, gumbel: bool, form: Callable, latency_ms
     return arch_step
 
 
-def make_steps(space: Any, model: nnx.Module, penalty: Penalty, latency_ms: Callable, config: SearchConfig,
+def make_steps(space: MobileSpace | Nb201Space, model: nnx.Module, penalty: Penalty, latency_ms: Callable, config: SearchConfig,
                weight_opt: optax.GradientTransformation, arch_opt: optax.GradientTransformation):
     """The two jitted steps: `weight_step(params, opt_state, arch, x, y, key, tau)` and
     `arch_step(params, arch, opt_state, x, y, key, tau)`; both return new state and metrics.
@@ -366,7 +369,7 @@ def _adam(lr: float) -> optax.GradientTransformation:
 
 def search(
     space: MobileSpace | Nb201Space,
-    predictor: Any,
+    predictor: LatencyPredictor,
     penalty: Penalty,
     *,
     data: Data | None = None,
@@ -437,7 +440,7 @@ def search(
                         {"name": penalty.name, **dict(penalty.config)}, time.perf_counter() - t0)
 
 
-def supernet_accuracy(space: Any, model: nnx.Module, params: Any, arch: Any, x: np.ndarray, y: np.ndarray,
+def supernet_accuracy(space: MobileSpace | Nb201Space, model: nnx.Module, params: Any, arch: MobileArch | Nb201Arch, x: np.ndarray, y: np.ndarray,
                       config: SearchConfig) -> float:
     """Test accuracy of the supernet's weights with the ops and widths of `arch` (one-hot)."""
     graphdef, _ = nnx.split(model)
@@ -454,7 +457,7 @@ def _accuracy(graphdef: Any, params: Any, x: np.ndarray, y: np.ndarray, probs: j
     return float((np.asarray(logits).argmax(-1) == y).mean())
 
 
-def train_derived(space: Any, arch: Any, data: Data, *, epochs: int = 30, batch_size: int = 64, lr: float = 3e-3,
+def train_derived(space: MobileSpace | Nb201Space, arch: MobileArch | Nb201Arch, data: Data, *, epochs: int = 30, batch_size: int = 64, lr: float = 3e-3,
                   seed: int = 0, width_softness: float = 1.0) -> float:
     """Train the derived architecture alone (the supernet with its one-hot ops and widths, fresh
     weights) on the weight and architecture splits; returns its test accuracy."""

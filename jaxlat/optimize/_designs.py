@@ -29,10 +29,15 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from profilers import ArchRecord
+
+    from .._predictor import LatencyPredictor
 
 #: Objectives: column and direction (+1: higher is better).
 OBJECTIVES = {"p90_ms": -1, "memory_mb": -1, "accuracy": +1, "throughput_per_s": +1}
@@ -51,7 +56,7 @@ class Variant:
     """
 
     name: str
-    records: Mapping[int, Any]
+    records: Mapping[int, ArchRecord]
     accuracy: Mapping[str, float]
 
     def accuracy_at(self, precision: str) -> float:
@@ -79,7 +84,7 @@ class SLO:
         return ok
 
 
-def memory_mb(record: Any, precision: str) -> float:
+def memory_mb(record: ArchRecord, precision: str) -> float:
     """Weights plus the largest input + output activation of any module, MB (a floor: runtimes
     add workspace)."""
     from profilers import weight_dtype_bytes
@@ -95,7 +100,7 @@ class DesignSpace:
     """Variants x backend-precision predictors x threads x batch sizes."""
 
     variants: Sequence[Variant]
-    predictors: Mapping[tuple[str, str], Any]  # (backend, precision) -> LatencyPredictor
+    predictors: Mapping[tuple[str, str], LatencyPredictor]  # (backend, precision) -> predictor
     threads: Sequence[int] = (1,)
     batch_sizes: Sequence[int] = (1,)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,9 @@ from profilers.spaces import NB201_EDGES, Nb201Arch, Nb201Space
 
 from ..nas._search import Data, _batches
 from ..nas._supernet import BatchNorm, ConvBN, _nb201_edge, _Reduction
+
+if TYPE_CHECKING:
+    from .._predictor import LatencyPredictor
 
 
 class MultiExitNet(nnx.Module):
@@ -145,7 +148,7 @@ def exit_outputs(model: TrainedExits, x: np.ndarray, y: np.ndarray, batch: int =
     return ExitOutputs(probs, np.asarray(y))
 
 
-def exit_costs_ms(predictor: Any, space: Nb201Space, arch: Nb201Arch, exits: Sequence[tuple[int, int]]) -> np.ndarray:
+def exit_costs_ms(predictor: LatencyPredictor, space: Nb201Space, arch: Nb201Arch, exits: Sequence[tuple[int, int]]) -> np.ndarray:
     """Predicted latency (ms) of leaving at each exit: the network up to it, every earlier
     exit's head included, in one vectorized call."""
     recs = [space.prefix_record(arch, exits[: k + 1]) for k in range(len(exits))]

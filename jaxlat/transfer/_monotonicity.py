@@ -13,13 +13,16 @@ A **latency table** is a `pandas.Series` of latencies (ms) indexed by a key: a m
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from profilers import config_from_row
+
+if TYPE_CHECKING:
+    from profilers import ArchRecord
 
 #: Config fields that are run settings, not part of what is ranked.
 SETTING_FIELDS = ("threads", "utilization")
@@ -40,7 +43,7 @@ def config_table(df: pd.DataFrame, *, ignore: Iterable[str] = SETTING_FIELDS) ->
     return s.groupby(level=0).median()
 
 
-def model_table(records: Iterable[Any], *, key: str = "name", field: str = "latency_ms") -> pd.Series:
+def model_table(records: Iterable[ArchRecord], *, key: str = "name", field: str = "latency_ms") -> pd.Series:
     """Measured whole-model latency per record, keyed by record `name` or by `info[key]`
     (e.g. `key="arch"` for search-space records); `field` names the statistic of the record's
     `measured` mapping (`latency_ms`, the median; or `p10_ms`, ...).
