@@ -50,7 +50,7 @@ class PredictFn(Protocol):
       `[2]`: mean and log standard deviation of the log latency (ms).
     """
 
-    def __call__(self, params: Params, x: Float[Array, " n_features"]) -> Float[Array, "2"]: ...
+    def __call__(self, params: Params, x: Float[Array, " n_features"]) -> Float[Array, 2]: ...
 
 
 class Regressor(NamedTuple):

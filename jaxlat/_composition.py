@@ -129,7 +129,7 @@ def fit_composition(terms: np.ndarray, measured_ms: np.ndarray, *, info: Mapping
     log_res = np.log(pred / y)
     rel = pred / y - 1
     fit_info = {
-        "n_networks": int(len(y)),
+        "n_networks": len(y),
         "fit_acc10": float(np.mean(np.abs(rel) <= 0.10)),
         "fit_median_abs_rel_err": float(np.median(np.abs(rel))),
         **dict(info or {}),

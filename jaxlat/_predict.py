@@ -73,7 +73,7 @@ class PredictorParams(NamedTuple):
     """
 
     regressors: Mapping[str, PyTree]
-    composition: Float[Array, "6"]
+    composition: Float[Array, 6]
 
 
 class ModelBatch(NamedTuple):
@@ -148,7 +148,7 @@ def module_sum(latency_ms: Float[Array, "rows ..."], weight: Float[Array, " rows
     return jax.ops.segment_sum(latency_ms * w, owner, num_segments=n_models)
 
 
-def compose(coef: Float[Array, "6"], sum_ms: Float[Array, "..."], counts: Float[Array, "... 5"]) -> Float[Array, "..."]:
+def compose(coef: Float[Array, 6], sum_ms: Float[Array, ...], counts: Float[Array, "... 5"]) -> Float[Array, ...]:
     """The whole-model formula: `scale * module sum + counts @ per-count coefficients` (ms)."""
     return coef[0] * sum_ms + counts @ coef[1:]
 

@@ -25,12 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from profilers import ModuleConfig, SCHEMA_VERSION
+from profilers import SCHEMA_VERSION, ModuleConfig
 
 from ._base import Regressor
 from ._composition import IDENTITY, TERMS, Composition, count_rows, fit_composition
 from ._data import STATISTICS, measured_ms, split_by_config, statistic_column, type_arrays
-from ._features import FEATURE_SCHEMA_VERSION, encode_columns, feature_schema
+from ._features import FEATURE_SCHEMA_VERSION, check_columns, encode_columns, feature_schema, outside_training_range
 from ._io import ArtifactError, load_tree, save_tree, write_json
 from ._predict import (
     INTERVAL_Z,
@@ -163,10 +163,13 @@ class LatencyPredictor:
         """`[n, 2]` (mu, log_sigma) of log latency for encoded features `[n, f]`."""
         return self._outputs(module, np.asarray(x, np.float32))
 
-    def _encode(self, module: str, frame: Any) -> np.ndarray:
-        """Features of a frame's rows of one module type; non-finite features are an error."""
+    def _encode(self, module: str, frame: Any, *, source: str = "predict") -> np.ndarray:
+        """Features of a frame's rows of one module type, checked against the catalogue first
+        (`jaxlat.check_columns`: required fields present, values in range, defaults stated);
+        non-finite features are an error."""
         m = self._model(module)
-        cols = {c: frame[c].to_numpy() for c in frame.columns if c != "module"}
+        cols = check_columns(module, {c: frame[c] for c in frame.columns if c not in ("module", "_owner")},
+                             source=source, labels=frame.index.to_numpy())
         x = np.asarray(m.encode(cols), np.float32)
         bad = ~np.isfinite(x)
         if bad.any():
@@ -177,8 +180,7 @@ class LatencyPredictor:
 
     def _extrapolated(self, module: str, x: np.ndarray) -> np.ndarray:
         m = self._model(module)
-        tol = 1e-4 * np.maximum(1.0, np.abs(m.feature_max - m.feature_min))
-        return ((x < m.feature_min - tol) | (x > m.feature_max + tol)).any(axis=1)
+        return outside_training_range(x, m.feature_min, m.feature_max)
 
     def predict(self, configs: Sequence[ModuleConfig] | Any) -> Any:
         """Predict configs (a list of `ModuleConfig`, or a DataFrame with a `module` column).
@@ -280,7 +282,7 @@ class LatencyPredictor:
         n_ext = np.zeros(n, np.int64)
         for module, sub in rows.groupby("module", sort=True):
             try:
-                x = self._encode(module, sub.drop(columns=["_owner"]))
+                x = self._encode(module, sub.drop(columns=["_owner"]), source="record")
             except ValueError as e:
                 names = sorted({records[i].name for i in sub["_owner"]})
                 raise ValueError(f"record(s) {', '.join(names[:5])}: {e}") from None

@@ -117,9 +117,9 @@ def _query_us(reg: Regressor, params: Any, x: np.ndarray, repeats: int = 200) ->
     """Median wall time of one single-config prediction (compiled; after warm-up)."""
     if reg.jittable:
         q = single_query(reg.predict, params)
-        call = lambda: q(x[0])  # noqa: E731
+        call = lambda: q(x[0])
     else:
-        call = lambda: reg.predict(params, x[:1])  # noqa: E731
+        call = lambda: reg.predict(params, x[:1])
     for _ in range(5):
         call()
     ts = []
@@ -208,7 +208,7 @@ def select_regressors(
         fitted = _fit_candidates(tr, te, mods, candidates, jax.random.fold_in(key, k), train, column)
         for (m, c), (pred, reg, p, nbytes) in fitted.items():
             sel = (te["module"] == m).to_numpy()
-            pos = np.flatnonzero((fid[(df["module"] == m).to_numpy()] == k))
+            pos = np.flatnonzero(fid[(df["module"] == m).to_numpy()] == k)
             oof[(m, c)][pos] = pred[:, 0]
             if k == 0:
                 x = type_arrays(te, m)[0] if sel.any() else type_arrays(tr, m)[0]
@@ -219,11 +219,16 @@ def select_regressors(
     truth = {m: df.loc[df["module"] == m, column].to_numpy(np.float64) for m in mods}
     for m in mods:
         for c in candidates:
-            met = evaluate(truth[m], np.exp(oof[(m, c)]))
+            pred = np.exp(oof[(m, c)])
+            finite = bool(np.isfinite(pred).all() and (pred > 0).all())
+            # A candidate that diverged (non-finite predictions) is reported and never chosen.
+            met = evaluate(truth[m], pred) if finite else {"acc10": 0.0, "acc20": 0.0, "r2": -np.inf, "mape": np.inf}
+            if not finite:
+                _log.warning("selection: %s on %s predicted non-finite latencies; not a candidate", c, m)
             q, nbytes, diff = timing[(m, c)]
             row = {"module": m, "regressor": c, "acc10": met["acc10"], "acc20": met["acc20"], "r2": met["r2"],
                    "mape": met["mape"], "query_us": q, "bytes": nbytes, "differentiable": diff}
-            row["admitted"] = budgets.admits(row)
+            row["admitted"] = finite and budgets.admits(row)
             rows.append(row)
     table = pd.DataFrame(rows)
     choice = {m: _choose(table[table["module"] == m], mode, tolerance, budgets, m) for m in mods}

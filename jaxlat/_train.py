@@ -8,8 +8,9 @@ one compiled `lax.scan` over its minibatches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -43,17 +44,83 @@ class TrainConfig:
 Batch = tuple[Any, ...]
 
 
+class LossFn(Protocol):
+    """A training loss, hashable and equal across fits with the same settings (a frozen
+    dataclass), so that the compiled epoch is reused: data and constants are arguments.
+
+    Args:
+      params: the parameters being trained.
+      batch: a minibatch, rows of each array of `train`.
+      aux: arrays every minibatch shares (statistics, lookup tables), not indexed by rows.
+
+    Returns:
+      The scalar loss.
+    """
+
+    def __call__(self, params: Any, batch: Batch, aux: Batch) -> jax.Array: ...
+
+
+def _schedule(hyper: jax.Array) -> Callable[[jax.Array], jax.Array]:
+    """Linear warm-up from 0 to the peak, then cosine decay to the end value (optax's
+    `warmup_cosine_decay_schedule`), from `hyper = [peak, warmup_steps, total_steps, end]` as
+    data, so a new schedule needs no new compilation."""
+    peak, warmup, total, end = hyper[0], hyper[1], hyper[2], hyper[3]
+
+    def lr(count):
+        count = jnp.asarray(count, jnp.float32)
+        warm = peak * jnp.clip(count, 0.0, warmup) / jnp.maximum(warmup, 1.0)
+        decay_steps = jnp.maximum(total - warmup, 1.0)
+        t = jnp.minimum(jnp.maximum(count - warmup, 0.0), decay_steps)
+        alpha = jnp.where(peak == 0, 0.0, end / jnp.where(peak == 0, 1.0, peak))
+        cos = peak * ((1 - alpha) * 0.5 * (1 + jnp.cos(jnp.pi * t / decay_steps)) + alpha)
+        return jnp.where(count < warmup, warm, cos)
+
+    return lr
+
+
+def _optimizer(hyper: jax.Array, weight_decay: float) -> optax.GradientTransformation:
+    return optax.adamw(_schedule(hyper), weight_decay=weight_decay)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "batch_size", "weight_decay"))
+def _epoch(loss_fn: LossFn, params, opt_state, key, train: Batch, aux: Batch, hyper, *, batch_size: int,
+           weight_decay: float):
+    """One pass over `train` in minibatches of a seeded permutation: a compiled `lax.scan`."""
+    n = train[0].shape[0]
+    steps = max(1, n // batch_size)
+    opt = _optimizer(hyper, weight_decay)
+    perm = jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
+
+    def step(carry, idx):
+        p, s = carry
+        loss, grads = jax.value_and_grad(loss_fn)(p, tuple(a[idx] for a in train), aux)
+        updates, s = opt.update(grads, s, p)
+        return (optax.apply_updates(p, updates), s), loss
+
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), perm)
+    return params, opt_state, losses.mean()
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn",))
+def _loss(loss_fn: LossFn, params, batch: Batch, aux: Batch):
+    return loss_fn(params, batch, aux)
+
+
 def fit_with_adamw(
-    loss_fn: Callable[[Any, Batch], jax.Array],
+    loss_fn: LossFn,
     params: Any,
     train: Batch,
     *,
     key: jax.Array,
     config: TrainConfig,
     val: Batch | None = None,
+    aux: Batch = (),
     progress: Callable[[int, float, float], None] | None = None,
 ) -> Any:
-    """Minimize `loss_fn(params, batch)` over minibatches of `train` (a tuple of arrays).
+    """Minimize `loss_fn(params, batch, aux)` over minibatches of `train` (a tuple of arrays).
+
+    The epoch is compiled once per (loss, shapes, batch size, weight decay) and reused by later
+    fits: the data, the schedule and `aux` are its arguments.
 
     Returns the parameters with the best validation loss (the last ones without `val`).
     """
@@ -61,38 +128,23 @@ def fit_with_adamw(
     bs = min(config.batch_size, n)
     steps_per_epoch = max(1, n // bs)
     total = steps_per_epoch * config.epochs
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, max(1, int(config.warmup_frac * total)), max(2, total), config.learning_rate * 1e-2
-    )
-    opt = optax.adamw(schedule, weight_decay=config.weight_decay)
-    opt_state = opt.init(params)
+    hyper = jnp.asarray([config.learning_rate, max(1, int(config.warmup_frac * total)), max(2, total),
+                         config.learning_rate * 1e-2], jnp.float32)
+    opt_state = _optimizer(hyper, config.weight_decay).init(params)
     train = tuple(jnp.asarray(a) for a in train)
-
-    @jax.jit
-    def epoch(params, opt_state, key):
-        perm = jax.random.permutation(key, n)[: steps_per_epoch * bs].reshape(steps_per_epoch, bs)
-
-        def step(carry, idx):
-            p, s = carry
-            loss, grads = jax.value_and_grad(loss_fn)(p, tuple(a[idx] for a in train))
-            updates, s = opt.update(grads, s, p)
-            return (optax.apply_updates(p, updates), s), loss
-
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), perm)
-        return params, opt_state, losses.mean()
-
-    val_loss = jax.jit(loss_fn) if val is not None else None
+    aux = tuple(jnp.asarray(a) for a in aux)
     val = tuple(jnp.asarray(a) for a in val) if val is not None else None
     best, best_loss, since = params, np.inf, 0
     for e in range(config.epochs):
         key, sub = jax.random.split(key)
-        params, opt_state, train_loss = epoch(params, opt_state, sub)
+        params, opt_state, train_loss = _epoch(loss_fn, params, opt_state, sub, train, aux, hyper,
+                                               batch_size=bs, weight_decay=config.weight_decay)
         if val is None:
             best = params
             continue
         if (e + 1) % config.eval_every:
             continue
-        vl = float(val_loss(params, val))
+        vl = float(_loss(loss_fn, params, val, aux))
         if progress is not None:
             progress(e, float(train_loss), vl)
         if vl < best_loss:

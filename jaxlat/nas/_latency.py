@@ -34,7 +34,6 @@ from .._composition import IDENTITY, Composition
 from .._predict import ModelBatch, model_latency
 
 
-
 @dataclasses.dataclass(frozen=True)
 class _TypeTable:
     """The unique rows of one module type: per numeric field, value = const where group < 0,

@@ -11,8 +11,8 @@ from ._medn import medn_task_view as medn_task_view
 from ._mlp import mlp_regressor as mlp_regressor
 from ._reference import random_forest_regressor as random_forest_regressor
 from ._reference import xgboost_regressor as xgboost_regressor
-from ._roofline import roofline_regressor as roofline_regressor
 from ._registry import RegressorEntry as RegressorEntry
 from ._registry import register_regressor as register_regressor
 from ._registry import regressor_entry as regressor_entry
 from ._registry import regressor_names as regressor_names
+from ._roofline import roofline_regressor as roofline_regressor

@@ -133,6 +133,35 @@ def medn_forward(config: MEDNConfig, params: Mapping[str, Any], x: jax.Array, ta
     return jnp.stack([mu, out[1] + jnp.log(params["y_scale"][task])])
 
 
+@dataclasses.dataclass(frozen=True)
+class MEDNLoss:
+    """MEDN's training loss, for the plain and the device-aware network: the mean by squared
+    error, the log spread by Gaussian negative log-likelihood with the mean held fixed.
+
+    Batches are `(z, task, y)` (standardized features and targets), or `(z, task, device, y)`
+    for a device-aware network, whose parameters are then `{"model", "emb"}` and `aux` holds
+    the standardized device descriptors `[n_devices, n_desc]`.
+    """
+
+    config: MEDNConfig
+    nll_weight: float = 0.1
+
+    def __call__(self, params, batch, aux):
+        graphdef = _graphdef(self.config)
+        if self.config.device_dim:
+            (xb, tb, db, yb), (desc,) = batch, aux
+            vec = jnp.concatenate([params["emb"][db], desc[db]], axis=-1)
+            model = params["model"]
+            out = jax.vmap(lambda z, t, v: nnx.merge(graphdef, model)(z, t, v))(xb, tb, vec)
+        else:
+            xb, tb, yb = batch
+            out = jax.vmap(lambda z, t: nnx.merge(graphdef, params)(z, t))(xb, tb)
+        mu, log_sigma = out[:, 0], out[:, 1]
+        r2 = jax.lax.stop_gradient((mu - yb) ** 2)
+        nll = jnp.mean(0.5 * r2 * jnp.exp(-2 * log_sigma) + log_sigma)
+        return jnp.mean((mu - yb) ** 2) + self.nll_weight * nll
+
+
 class MultiTaskRegressor(NamedTuple):
     """A regressor over all module types at once (MEDN).
 
@@ -199,22 +228,13 @@ def medn_regressor(
         config = MEDNConfig(len(tasks), f, **settings)
         model = MEDN(config, rngs=nnx.Rngs(params=init_key))
         _, state = nnx.split(model)
-        graphdef = _graphdef(config)
         trainable = nnx.to_pure_dict(state)
-
-        def loss(p, batch):
-            xb, tb, yb = batch
-            out = jax.vmap(lambda z, t: nnx.merge(graphdef, p)(z, t))(xb, tb)
-            mu, log_sigma = out[:, 0], out[:, 1]
-            mse = jnp.mean((mu - yb) ** 2)
-            r2 = jax.lax.stop_gradient((mu - yb) ** 2)
-            nll = jnp.mean(0.5 * r2 * jnp.exp(-2 * log_sigma) + log_sigma)
-            return mse + nll_weight * nll
 
         train_arrays = _stack(train_data, tasks, f, stats)
         val = {k: v for k, v in (val or {}).items() if len(v[1]) > 0}
         val_arrays = _stack(val, tasks, f, stats) if val else None
-        trainable = fit_with_adamw(loss, trainable, train_arrays, key=train_key, config=train, val=val_arrays)
+        trainable = fit_with_adamw(MEDNLoss(config, nll_weight), trainable, train_arrays, key=train_key, config=train,
+                                   val=val_arrays)
         params = {k: np.asarray(v) for k, v in stats.items()}
         params["model"] = jax.tree.map(np.asarray, trainable)
         params["tasks"] = tasks  # static metadata, stored in the artifact's JSON

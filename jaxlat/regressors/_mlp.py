@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +28,24 @@ def apply_mlp(layers, z, activation=jax.nn.relu):
     return z @ layers[-1]["w"] + layers[-1]["b"]
 
 
+def _mu_std(params, x, activation):
+    """Standardized log latency of one config."""
+    z = (x - params["x_mean"]) / params["x_scale"]
+    return apply_mlp(params["layers"], z, activation)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPLoss:
+    """Mean squared error of standardized log latency (`aux`: the target's mean and scale)."""
+
+    activation: str = "relu"
+
+    def __call__(self, params, batch, aux):
+        (xb, yb), (y_mean, y_scale) = batch, aux
+        pred = jax.vmap(lambda r: _mu_std(params, r, _ACTIVATIONS[self.activation]))(xb)
+        return jnp.mean((pred - (yb - y_mean) / y_scale) ** 2)
+
+
 def mlp_regressor(
     hidden: tuple[int, ...] = (256, 256, 256),
     *,
@@ -44,8 +64,7 @@ def mlp_regressor(
     act = _ACTIVATIONS[activation]
 
     def mu_std(params, x):
-        z = (x - params["x_mean"]) / params["x_scale"]
-        return apply_mlp(params["layers"], z, act)[0]
+        return _mu_std(params, x, act)
 
     def predict(params, x):
         mu = mu_std(params, x) * params["y_scale"] + params["y_mean"]
@@ -65,14 +84,9 @@ def mlp_regressor(
             "log_sigma": jnp.asarray(0.0),
         }
 
-        def loss(p, batch):
-            xb, yb = batch
-            pred = jax.vmap(lambda r: mu_std(p, r))(xb)
-            return jnp.mean((pred - (yb - y_mean) / y_scale) ** 2)
-
         val = None if x_val is None or len(x_val) == 0 else (np.asarray(x_val, np.float32), np.asarray(y_val, np.float32))
-        params = fit_with_adamw(loss, params, (np.asarray(x, np.float32), np.asarray(y, np.float32)),
-                                key=train_key, config=train, val=val)
+        params = fit_with_adamw(MLPLoss(activation), params, (np.asarray(x, np.float32), np.asarray(y, np.float32)),
+                                key=train_key, config=train, val=val, aux=(y_mean, y_scale))
         xs, ys = residual_rows(x, y, x_val, y_val)
         pred = np.asarray(jax.vmap(lambda r: predict(params, r)[0])(jnp.asarray(xs, jnp.float32)))
         params["log_sigma"] = jnp.asarray(residual_log_sigma(ys, pred))

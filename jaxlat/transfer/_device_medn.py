@@ -31,7 +31,7 @@ from .._features import feature_schema
 from .._predict import module_sum
 from .._predictor import LatencyPredictor, TypeModel
 from .._train import TrainConfig, fit_with_adamw
-from ..regressors._medn import MEDN, MEDNConfig, _graphdef, medn_forward
+from ..regressors._medn import MEDN, MEDNConfig, MEDNLoss, medn_forward
 
 #: Descriptor features read by the device vector (`descriptor_features` keys).
 DESCRIPTOR_KEYS = ("log_peak_gflops", "log_bandwidth_gbs", "log_l2_kib", "log_l3_kib", "log_cores")
@@ -235,20 +235,10 @@ def fit_device_medn(
     key = jax.random.key(seed)
     init_key, train_key, emb_key = jax.random.split(key, 3)
     model = MEDN(config, rngs=nnx.Rngs(params=init_key))
-    graphdef = _graphdef(config)
     trainable = {"model": nnx.to_pure_dict(nnx.split(model)[1]),
                  "emb": jax.random.normal(emb_key, (len(devices), device_embed_dim)) * 0.1}
-    desc_j = jnp.asarray(desc_std)
-
-    def loss(p, batch):
-        xb, tb, db, yb = batch
-        vec = jnp.concatenate([p["emb"][db], desc_j[db]], axis=-1)
-        out = jax.vmap(lambda z, t, v: nnx.merge(graphdef, p["model"])(z, t, v))(xb, tb, vec)
-        mu, log_sigma = out[:, 0], out[:, 1]
-        r2 = jax.lax.stop_gradient((mu - yb) ** 2)
-        return jnp.mean((mu - yb) ** 2) + 0.1 * jnp.mean(0.5 * r2 * jnp.exp(-2 * log_sigma) + log_sigma)
-
-    trained = fit_with_adamw(loss, trainable, train_arrays, key=train_key, config=train, val=val_arrays)
+    trained = fit_with_adamw(MEDNLoss(config, 0.1), trainable, train_arrays, key=train_key, config=train,
+                             val=val_arrays, aux=(np.asarray(desc_std, np.float32),))
     params = {k: np.asarray(v) for k, v in stats.items()}
     params["model"] = jax.tree.map(np.asarray, trained["model"])
     params["tasks"] = tasks
