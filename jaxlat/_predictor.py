@@ -19,24 +19,32 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from profilers import SCHEMA_VERSION, ModuleConfig
+from profilers import SCHEMA_VERSION, ArchRecord, ModuleConfig
 
 from ._base import Regressor
 from ._composition import IDENTITY, TERMS, Composition, count_rows, fit_composition
 from ._data import STATISTICS, measured_ms, split_by_config, statistic_column, type_arrays
-from ._features import FEATURE_SCHEMA_VERSION, check_columns, encode_columns, feature_schema, outside_training_range
+from ._features import (
+    FEATURE_SCHEMA_VERSION,
+    check_columns,
+    encode_columns,
+    feature_schema,
+    outside_training_range,
+)
 from ._io import ArtifactError, load_tree, save_tree, write_json
 from ._predict import (
     INTERVAL_Z,
     Head,
     ModelBatch,
+    ModelPrediction,
     PredictorParams,
+    PyTree,
     combine,
     compose,
     model_latency,
@@ -45,7 +53,10 @@ from ._predict import (
     partition,
 )
 from ._train import TrainConfig
-from .regressors import medn_task_view, regressor_entry
+from .regressors import MultiTaskRegressor, medn_task_view, regressor_entry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _log = logging.getLogger(__name__)
 
@@ -72,7 +83,7 @@ class TypeModel:
 
     module: str
     regressor: Regressor
-    params: Any
+    params: PyTree
     feature_names: tuple[str, ...]
     feature_min: np.ndarray  # training range per feature, for extrapolation flags
     feature_max: np.ndarray
@@ -102,7 +113,7 @@ class LatencyPredictor:
         models: Mapping[str, TypeModel],
         *,
         device: Mapping[str, Any],
-        medn: Any = None,
+        medn: tuple[MultiTaskRegressor, PyTree] | None = None,
         composition: Composition | None = None,
         selection: Mapping[str, Any] | None = None,
         feature_version: int = FEATURE_SCHEMA_VERSION,
@@ -163,7 +174,7 @@ class LatencyPredictor:
         """`[n, 2]` (mu, log_sigma) of log latency for encoded features `[n, f]`."""
         return self._outputs(module, np.asarray(x, np.float32))
 
-    def _encode(self, module: str, frame: Any, *, source: str = "predict") -> np.ndarray:
+    def _encode(self, module: str, frame: pd.DataFrame, *, source: str = "predict") -> np.ndarray:
         """Features of a frame's rows of one module type, checked against the catalogue first
         (`jaxlat.check_columns`: required fields present, values in range, defaults stated);
         non-finite features are an error."""
@@ -182,7 +193,7 @@ class LatencyPredictor:
         m = self._model(module)
         return outside_training_range(x, m.feature_min, m.feature_max)
 
-    def predict(self, configs: Sequence[ModuleConfig] | Any) -> Any:
+    def predict(self, configs: Sequence[ModuleConfig] | pd.DataFrame) -> pd.DataFrame:
         """Predict configs (a list of `ModuleConfig`, or a DataFrame with a `module` column).
 
         Rows are grouped by module type and each group is predicted in one vectorized call.
@@ -215,7 +226,7 @@ class LatencyPredictor:
             out.loc[sub.index, "extrapolated"] = self._extrapolated(module, x)
         return out.astype({"latency_ms": float, "lo_ms": float, "hi_ms": float, "extrapolated": bool})
 
-    def latency_fn(self, module: str) -> Callable[..., Any]:
+    def latency_fn(self, module: str) -> Callable[..., jax.Array]:
         """A pure JAX function `(fields, params=None) -> latency_ms` for one module type.
 
         `fields` maps every field of the type (and the common fields) to a scalar or an array
@@ -241,7 +252,7 @@ class LatencyPredictor:
 
         return latency_ms
 
-    def breakdown(self, record: Any) -> Any:
+    def breakdown(self, record: ArchRecord) -> pd.DataFrame:
         """Per-operator predictions of an architecture record (`profilers.ArchRecord`): graph
         order, with `op`, `approx` and the share of the module sum."""
         df = record.frame()
@@ -253,7 +264,7 @@ class LatencyPredictor:
         out["share"] = out["latency_ms"] / out["latency_ms"].sum()
         return out
 
-    def model_batch(self, records: Sequence[Any], *, pad: bool = True) -> tuple[ModelBatch, np.ndarray]:
+    def model_batch(self, records: Sequence[ArchRecord], *, pad: bool = True) -> tuple[ModelBatch, np.ndarray]:
         """The `ModelBatch` of architecture records (the input of `apply`), and per record the
         number of its modules outside the training ranges.
 
@@ -296,7 +307,7 @@ class LatencyPredictor:
         counts[:n] = count_rows([r.counts() for r in records])
         return ModelBatch(feats, owner, weight, counts), n_ext
 
-    def _predict_batch(self, records: Sequence[Any]) -> tuple[Any, np.ndarray]:
+    def _predict_batch(self, records: Sequence[ArchRecord]) -> tuple[ModelPrediction, np.ndarray]:
         """`ModelPrediction` (host arrays, padding dropped) and extrapolation counts of records;
         a model with a non-finite module prediction is an error naming it."""
         records = list(records)
@@ -308,7 +319,7 @@ class LatencyPredictor:
                              "check their module configs against the catalogue's ranges")
         return out, n_ext
 
-    def predict_models(self, records: Sequence[Any]) -> Any:
+    def predict_models(self, records: Sequence[ArchRecord]) -> pd.DataFrame:
         """Whole-model latency of architecture records, all modules in one vectorized call.
 
         Returns:
@@ -347,11 +358,11 @@ class LatencyPredictor:
             "measured_ms": [measured_ms(r, self.statistic) if r.measured else np.nan for r in records],
         })
 
-    def predict_model(self, record: Any) -> dict[str, Any]:
+    def predict_model(self, record: ArchRecord) -> dict[str, Any]:
         """`predict_models` for one record, as a dict."""
         return self.predict_models([record]).iloc[0].to_dict()
 
-    def composition_terms(self, records: Sequence[Any]) -> np.ndarray:
+    def composition_terms(self, records: Sequence[ArchRecord]) -> np.ndarray:
         """Design rows of the composition correction (`jaxlat.design_rows`): each record's sum of
         module predictions and its operator counts."""
         records = list(records)
@@ -387,7 +398,7 @@ class LatencyPredictor:
         return LatencyPredictor(models, device=self.device, medn=medn, composition=comp, selection=self.selection,
                                 feature_version=self.feature_version, statistic=self.statistic)
 
-    def fit_composition(self, records: Sequence[Any]) -> Composition:
+    def fit_composition(self, records: Sequence[ArchRecord]) -> Composition:
         """Fit (and keep) the composition correction on profiled architecture records."""
         measured = [r for r in records if r.measured]
         if len(measured) < len(records):
@@ -515,7 +526,7 @@ class LatencyPredictor:
                    selection=manifest.get("selection"), feature_version=feature_version, statistic=statistic)
 
 
-def _device_of(df) -> dict[str, Any]:
+def _device_of(df: pd.DataFrame) -> dict[str, Any]:
     metas = df.attrs.get("jaxlat", [])
     if not metas:
         return {}
@@ -524,15 +535,15 @@ def _device_of(df) -> dict[str, Any]:
 
 
 def train_predictor(
-    df,
+    df: pd.DataFrame,
     *,
     regressor: str | Mapping[str, str] = "medn",
     seed: int = 0,
     val_frac: float = 0.15,
     train: TrainConfig | None = None,
     modules: Iterable[str] | None = None,
-    select: Any = None,
-    archs: Sequence[Any] | None = None,
+    select: Mapping[str, Any] | None = None,
+    archs: Sequence[ArchRecord] | None = None,
     statistic: str = "median",
 ) -> LatencyPredictor:
     """Fit a predictor on a dataset frame (from `profilers.read_dataset`).
@@ -608,7 +619,7 @@ def train_predictor(
     return pred
 
 
-def _type_model(module: str, reg: Regressor, params: Any, x: np.ndarray, shared: str | None = None) -> TypeModel:
+def _type_model(module: str, reg: Regressor, params: PyTree, x: np.ndarray, shared: str | None = None) -> TypeModel:
     return TypeModel(module, reg, params, feature_schema(module).names, x.min(axis=0), x.max(axis=0), shared)
 
 
@@ -622,7 +633,7 @@ def _first_shared(models: Mapping[str, TypeModel]) -> str:
     return next(k for k in sorted(models) if models[k].shared)
 
 
-def _heads(models: Mapping[str, TypeModel]) -> tuple[dict[str, Head], dict[str, Any]]:
+def _heads(models: Mapping[str, TypeModel]) -> tuple[dict[str, Head], dict[str, PyTree]]:
     """Per module type, its `Head`, and the float parameters by key: a model's own type, or
     `"medn"` for the network that several types share (stored once)."""
     heads, params = {}, {}
