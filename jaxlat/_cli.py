@@ -166,13 +166,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     ):
         load_predictor(args.predictor)  # fails now, with the shipped names, before a model is captured
     records = _model_records(args)
-    if args.predictor is None:
-        _log.info(
-            "predictor: the shipped %r (the one measured on this machine's CPU model, else the default; "
-            "--predictor picks another)",
-            matching_reference(),
-        )
-    pred = load_predictor(args.predictor)
+    # Without --predictor: the shipped one of this machine's CPU model, else the default; each
+    # prediction line names it.
+    used = args.predictor if args.predictor is not None else matching_reference()
+    _log.debug("predictor: %s", used)
+    pred = load_predictor(used)
     if args.threads is not None:
         records = [r.with_settings(threads=args.threads) for r in records]
     if args.utilization is not None:
@@ -204,7 +202,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             line += (
                 f"; measured {row['measured_ms']:.3f} ms (ratio {row['latency_ms'] / row['measured_ms']:.3f})"
             )
-        print(line)
+        print(f"{line}; predictor {used}")
         if args.breakdown:
             b = pred.breakdown(r).sort_values("latency_ms", ascending=False).head(args.breakdown)
             with pd.option_context("display.width", 160, "display.max_columns", 20):

@@ -158,8 +158,11 @@ def test_predict_from_a_torch_factory_in_one_step_prints_only_its_own_lines():
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("small_cnn: ") and "80% interval" in res.stdout
     assert res.stderr == ""
-    res = subprocess.run([*cmd[:4], "-q", *cmd[4:-2]], capture_output=True, text=True, timeout=300)
+    assert res.stdout.strip().endswith("; predictor cpu_torch_1t")
+    res = subprocess.run(cmd[:-2], capture_output=True, text=True, timeout=300)  # the default predictor
     assert res.returncode == 0 and res.stderr == "" and res.stdout.startswith("small_cnn: ")
+    res = subprocess.run([*cmd[:4], "-v", *cmd[4:]], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "predictor: cpu_torch_1t" in res.stderr
 
 
 def test_capturing_a_transformers_model_is_quiet(tmp_path):
