@@ -11,9 +11,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jaxlat import STATISTICS as DATA_STATISTICS
+
+if TYPE_CHECKING:
+    from jaxlat import LatencyPredictor
+    from jaxlat.transfer import Calibration
+    from profilers import ArchRecord
 
 
 def machine() -> dict[str, Any]:
@@ -70,8 +75,9 @@ def cli(name: str) -> str:
     return found
 
 
-def calibrate_to_records(pred: Any, records: Sequence[Any], label: str, *, methods: Sequence[str] = ("reuse", "affine"),
-                         statistic: str = "median", force: str | None = None) -> Any:
+def calibrate_to_records(pred: LatencyPredictor, records: Sequence[ArchRecord], label: str, *,
+                         methods: Sequence[str] = ("reuse", "affine"), statistic: str = "median",
+                         force: str | None = None) -> Calibration:
     """`jaxlat.transfer.calibrate` of `pred` on measured `records`; prints what was chosen
     (prefixed by `label`) and returns the `Calibration`."""
     from jaxlat.transfer import calibrate
