@@ -126,6 +126,10 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, pro
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not fail again
+        return 141
     except USER_ERRORS as e:
         if getattr(args, "debug", False):
             raise
