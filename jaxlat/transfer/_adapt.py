@@ -24,11 +24,14 @@ Methods, all in log latency (t = log target ms, q_i = log proxy_i ms, f = item f
   compose into a network differs between devices more than the modules' relative costs do;
   `Adapted.predictor()` is then a `LatencyPredictor` again (pure JAX, gradients, NAS).
 
-`adapt` first checks the first proxy's rank correlation on the K samples: at or above
-`threshold` (default 0.9) it chooses between `reuse` and `affine`; below, between the
-corrections; `recompose` is a candidate on both sides where it applies (whole networks, a
-predictor as the first proxy, at least 7 samples). The choice is by leave-one-out error on the K samples (log RMSE); the report holds
-every candidate's score, the rank correlation and the choice.
+`adapt` scores every candidate that applies on the same held-out scheme (the same folds of the K
+samples: leave-one-out up to 10 samples, 10 folds above) and keeps the lowest log RMSE, the
+simpler form on ties within 1 %. Nothing is gated by one proxy, and the result does not depend on
+the order of the proxies: the single-proxy forms (`reuse`, `affine`, `adaproxy`) read the
+*primary* proxy, the one whose `affine` map has the lowest held-out error on the K samples;
+`multi_proxy` is a ridge over every proxy's standardized log latency; `recompose` applies where a
+proxy is a predictor (the best such), the items are whole networks and there are at least 7 samples.
+The report holds every candidate's score, each proxy's rank correlation, the primary and the choice.
 """
 
 from __future__ import annotations
@@ -152,22 +155,31 @@ def network_features(items: Any) -> np.ndarray:
         costs = np.log1p(items[["flops", "params", "bytes_in", "bytes_out", "bytes_weight"]].to_numpy(float))
         onehot = np.stack([(items["module"] == m).to_numpy(float) for m in module_types()], axis=1)
         return np.concatenate([costs, onehot, np.log(items[["batch_size"]].to_numpy(float))], axis=1)
-    from profilers import module_types
+    from profilers import costs_of_columns, module_types
 
     types = module_types()
-    rows = []
-    for r in items:
-        c = {"flops": 0.0, "params": 0.0, "bytes_in": 0.0, "bytes_out": 0.0, "bytes_weight": 0.0}
-        per_type = dict.fromkeys(types, 0)
+    items = list(items)
+    n = len(items)
+    cost_names = ("flops", "params", "bytes_in", "bytes_out", "bytes_weight")
+    totals = np.zeros((n, len(cost_names)))
+    per_type = np.zeros((n, len(types)))
+    by_type: dict[str, tuple[list[int], list[dict]]] = {}
+    for i, r in enumerate(items):
         for m in r.modules:
-            k = m.config.costs()
-            for f in c:
-                c[f] += getattr(k, f)
-            per_type[m.config.module] = per_type.get(m.config.module, 0) + 1
-        n = r.counts()
-        rows.append([np.log1p(c[f]) for f in c] + [np.log1p(per_type[t]) for t in types]
-                    + [np.log1p(n["n_unmapped_compute"]), np.log1p(n["unmapped_bytes"] / 1e6), np.log(r.batch_size)])
-    return np.asarray(rows, float)
+            owners, values = by_type.setdefault(m.config.module, ([], []))
+            owners.append(i)
+            values.append(m.config.values)
+    for module, (owners, values) in by_type.items():  # one vectorized cost call per module type
+        own = np.asarray(owners)
+        cols = {k: np.asarray([v[k] for v in values]) for k in values[0]}
+        costs = costs_of_columns(module, cols)
+        for j, c in enumerate(cost_names):
+            np.add.at(totals[:, j], own, np.broadcast_to(np.asarray(costs[c], float), own.shape))
+        np.add.at(per_type[:, types.index(module)], own, 1.0)
+    counts = [r.counts() for r in items]
+    extra = np.array([[np.log1p(c["n_unmapped_compute"]), np.log1p(c["unmapped_bytes"] / 1e6), np.log(r.batch_size)]
+                      for c, r in zip(counts, items)]).reshape(n, 3)
+    return np.concatenate([np.log1p(totals), np.log1p(per_type), extra], axis=1)
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> np.ndarray:
@@ -195,6 +207,8 @@ _DESIGNS = {
 
 
 def _design(method: str, q: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Design matrix and per-column L2 penalty; `q` is `[n, n_proxies]` log proxy latencies with
+    the primary first (standardized for `multi_proxy`), `f` standardized features."""
     d = _DESIGNS[method]
     cols = [np.ones((len(q), 1))]
     pen = [0.0]
@@ -208,6 +222,12 @@ def _design(method: str, q: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.n
     return np.concatenate(cols, axis=1), np.asarray(pen)
 
 
+def _standardizer(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = a.mean(0)
+    sd = a.std(0)
+    return mean, np.where(sd > 1e-9, sd, 1.0)
+
+
 @dataclasses.dataclass
 class _Fit:
     method: str
@@ -215,54 +235,55 @@ class _Fit:
     alpha: float
     f_mean: np.ndarray
     f_scale: np.ndarray
+    q_mean: np.ndarray
+    q_scale: np.ndarray
 
-    def predict_log(self, q: np.ndarray, f_raw: np.ndarray) -> np.ndarray:
-        f = (f_raw - self.f_mean) / self.f_scale
-        x, _ = _design(self.method, q, f)
+    def predict_log(self, q: np.ndarray, f_raw: np.ndarray | None) -> np.ndarray:
+        if _DESIGNS[self.method].use_proxies == -1:
+            q = (q - self.q_mean) / self.q_scale
+        f = None if f_raw is None else (f_raw - self.f_mean) / self.f_scale
+        x, _ = _design(self.method, q, f if f is not None else np.zeros((len(q), 0)))
         out = x @ self.coef
         return out + q[:, 0] if _DESIGNS[self.method].fixed_slope else out
 
 
 def _fit(method: str, q: np.ndarray, f_raw: np.ndarray, t: np.ndarray, alpha: float) -> _Fit:
-    mean = f_raw.mean(0)
-    scale = np.where(f_raw.std(0) > 1e-9, f_raw.std(0), 1.0)
-    f = (f_raw - mean) / scale
-    x, pen = _design(method, q, f)
+    f_mean, f_scale = _standardizer(f_raw)
+    q_mean, q_scale = _standardizer(q)
+    qd = (q - q_mean) / q_scale if _DESIGNS[method].use_proxies == -1 else q
+    x, pen = _design(method, qd, (f_raw - f_mean) / f_scale)
     target = t - q[:, 0] if _DESIGNS[method].fixed_slope else t
     if method == "reuse":  # the median ratio: robust to one bad sample
         coef = np.array([np.median(target)])
     else:
         coef = _ridge(x, target, alpha * pen)
-    return _Fit(method, coef, alpha, mean, scale)
+    return _Fit(method, coef, alpha, f_mean, f_scale, q_mean, q_scale)
 
 
-def _loo_log_errors(method: str, q: np.ndarray, f: np.ndarray, t: np.ndarray, alpha: float) -> np.ndarray:
+def _folds(k: int) -> np.ndarray:
+    """The held-out scheme every candidate is scored on: leave-one-out up to 10 samples, else
+    10 folds (by position; the K samples are a random draw already)."""
+    return np.arange(k) % min(k, 10)
+
+
+def _cv_log_errors(fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray], t: np.ndarray) -> np.ndarray:
+    """Held-out log errors: `fit_predict(train_idx, test_idx) -> predicted log latency`."""
+    fold = _folds(len(t))
     errs = np.empty(len(t))
-    for i in range(len(t)):
-        keep = np.arange(len(t)) != i
-        fit = _fit(method, q[keep], f[keep], t[keep], alpha)
-        errs[i] = fit.predict_log(q[i:i + 1], f[i:i + 1])[0] - t[i]
+    for k in np.unique(fold):
+        te, tr = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
+        errs[te] = fit_predict(tr, te) - t[te]
     return errs
+
+
+def _score(errs: np.ndarray, **extra: Any) -> dict[str, Any]:
+    errs = np.where(np.isfinite(errs), errs, 10.0)  # a failed fit scores badly
+    return {"log_rmse": float(np.sqrt(np.mean(errs**2))), "acc10": float(np.mean(np.abs(np.exp(errs) - 1) <= 0.10)),
+            **extra}
 
 
 def _take(items: Any, idx: np.ndarray) -> Any:
     return items.iloc[idx] if isinstance(items, pd.DataFrame) else [items[i] for i in idx]
-
-
-def _kfold_log_errors(method: LearnedMethod, items: Any, y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
-    n = len(y)
-    fold = np.random.default_rng(seed).permutation(n) % folds
-    errs = np.empty(n)
-    for k in range(folds):
-        te, tr = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
-        predict = method(_take(items, tr), y[tr])
-        errs[te] = np.log(predict(_take(items, te))) - np.log(y[te])
-    return errs
-
-
-def _can_recompose(proxies: Sequence[Proxy], items: Any, k: int) -> bool:
-    return (bool(proxies) and proxies[0].predictor is not None and not isinstance(items, pd.DataFrame)
-            and k >= _MIN_RECOMPOSE)
 
 
 def _recompose(predictor: Any, terms: np.ndarray, latency_ms: np.ndarray, *, leave_out: int | None = None) -> Any:
@@ -275,14 +296,6 @@ def _recompose(predictor: Any, terms: np.ndarray, latency_ms: np.ndarray, *, lea
     prior = predictor.composition.coef if predictor.composition is not None else None
     return fit_composition(terms[keep], latency_ms[keep], prior=prior,
                            info={"fitted_by": "jaxlat.transfer.recomposed", "k": int(keep.sum())})
-
-
-def _loo_recompose(predictor: Any, terms: np.ndarray, y: np.ndarray) -> np.ndarray:
-    errs = np.empty(len(y))
-    for i in range(len(y)):
-        pred = float(_recompose(predictor, terms, y, leave_out=i).apply(terms[i:i + 1])[0])
-        errs[i] = np.log(pred) - np.log(y[i]) if np.isfinite(pred) and pred > 0 else 10.0  # a failed fit scores badly
-    return errs
 
 
 def recomposed(predictor: Any, records: Sequence[Any], latency_ms: Sequence[float]) -> Any:
@@ -316,7 +329,8 @@ class Adapted:
         if self._predictor is not None:
             return self._predictor.predict_models(list(items))["latency_ms"].to_numpy(float)
         q = _log_proxies(self._proxies, items)
-        return np.exp(self._fit.predict_log(q, network_features(items)))
+        f = network_features(items) if _DESIGNS[self._fit.method].use_features else None
+        return np.exp(self._fit.predict_log(q, f))
 
     def log_affine(self) -> tuple[float, float]:
         """`(a, b)` with target ms = exp(a) * proxy ms ** b, for `reuse` and `affine` (the forms
@@ -356,6 +370,25 @@ def _log_proxies(proxies: Sequence[Proxy], items: Any) -> np.ndarray:
     return np.stack(cols, axis=1) if cols else np.zeros((len(item_keys(items)), 0))
 
 
+def _check_inputs(items: Any, proxies: Any) -> None:
+    if isinstance(proxies, Proxy) or not isinstance(proxies, Sequence) or isinstance(proxies, str):
+        raise ValueError(f"proxies must be a list of Proxy (e.g. [table_proxy(t)]), got {type(proxies).__name__}; "  # noqa: TRY004
+                         "wrap a single proxy in a list")
+    wrong = [p for p in proxies if not isinstance(p, Proxy)]
+    if wrong:
+        raise ValueError(f"proxies: {type(wrong[0]).__name__} is not a Proxy; build one with table_proxy or "
+                         "predictor_proxy")
+    names = [p.name for p in proxies]
+    if len(set(names)) < len(names):
+        raise ValueError(f"proxies: names must differ, got {names}")
+    if not isinstance(items, pd.DataFrame):
+        bad = [x for x in items if not hasattr(x, "modules")]
+        if bad:
+            raise ValueError(f"items: {type(bad[0]).__name__} {str(bad[0])[:60]!r} is not an architecture record; "
+                             "pass profilers.ArchRecord items (e.g. profilers.spaces.NB201.record(arch)) or a frame "
+                             "of module configs")
+
+
 def adapt(
     items: Any,
     latency_ms: Sequence[float],
@@ -370,22 +403,23 @@ def adapt(
     Args:
       items: K architecture records, or a frame of K module configs.
       latency_ms: their measured latencies on the target.
-      proxies: one or more; the first is the primary (rank check, reuse, affine, AdaProxy).
-      threshold: rank correlation on the K samples at or above which the primary proxy is
-        reused (rescaled) or only affinely corrected.
-      methods: restrict the candidates (default: by the threshold rule).
+      proxies: a list of one or more; their order does not matter.
+      threshold: a rank correlation reported against (`report["primary_rank_ok"]`); it does
+        not restrict the candidates.
+      methods: restrict the candidates (default: every method that applies).
       learned: more candidates that learn from the samples (`embedding_method`,
-        `finetune_method` of a device-aware MEDN); scored by 5-fold cross-validation (fewer
-        folds below 10 samples) and considered only below the threshold.
+        `finetune_method` of a device-aware MEDN), scored on the same folds.
 
     Raises:
       ValueError: fewer than 3 samples, items and latencies of different lengths, an item
         twice (by key: a record's name, a frame's config_key), NaN/infinite/non-positive
-        latencies (the items named), `threshold` outside [-1, 1], no proxy, unknown methods.
+        latencies (the items named), `threshold` outside [-1, 1], a single proxy or strings
+        where a list of proxies or records is expected, unknown methods.
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
         raise ValueError(f"threshold={threshold!r} is not valid (--threshold): expected a rank correlation "
                          "in [-1, 1]")
+    _check_inputs(items, proxies)
     y = np.asarray(latency_ms, float).reshape(-1)
     keys = item_keys(items)
     if len(keys) != len(y):
@@ -394,60 +428,79 @@ def adapt(
     t = np.log(y)
     if len(t) < 3:
         raise ValueError(f"adapt: {len(t)} samples; at least 3 are needed")
-    q = _log_proxies(proxies, items)
-    f = network_features(items)
-    rho = float(stats.spearmanr(q[:, 0], t).statistic) if proxies else float("nan")
+    # Order-free: proxies sorted by name, the primary chosen by held-out error below.
+    proxies = sorted(proxies, key=lambda p: p.name)
+    q_all = _log_proxies(proxies, items)
+    rhos = {p.name: float(stats.spearmanr(q_all[:, i], t).statistic) for i, p in enumerate(proxies)}
+    affine = {}
+    for i, p in enumerate(proxies):
+        qi = q_all[:, [i]]
+        affine[p.name] = _score(_cv_log_errors(
+            lambda tr, te, qi=qi: _fit("affine", qi[tr], np.zeros((len(tr), 0)), t[tr], 0.0).predict_log(qi[te], None), t))
+    primary = min(range(len(proxies)), key=lambda i: (affine[proxies[i].name]["log_rmse"], proxies[i].name)) \
+        if proxies else None
+    if primary is not None:  # the primary first: the single-proxy forms read column 0
+        order = [primary] + [i for i in range(len(proxies)) if i != primary]
+        proxies, q = [proxies[i] for i in order], q_all[:, order]
+    else:
+        q = q_all
+    predictors = [i for i, p in enumerate(proxies) if p.predictor is not None]
+    can_recompose = bool(predictors) and not isinstance(items, pd.DataFrame) and len(t) >= _MIN_RECOMPOSE
     if methods is None:
-        if not proxies:
-            methods = ("scratch",)
-        elif rho >= threshold:
-            methods = ("reuse", "affine")
-        else:
-            methods = ("affine", "adaproxy", "scratch") + (("multi_proxy",) if len(proxies) > 1 else ())
-        if _can_recompose(proxies, items, len(t)):
+        methods = ("scratch",) if not proxies else ("reuse", "affine", "adaproxy", "scratch") + (
+            ("multi_proxy",) if len(proxies) > 1 else ())
+        if can_recompose:
             methods += ("recompose",)
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"methods={bad} not valid: expected some of {', '.join(METHODS)}")
     if not proxies and any(_DESIGNS[m].use_proxies for m in methods if m in _DESIGNS):
         raise ValueError("adapt: these methods need at least one proxy")
-    if "recompose" in methods and not _can_recompose(proxies, items, len(t)):
-        raise ValueError(f"adapt: 'recompose' needs whole networks, a predictor as the first proxy (predictor_proxy) "
+    if "recompose" in methods and not can_recompose:
+        raise ValueError(f"adapt: 'recompose' needs whole networks, a predictor as a proxy (predictor_proxy) "
                          f"and at least {_MIN_RECOMPOSE} samples")
-    scores = {}
-    terms = proxies[0].predictor.composition_terms(items) if "recompose" in methods else None
-    for m in methods:
-        if m == "recompose":
-            e = _loo_recompose(proxies[0].predictor, terms, np.exp(t))
-            scores[m] = {"log_rmse": float(np.sqrt(np.mean(e**2))),
-                         "acc10": float(np.mean(np.abs(np.exp(e) - 1) <= 0.10)), "alpha": None}
-            continue
+    needs_features = any(_DESIGNS[m].use_features for m in methods if m in _DESIGNS)
+    f = network_features(items) if needs_features else np.zeros((len(t), 0))
+    scores: dict[str, dict[str, Any]] = {}
+    recomposer = None
+    if "recompose" in methods:  # the predictor proxy whose modules rank the samples best
+        recomposer = proxies[max(predictors, key=lambda i: (rhos[proxies[i].name], proxies[i].name))].predictor
+        terms = recomposer.composition_terms(items)
+
+        def recompose_cv(tr, te):
+            pred = _recompose(recomposer, terms[tr], y[tr]).apply(terms[te])
+            return np.log(np.where(pred > 0, pred, np.nan))
+
+        scores["recompose"] = _score(_cv_log_errors(recompose_cv, t), alpha=None)
+    for m in (m for m in methods if m != "recompose"):
         alphas = _ALPHAS if m in ("multi_proxy", "adaproxy", "scratch") else (0.0,)
         best = None
         for a in alphas:
-            e = _loo_log_errors(m, q, f, t, a)
-            rmse = float(np.sqrt(np.mean(e**2)))
-            if best is None or rmse < best["log_rmse"]:
-                best = {"log_rmse": rmse, "acc10": float(np.mean(np.abs(np.exp(e) - 1) <= 0.10)), "alpha": a}
+            e = _cv_log_errors(lambda tr, te, m=m, a=a: _fit(m, q[tr], f[tr], t[tr], a).predict_log(
+                q[te], f[te] if needs_features else None), t)
+            sc = _score(e, alpha=a)
+            if best is None or sc["log_rmse"] < best["log_rmse"]:
+                best = sc
         scores[m] = best
-    y = np.exp(t)
-    use_learned = dict(learned or {}) if not (proxies and rho >= threshold) else {}
-    for name, method in use_learned.items():
-        e = _kfold_log_errors(method, items, y, folds=min(5, max(2, len(t) // 2)))
-        scores[name] = {"log_rmse": float(np.sqrt(np.mean(e**2))),
-                        "acc10": float(np.mean(np.abs(np.exp(e) - 1) <= 0.10)), "alpha": None}
+    learned = dict(learned or {})
+    for name, method in learned.items():
+        scores[name] = _score(_cv_log_errors(
+            lambda tr, te, method=method: np.log(method(_take(items, tr), y[tr])(_take(items, te))), t), alpha=None)
     # Fewer parameters win ties within 1 %: reuse, affine, then the richer forms, learned last.
-    order = {m: i for i, m in enumerate(METHODS + tuple(use_learned))}
-    candidates = list(methods) + list(use_learned)
-    chosen = min(candidates, key=lambda m: (round(scores[m]["log_rmse"] / 0.01), order[m]))
-    report = {"k": int(len(t)), "spearman_primary": rho, "threshold": threshold,
+    rank = {m: i for i, m in enumerate(METHODS + tuple(learned))}
+    candidates = list(methods) + list(learned)
+    chosen = min(candidates, key=lambda m: (round(scores[m]["log_rmse"] / 0.01), rank[m]))
+    primary_name = proxies[0].name if proxies else None
+    report = {"k": len(t), "primary": primary_name, "spearman": rhos,
+              "spearman_primary": rhos.get(primary_name, float("nan")), "threshold": threshold,
+              "primary_rank_ok": bool(proxies) and rhos[primary_name] >= threshold,
               "reused": chosen == "reuse", "candidates": scores, "chosen": chosen,
-              "proxies": [p.name for p in proxies]}
-    if chosen in use_learned:
-        return Adapted(chosen, report, None, tuple(proxies), use_learned[chosen](items, y))
+              "proxies": [p.name for p in proxies], "folds": int(min(len(t), 10))}
+    if chosen in learned:
+        return Adapted(chosen, report, None, tuple(proxies), learned[chosen](items, y))
     if chosen == "recompose":
-        pred = proxies[0].predictor
-        return Adapted(chosen, report, None, tuple(proxies), _predictor=pred.with_composition(_recompose(pred, terms, y)))
+        return Adapted(chosen, report, None, tuple(proxies),
+                       _predictor=recomposer.with_composition(_recompose(recomposer, terms, y)))
     return Adapted(chosen, report, _fit(chosen, q, f, t, scores[chosen]["alpha"]), tuple(proxies))
 
 
