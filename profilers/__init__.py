@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._arch import ARCH_FORMAT_VERSION as ARCH_FORMAT_VERSION
 from ._arch import COPY_OPS as COPY_OPS
+from ._arch import COST_TOTALS as COST_TOTALS
 from ._arch import ArchError as ArchError
 from ._arch import ArchModule as ArchModule
 from ._arch import ArchRecord as ArchRecord
@@ -17,6 +18,7 @@ from ._arch import append_record as append_record
 from ._arch import capture_torch as capture_torch
 from ._arch import load_record as load_record
 from ._arch import load_records as load_records
+from ._arch import module_cost_totals as module_cost_totals
 from ._arch import unique_configs as unique_configs
 from ._catalogue import ACTIVATIONS as ACTIVATIONS
 from ._catalogue import CATALOGUE_VERSION as CATALOGUE_VERSION

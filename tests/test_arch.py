@@ -232,3 +232,17 @@ def test_records_that_cannot_be_written_name_the_path(tmp_path):
 
 def load_record_from(obj):
     return profilers._arch.record_from_json(obj)
+
+
+def test_cost_totals_sum_the_modules_costs_and_are_computed_once():
+    from profilers import COST_TOTALS, module_cost_totals
+    from profilers.spaces import NB201
+
+    recs = [NB201.record(NB201.random_arch(s)) for s in range(3)]
+    want = [{c: sum(getattr(m.config.costs(), c) for m in r.modules) for c in COST_TOTALS} for r in recs]
+    got = module_cost_totals(recs)
+    for w, g, r in zip(want, got, recs):
+        for c in COST_TOTALS:
+            assert g[c] == pytest.approx(w[c], rel=1e-9)
+        assert sum(v for k, v in g.items() if k.startswith("n_")) == len(r.modules)
+        assert r.cost_totals is r.__dict__["cost_totals"]  # kept on the record

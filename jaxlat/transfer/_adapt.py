@@ -155,31 +155,17 @@ def network_features(items: Any) -> np.ndarray:
         costs = np.log1p(items[["flops", "params", "bytes_in", "bytes_out", "bytes_weight"]].to_numpy(float))
         onehot = np.stack([(items["module"] == m).to_numpy(float) for m in module_types()], axis=1)
         return np.concatenate([costs, onehot, np.log(items[["batch_size"]].to_numpy(float))], axis=1)
-    from profilers import costs_of_columns, module_types
+    from profilers import COST_TOTALS, module_cost_totals, module_types
 
-    types = module_types()
     items = list(items)
-    n = len(items)
-    cost_names = ("flops", "params", "bytes_in", "bytes_out", "bytes_weight")
-    totals = np.zeros((n, len(cost_names)))
-    per_type = np.zeros((n, len(types)))
-    by_type: dict[str, tuple[list[int], list[dict]]] = {}
-    for i, r in enumerate(items):
-        for m in r.modules:
-            owners, values = by_type.setdefault(m.config.module, ([], []))
-            owners.append(i)
-            values.append(m.config.values)
-    for module, (owners, values) in by_type.items():  # one vectorized cost call per module type
-        own = np.asarray(owners)
-        cols = {k: np.asarray([v[k] for v in values]) for k in values[0]}
-        costs = costs_of_columns(module, cols)
-        for j, c in enumerate(cost_names):
-            np.add.at(totals[:, j], own, np.broadcast_to(np.asarray(costs[c], float), own.shape))
-        np.add.at(per_type[:, types.index(module)], own, 1.0)
+    types = module_types()
+    totals = module_cost_totals(items)
+    cols = [[np.log1p(t[c]) for c in COST_TOTALS] + [np.log1p(t[f"n_{m}"]) for m in types] for t in totals]
     counts = [r.counts() for r in items]
-    extra = np.array([[np.log1p(c["n_unmapped_compute"]), np.log1p(c["unmapped_bytes"] / 1e6), np.log(r.batch_size)]
-                      for c, r in zip(counts, items)]).reshape(n, 3)
-    return np.concatenate([np.log1p(totals), np.log1p(per_type), extra], axis=1)
+    extra = [[np.log1p(c["n_unmapped_compute"]), np.log1p(c["unmapped_bytes"] / 1e6), np.log(r.batch_size)]
+             for c, r in zip(counts, items)]
+    return np.concatenate([np.asarray(cols, float).reshape(len(items), -1),
+                           np.asarray(extra, float).reshape(len(items), 3)], axis=1)
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> np.ndarray:
