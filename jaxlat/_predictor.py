@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from profilers import SCHEMA_VERSION, ArchRecord, ModuleConfig
 
@@ -605,7 +606,7 @@ def train_predictor(
         for m in shared_mods:
             reg, p = medn_task_view(mr, params, m)
             models[m] = _type_model(m, reg, p, arrays[m][0][0], shared="medn")
-    for i, m in enumerate(mods):
+    for i, m in enumerate(tqdm(mods, desc="per-type models", unit="type", disable=None)):
         if entries[m].multi_task:
             continue
         (x, y), (xv, yv) = arrays[m]

@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from ._base import Regressor, params_nbytes, predict_batch
 from ._data import config_groups, statistic_column, type_arrays
@@ -203,7 +204,8 @@ def select_regressors(
     timing: dict[tuple[str, str], tuple[float, int, bool]] = {}
     key = jax.random.key(seed)
     t0 = time.perf_counter()
-    for k in range(folds):
+    # A progress bar on a terminal only (tqdm's disable=None): logs and pipes stay clean.
+    for k in tqdm(range(folds), desc="selection folds", unit="fold", disable=None if progress else True):
         tr, te = df[fid != k], df[fid == k]
         fitted = _fit_candidates(tr, te, mods, candidates, jax.random.fold_in(key, k), train, column)
         for (m, c), (pred, reg, p, nbytes) in fitted.items():

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm import tqdm
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -135,7 +136,8 @@ def fit_with_adamw(
     aux = tuple(jnp.asarray(a) for a in aux)
     val = tuple(jnp.asarray(a) for a in val) if val is not None else None
     best, best_loss, since = params, np.inf, 0
-    for e in range(config.epochs):
+    # A progress bar on a terminal only (disable=None), gone when the fit ends.
+    for e in tqdm(range(config.epochs), desc="epochs", unit="epoch", leave=False, disable=None):
         key, sub = jax.random.split(key)
         params, opt_state, train_loss = _epoch(loss_fn, params, opt_state, sub, train, aux, hyper,
                                                batch_size=bs, weight_decay=config.weight_decay)
