@@ -38,11 +38,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+if TYPE_CHECKING:
+    from profilers import ArchRecord
+
+    from .._composition import Composition
+    from .._predictor import LatencyPredictor
+
+#: What adaptation reads: whole networks (architecture records) or a frame of module configs.
+Items = Union["Sequence[ArchRecord]", pd.DataFrame]
 
 METHODS = ("reuse", "affine", "recompose", "multi_proxy", "adaproxy", "scratch")
 #: `recompose` fits the 5 composition terms: fewer samples leave it under-determined.
@@ -87,7 +96,7 @@ def check_latency_table(table: pd.Series, *, name: str = "table") -> pd.Series:
 
 
 #: A learned correction: `fit(items, latency_ms) -> predict(items) -> latency_ms`.
-LearnedMethod = Callable[[Any, np.ndarray], Callable[[Any], np.ndarray]]
+LearnedMethod = Callable[[Items, np.ndarray], Callable[[Items], np.ndarray]]
 
 
 class Proxy(NamedTuple):
@@ -95,11 +104,11 @@ class Proxy(NamedTuple):
     `LatencyPredictor` behind it, where there is one (for `recompose`)."""
 
     name: str
-    fn: Callable[[Any], np.ndarray]
-    predictor: Any = None
+    fn: Callable[[Items], np.ndarray]
+    predictor: LatencyPredictor | None = None
 
 
-def predictor_proxy(predictor: Any, name: str = "predictor") -> Proxy:
+def predictor_proxy(predictor: LatencyPredictor, name: str = "predictor") -> Proxy:
     """A jaxlat predictor as a proxy: whole networks through `predict_models`, module configs
     (a frame) through `predict`."""
 
@@ -111,7 +120,7 @@ def predictor_proxy(predictor: Any, name: str = "predictor") -> Proxy:
     return Proxy(name, fn, predictor)
 
 
-def item_keys(items: Any, key: str = "name") -> list[str]:
+def item_keys(items: Items, key: str = "name") -> list[str]:
     """Keys of items: a record's `name` or `info[key]` (e.g. `arch`); a frame's `config_key`
     (or the column `key`)."""
     if isinstance(items, pd.DataFrame):
@@ -144,7 +153,7 @@ def table_proxy(table: pd.Series | Mapping[str, float], *, key: str = "name", na
     return Proxy(name, fn)
 
 
-def network_features(items: Any) -> np.ndarray:
+def network_features(items: Items) -> np.ndarray:
     """Features of items for the feature-based methods: for records, log of the summed FLOPs,
     parameters, bytes in / out / weight, log1p of the module count per type, of unmapped compute
     operators and of their MB, log batch size; for a module frame, log1p of the analytic costs
@@ -268,11 +277,12 @@ def _score(errs: np.ndarray, **extra: Any) -> dict[str, Any]:
             **extra}
 
 
-def _take(items: Any, idx: np.ndarray) -> Any:
+def _take(items: Items, idx: np.ndarray) -> Items:
     return items.iloc[idx] if isinstance(items, pd.DataFrame) else [items[i] for i in idx]
 
 
-def _recompose(predictor: Any, terms: np.ndarray, latency_ms: np.ndarray, *, leave_out: int | None = None) -> Any:
+def _recompose(predictor: LatencyPredictor, terms: np.ndarray, latency_ms: np.ndarray, *,
+               leave_out: int | None = None) -> Composition:
     """The composition correction fitted on design rows `terms` (`predictor.composition_terms`)
     and measured latencies, without row `leave_out`; terms the networks leave at zero keep the
     predictor's values."""
@@ -284,7 +294,7 @@ def _recompose(predictor: Any, terms: np.ndarray, latency_ms: np.ndarray, *, lea
                            info={"fitted_by": "jaxlat.transfer.recomposed", "k": int(keep.sum())})
 
 
-def recomposed(predictor: Any, records: Sequence[Any], latency_ms: Sequence[float]) -> Any:
+def recomposed(predictor: LatencyPredictor, records: Sequence[ArchRecord], latency_ms: Sequence[float]) -> LatencyPredictor:
     """A copy of `predictor` whose composition correction is fitted on `records` measured at
     `latency_ms` on the target (module predictions unchanged): the `recompose` method."""
     comp = _recompose(predictor, predictor.composition_terms(records), np.asarray(latency_ms, float))
@@ -305,10 +315,10 @@ class Adapted:
     report: dict[str, Any]
     _fit: _Fit | None
     _proxies: tuple[Proxy, ...]
-    _learned: Callable[[Any], np.ndarray] | None = None
-    _predictor: Any = None
+    _learned: Callable[[Items], np.ndarray] | None = None
+    _predictor: LatencyPredictor | None = None
 
-    def predict(self, items: Any) -> np.ndarray:
+    def predict(self, items: Items) -> np.ndarray:
         """Latency (ms) of items on the target device."""
         if self._learned is not None:
             return np.asarray(self._learned(items), float)
@@ -333,7 +343,7 @@ class Adapted:
         raise ValueError(f"log_affine: method {self.method!r} is not a map of the proxy latency alone; "
                          "only 'reuse' and 'affine' are (adapt(..., methods=('reuse', 'affine')))")
 
-    def predictor(self) -> Any:
+    def predictor(self) -> LatencyPredictor:
         """The adapted `LatencyPredictor` of `recompose` (its composition refitted to the
         target): pure JAX, so NAS can take gradients through it.
 
@@ -346,7 +356,7 @@ class Adapted:
         return self._predictor
 
 
-def _log_proxies(proxies: Sequence[Proxy], items: Any) -> np.ndarray:
+def _log_proxies(proxies: Sequence[Proxy], items: Items) -> np.ndarray:
     cols = []
     for p in proxies:
         v = np.asarray(p.fn(items), float)
@@ -356,7 +366,7 @@ def _log_proxies(proxies: Sequence[Proxy], items: Any) -> np.ndarray:
     return np.stack(cols, axis=1) if cols else np.zeros((len(item_keys(items)), 0))
 
 
-def _check_inputs(items: Any, proxies: Any) -> None:
+def _check_inputs(items: Items, proxies: Sequence[Proxy]) -> None:
     if isinstance(proxies, Proxy) or not isinstance(proxies, Sequence) or isinstance(proxies, str):
         raise ValueError(f"proxies must be a list of Proxy (e.g. [table_proxy(t)]), got {type(proxies).__name__}; "  # noqa: TRY004
                          "wrap a single proxy in a list")
@@ -376,7 +386,7 @@ def _check_inputs(items: Any, proxies: Any) -> None:
 
 
 def adapt(
-    items: Any,
+    items: Items,
     latency_ms: Sequence[float],
     proxies: Sequence[Proxy],
     *,
@@ -491,7 +501,7 @@ def adapt(
 
 
 def few_shot_curve(
-    items: Any,
+    items: Items,
     latency_ms: Sequence[float],
     proxies: Sequence[Proxy],
     *,
