@@ -533,7 +533,10 @@ class DatasetWriter:
                    if k not in _FILE_KEYS and k in disk and disk[k] != v}
         for k, v in self._meta.items():
             meta.setdefault(k, v)
-        runs = list(disk.get("runs", []))
+        # This writer's own run entries are authoritative (they may have been annotated since).
+        mine = {r["run_id"]: r for r in self._runs}
+        runs = [{**r, **mine[r["run_id"]]} if isinstance(r, dict) and r.get("run_id") in mine else r
+                for r in disk.get("runs", [])]
         have = {r.get("run_id") for r in runs if isinstance(r, dict)}
         for r in self._runs:
             if r["run_id"] not in have:
@@ -580,6 +583,13 @@ class DatasetWriter:
         self._pending += 1
         if self._pending >= self.flush_every or time.monotonic() - self._last_flush > self.flush_s:
             self.flush()
+
+    def annotate_run(self, info: Mapping[str, Any]) -> None:
+        """Add `info` to this writer's run entry in the metadata (written at the next flush),
+        e.g. the run's test-retest agreement."""
+        if not self._runs:
+            raise ValueError(f"{self.path}: this writer has no run entry to annotate")
+        self._runs[-1] = {**self._runs[-1], **dict(info)}
 
     def flush(self) -> None:
         """Rewrite the Parquet file atomically with every row on disk and this writer's own;

@@ -205,6 +205,60 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, disable=not enabled, unit="cfg", dynamic_ncols=True, smoothing=0.05)
 
 
+def _retest(configs: Sequence[ModuleConfig], writer: DatasetWriter, measure_once, rounds: int,
+            load: Any) -> dict[str, Any]:
+    """Measure `configs` again (their rounds round-robin, as in the run) and compare the pooled
+    median and 10th percentile with the rows just written."""
+    import numpy as np
+
+    rows = {r["config_key"]: r for r in writer.rows()}
+    pooled: dict[str, list[float]] = {c.key: [] for c in configs}
+    level = None
+    for _ in range(rounds):
+        for cfg in configs:
+            if load is not None:
+                if cfg["utilization"] != level:
+                    load.set(cfg["utilization"])
+                    time.sleep(3 * load.period_s)  # as in the run: let the load settle
+                    level = cfg["utilization"]
+                load.reset()
+            reply, error = measure_once(cfg)
+            if error is None:
+                pooled[cfg.key] += reply["samples_ms"]
+    pairs = []
+    for cfg in configs:
+        s = np.asarray(pooled[cfg.key], float)
+        if len(s):
+            old = rows[cfg.key]
+            pairs.append((cfg.key, float(old["latency_ms_median"]), float(np.median(s)),
+                          float(old["latency_ms_p10"]), float(np.percentile(s, 10))))
+    if not pairs:
+        return {"n": 0}
+    med = np.array([[p[1], p[2]] for p in pairs])
+    p10 = np.array([[p[3], p[4]] for p in pairs])
+    rel_med, rel_p10 = med[:, 1] / med[:, 0] - 1, p10[:, 1] / p10[:, 0] - 1
+    return {
+        "n": len(pairs),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "median_acc10": float(np.mean(np.abs(rel_med) <= 0.10)),
+        "median_acc20": float(np.mean(np.abs(rel_med) <= 0.20)),
+        "p10_acc10": float(np.mean(np.abs(rel_p10) <= 0.10)),
+        "p10_acc20": float(np.mean(np.abs(rel_p10) <= 0.20)),
+        "median_ratio": float(np.median(med[:, 1] / med[:, 0])),
+        "pairs": [{"config_key": k, "median_ms": [a, b], "p10_ms": [c, d]} for k, a, b, c, d in pairs],
+    }
+
+
+def retest_summary(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The test-retest entries of a dataset's runs (`run_profile(retest=...)`), newest last: per
+    run, how many configs were measured again and the share whose median (and 10th percentile)
+    repeated within ±10 % and ±20 %."""
+    from ._dataset import read_metadata
+
+    return [{k: v for k, v in r["retest"].items() if k != "pairs"} | {"run_id": r.get("run_id")}
+            for r in read_metadata(path).get("runs", []) if isinstance(r, dict) and r.get("retest")]
+
+
 def run_profile(
     configs: Sequence[ModuleConfig],
     out: str | os.PathLike,
@@ -223,6 +277,7 @@ def run_profile(
     rounds: int = 1,
     chunk_size: int = 8,
     describe: bool = True,
+    retest: int | None = None,
 ) -> RunSummary:
     """Measure every config and write the dataset `out`, skipping configs already there.
 
@@ -248,6 +303,10 @@ def run_profile(
         round is journaled, so an interruption loses at most one round of one config.
       describe: measure the device descriptor (`profilers._descriptor`: matmul peak, copy
         bandwidth, caches; a few seconds, CPU only) into the metadata.
+      retest: configs of this run measured again at its end, in the same protocol, to record
+        the labels' test-retest agreement in the run's metadata entry (`runs[i]["retest"]`,
+        see `retest_summary`): the ceiling any prediction of these labels is read against.
+        Default: a tenth of the configs measured, at most 30 (none below 10 configs).
 
     Returns:
       A `RunSummary`; the rows are in `out`.
@@ -268,6 +327,8 @@ def run_profile(
         raise ValueError(f"rounds={rounds} is not valid: expected an int >= 1")
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} is not valid: expected an int >= 1")
+    if retest is not None and (isinstance(retest, bool) or not isinstance(retest, int) or retest < 0):
+        raise ValueError(f"retest={retest!r} is not valid (--retest): expected an int >= 0 (or None: a tenth)")
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not valid: expected one of {', '.join(BACKENDS)}")
     if device != "cpu" and not device.startswith("cuda"):
@@ -386,6 +447,13 @@ def run_profile(
                     measured += 1
                 bar.update(1)
                 bar.set_postfix(module=cfg.module, failed=failed, refresh=False)
+        n_retest = min(30, measured // 10) if retest is None else retest
+        fresh = [c for c in todo if c.key in writer.done_keys(include_failed=False)]
+        if n_retest and fresh:
+            import numpy as np
+
+            picked = [fresh[i] for i in np.random.default_rng(len(fresh)).permutation(len(fresh))[:n_retest]]
+            writer.annotate_run({"retest": _retest(picked, writer, measure_once, rounds, load)})
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -30,7 +30,24 @@ def test_real_run_measures_every_module_type(tmp_path):
     assert meta["libraries"]["torch"].startswith("2.")
     assert meta["fingerprint"]["cpu_logical_cores"] == os.cpu_count()
     assert meta["runs"][0]["sampler"] == "test"
+    assert meta["runs"][0]["retest"]["n"] == 1  # by default a tenth of the configs is measured again
     assert "measured" in summary.format()
+
+
+def test_a_run_measures_a_sample_again_and_records_its_test_retest_agreement(tmp_path):
+    cfgs = [make_config("add", channels=c) for c in (8, 16, 32, 64)]
+    out = tmp_path / "retest.parquet"
+    timer = TimerConfig(warmup_s=0.005, min_run_time_s=0.03, min_repeats=6)
+    run_profile(cfgs, out, timer=timer, progress=False, retest=3, run_info={"sampler": "test"})
+    (entry,) = profilers.retest_summary(out)
+    assert entry["n"] == 3 and 0.0 <= entry["median_acc10"] <= entry["median_acc20"] <= 1.0
+    assert 0.5 < entry["median_ratio"] < 2.0  # the same configs, minutes apart at most
+    meta = read_dataset(out).attrs["jaxlat"][0]
+    assert meta["runs"][0]["sampler"] == "test" and len(meta["runs"][0]["retest"]["pairs"]) == 3
+    keys = set(read_dataset(out)["config_key"])
+    assert {p["config_key"] for p in meta["runs"][0]["retest"]["pairs"]} <= keys and len(keys) == 4
+    with pytest.raises(ValueError, match="retest=-1 is not valid"):
+        run_profile(cfgs, tmp_path / "b.parquet", retest=-1, progress=False)
 
 
 def test_failing_and_hanging_configs_become_failed_rows_and_the_run_goes_on(tmp_path, plugin_path):
