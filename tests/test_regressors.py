@@ -13,6 +13,8 @@ from jaxlat.regressors import (
     mlp_regressor,
     poly_ridge_regressor,
     random_forest_regressor,
+    regressor_entry,
+    regressor_names,
     ridge_regressor,
     roofline_regressor,
     xgboost_regressor,
@@ -20,12 +22,11 @@ from jaxlat.regressors import (
 
 from .helpers import SMALL_TRAIN, synthetic_arrays
 
+#: Every per-type regressor of the registry (built as a saved predictor rebuilds it, small
+#: settings where a regressor trains), and the host-only references.
 ALL = {
-    "ridge": lambda: ridge_regressor(),
-    "poly2": lambda: poly_ridge_regressor(2),
-    "poly3": lambda: poly_ridge_regressor(3),
-    "mlp": lambda: mlp_regressor((32, 32), train=SMALL_TRAIN),
-    "roofline": lambda: roofline_regressor(),
+    **{name: (lambda name=name: regressor_entry(name).build({"hidden": [32, 32], "train": SMALL_TRAIN}))
+       for name in regressor_names() if not regressor_entry(name).multi_task},
     "random_forest": lambda: random_forest_regressor(n_estimators=20, max_features=None, oob_score=False),
     "xgboost": lambda: xgboost_regressor(n_estimators=50),
 }
