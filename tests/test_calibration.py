@@ -101,7 +101,9 @@ def test_a_forced_method_is_used_and_every_candidate_reported(predictor):
 
 def test_calibrate_reproduces_the_committed_nas_deploy_calibration():
     """The NAS benchmark's deploy calibration (benchmarks/results/nas_archs.json), computed again
-    from its committed records with the same settings."""
+    from its committed records with the same settings: the same predictions, measurements and
+    refitted composition. (The candidates' held-out scores are `adapt`'s to define, and its
+    folds have changed since; the forced method's fit has not.)"""
     committed = json.loads((RESULTS / "nas_archs.json").read_text())["deploy_calibration"]
     records = profilers.load_records(RESULTS / "nas_calibration_records.jsonl")
     cal = calibrate(
@@ -113,10 +115,10 @@ def test_calibrate_reproduces_the_committed_nas_deploy_calibration():
     ).as_json()
     assert cal["method"] == committed["method"] and cal["measured_ms"] == committed["measured_ms"]
     np.testing.assert_allclose(cal["predicted_ms"], committed["predicted_ms"], rtol=1e-5)
+    assert cal["spearman"] == pytest.approx(committed["spearman"])
     for k, v in committed["composition"].items():
         assert cal["composition"][k] == pytest.approx(v, rel=1e-4, abs=1e-9)
-    for m, v in committed["report"]["candidates"].items():
-        assert cal["report"]["candidates"][m]["log_rmse"] == pytest.approx(v["log_rmse"], rel=1e-4)
+    assert set(cal["report"]["candidates"]) == set(committed["report"]["candidates"])
 
 
 def test_spanning_archs_run_from_light_to_heavy():
