@@ -14,11 +14,13 @@ import contextlib
 import dataclasses
 import functools
 import importlib
+import json
 import logging
+import numbers
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,14 +49,26 @@ def load_factory(spec: str) -> Callable[..., Any]:
     if ":" not in spec:
         raise ValueError(f"--model={spec!r} is not valid: expected 'package.module:factory'")
     mod_name, attr = spec.split(":", 1)
+    imported = set(sys.modules)
     try:
         mod = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
         # A console script's sys.path lacks the working directory (`python -m` has it): a
-        # factory in the user's own files is looked up there too.
+        # factory in the user's own files is looked up there too. The missing module may be
+        # `mod_name` or one of its packages: `tests.models` when some distribution installed a
+        # bare `tests` directory, a namespace package that the failed import has just bound
+        # to `tests` and that would hide the working directory's `tests` package: such
+        # namespace packages on `mod_name`'s path are forgotten first (nothing else is, so no
+        # extension module is imported twice). A module that `mod_name` itself imports is the
+        # user's missing dependency, reported as it is.
         here = os.getcwd()
-        if e.name != mod_name.split(".")[0] or here in sys.path:
+        ours = e.name is not None and (mod_name == e.name or mod_name.startswith(e.name + "."))
+        if not ours or here in sys.path:
             raise ValueError(f"--model={spec!r}: cannot import {mod_name!r} ({e})") from None
+        for name in set(sys.modules) - imported:
+            on_path = mod_name.startswith(name + ".")
+            if on_path and getattr(sys.modules[name], "__file__", None) is None:  # a namespace package
+                del sys.modules[name]
         sys.path.append(here)
         try:
             mod = importlib.import_module(mod_name)
@@ -68,8 +82,66 @@ def load_factory(spec: str) -> Callable[..., Any]:
         if fn is None:
             raise ValueError(f"--model={spec!r}: {mod_name!r} has no attribute {attr!r}")
     if not callable(fn):
-        raise ValueError(f"--model={spec!r}: {attr!r} is not callable")
+        raise ValueError(f"--model={spec!r}: {attr!r} is not callable")  # noqa: TRY004
     return fn
+
+
+def factory_kwargs(text: str | None) -> dict[str, Any]:
+    """The `--kwargs` of a factory: a JSON object (None: no keyword arguments).
+
+    Raises:
+      ValueError: not valid JSON, or JSON that is not an object.
+    """
+    if text is None:
+        return {}
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--kwargs={text!r} is not valid JSON ({e}): expected an object, e.g. "
+                         "'{\"width\": 8}'") from None
+    if not isinstance(kwargs, dict):
+        what = f"--kwargs={text!r} is a JSON {type(kwargs).__name__}"
+        raise ValueError(f"{what}: expected an object of keyword arguments, e.g. '{{\"width\": 8}}'")  # noqa: TRY004
+    return kwargs
+
+
+def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> Any:
+    """`spec`'s factory ('package.module:function', see `load_factory`) called with `kwargs`:
+    the `torch.nn.Module` it returns.
+
+    The factory is the user's code: whatever it raises, and a result that is not a module
+    (`os:system`, `builtins:dict`), is a `ValueError` naming the factory.
+    """
+    import torch
+
+    factory = load_factory(spec)
+    kwargs = dict(kwargs or {})
+    try:
+        model = factory(**kwargs)
+    except Exception as e:  # the user's factory: any error; the cause stays chained for --debug
+        lines = str(e).strip().splitlines()
+        raise ValueError(f"--model={spec!r}: calling the factory with {kwargs or 'no arguments'} failed: "
+                         f"{type(e).__name__}: {lines[0] if lines else ''}") from e
+    if not isinstance(model, torch.nn.Module):
+        got = f"{type(model).__module__}.{type(model).__qualname__}"
+        raise ValueError(f"--model={spec!r}: the factory returned a {got}, not a torch.nn.Module")  # noqa: TRY004
+    return model
+
+
+def _check_settings(threads: Any, utilization: Any) -> None:
+    """The run settings of whole-model timing, checked before anything is built or timed."""
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise ValueError(f"threads={threads!r} is not valid (--threads): expected an int >= 1")
+    if isinstance(utilization, bool) or not isinstance(utilization, numbers.Real) or not 0 <= utilization <= 1:
+        raise ValueError(f"utilization={utilization!r} is not valid (--utilization): expected a number in [0, 1]")
+
+
+def _check_batch_sizes(batch_sizes: Sequence[int]) -> None:
+    if not batch_sizes:
+        raise ValueError("batch sizes: none given (--batch); expected at least one int >= 1")
+    bad = [b for b in batch_sizes if isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1]
+    if bad:
+        raise ValueError(f"batch size {bad[0]!r} is not valid (--batch): expected an int >= 1")
 
 
 @contextlib.contextmanager
@@ -244,6 +316,7 @@ def profile_torch_model(
     machine whose speed wanders, the pooled `p10_ms` is then the undisturbed latency whenever
     one round caught it.
     """
+    _check_settings(threads, utilization)
     if rounds < 1:
         raise ValueError(f"rounds={rounds} is not valid: expected at least 1")
     if round_gap_s < 0:
@@ -307,7 +380,8 @@ def profile_many(
         raise ValueError(f"--out={str(out)!r} is not valid: several models are written to a .jsonl file")
     if rounds < 1:
         raise ValueError(f"rounds={rounds} is not valid: expected at least 1")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_settings(threads, utilization)
+    _make_parent(out)
     done = {r.name for r in load_records(out)} if out.exists() else set()
     todo = [(n, b) for n, b in jobs if n not in done]
     per_round = _per_round(timer, rounds)
@@ -340,6 +414,22 @@ def profile_many(
     return records
 
 
+def _make_parent(out: Path) -> None:
+    """The directory of the records file `out`, created; a path that cannot hold it (a file on
+    the way, a read-only place) is a `ValueError` naming `--out` and the reason."""
+    if out.is_dir():
+        raise ValueError(f"--out={str(out)!r} is a directory: expected a .jsonl records file")
+    for p in out.parents:
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"--out={str(out)!r} is not valid: {p} is a file, not a directory")
+            break
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out={str(out)!r}: cannot write a records file here ({e.strerror or e})") from None
+
+
 def _pool(measured: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One `measured` mapping from several rounds: statistics of the pooled samples."""
     from ._timer import summarize
@@ -367,6 +457,10 @@ def generated_jobs(seeds: Iterable[int], batch_sizes: Sequence[int], threads: in
 
     if family is not None:
         check_family(family)  # now, not when the first job builds
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("generated networks: 0 seeds; expected at least one network (--n >= 1)")
+    _check_batch_sizes(batch_sizes)
     tag = (f"_{family}" if family else "") + ("_pad" if explicit_padding else "")
     return [(f"gen{s}{tag}_b{b}_t{threads}_u{utilization:g}",
              lambda s=s, b=b: generated_network(s, batch_size=b, family=family, explicit_padding=explicit_padding))
@@ -380,6 +474,7 @@ def zoo_jobs(names: Sequence[str], batch_sizes: Sequence[int]) -> list[Job]:
     bad = [n for n in names if n not in zoo.ZOO]
     if bad:
         raise ValueError(f"model={bad} not valid: expected names from {', '.join(zoo.ZOO)}")
+    _check_batch_sizes(batch_sizes)
 
     def build(n: str, b: int):
         model, inputs = zoo.build(n, batch_size=b)

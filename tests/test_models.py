@@ -1,6 +1,7 @@
 """Whole-model profiling: end-to-end timing, resumable record files, the CLI commands."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -9,7 +10,15 @@ import torch
 from torch import nn
 
 from profilers import TimerConfig, load_record, load_records
-from profilers._models import load_factory, profile_many, profile_torch_model
+from profilers._models import (
+    build_model,
+    factory_kwargs,
+    generated_jobs,
+    load_factory,
+    profile_many,
+    profile_torch_model,
+    zoo_jobs,
+)
 
 FAST = TimerConfig(warmup_s=0.02, min_run_time_s=0.05, min_repeats=3)
 
@@ -109,3 +118,65 @@ def test_one_model_in_rounds_spaced_in_time():
         profile_torch_model(small_cnn(4), (torch.randn(1, 3, 8, 8),), name="cnn", timer=FAST, rounds=0)
     with pytest.raises(ValueError, match="round_gap_s=-1 is not valid"):
         profile_torch_model(small_cnn(4), (torch.randn(1, 3, 8, 8),), name="cnn", timer=FAST, rounds=2, round_gap_s=-1)
+
+
+def test_build_model_names_factories_that_do_not_build_a_module():
+    assert isinstance(build_model("tests.test_models:small_cnn", {"width": 4}), nn.Module)
+    for spec, kwargs, msg in [
+        ("os:system", None, r"--model='os:system': calling the factory with no arguments failed: TypeError"),
+        ("builtins:dict", None, r"the factory returned a builtins.dict, not a torch.nn.Module"),
+        ("builtins:len", {"x": 1}, r"calling the factory with \{'x': 1\} failed: TypeError"),
+        ("tests.test_models:small_cnn", {"width": -1}, r"small_cnn.*failed: RuntimeError"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            build_model(spec, kwargs)
+    assert factory_kwargs(None) == {} and factory_kwargs('{"width": 4}') == {"width": 4}
+    for text, msg in [("[1]", "is a JSON list: expected an object"), ("{oops", "is not valid JSON"),
+                      ("3", "is a JSON int")]:
+        with pytest.raises(ValueError, match=f"--kwargs=.*{msg}"):
+            factory_kwargs(text)
+
+
+def test_a_factory_under_an_installed_namespace_package_is_found_in_the_working_directory(tmp_path, monkeypatch):
+    """Some distributions install a bare `tests` directory into site-packages, a namespace
+    package: `tests.my_models` in the working directory must still be found by a console script,
+    whose sys.path lacks the working directory."""
+    site, work = tmp_path / "site", tmp_path / "work"
+    (site / "nsjaxlat").mkdir(parents=True)  # no __init__.py: a namespace package
+    (work / "nsjaxlat").mkdir(parents=True)
+    (work / "nsjaxlat" / "__init__.py").write_text("")
+    (work / "nsjaxlat" / "my_models.py").write_text("def f():\n    return 42\n")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.chdir(work)
+    try:
+        assert load_factory("nsjaxlat.my_models:f")() == 42
+        # A module that the factory's module itself fails to import is reported as it is.
+        (work / "nsjaxlat" / "broken.py").write_text("import no_such_dependency_xyz\n")
+        with pytest.raises(ValueError, match="cannot import 'nsjaxlat.broken'.*no_such_dependency_xyz"):
+            load_factory("nsjaxlat.broken:f")
+    finally:
+        for name in [m for m in sys.modules if m == "nsjaxlat" or m.startswith("nsjaxlat.")]:
+            del sys.modules[name]
+
+
+def test_whole_model_settings_and_outputs_are_checked_before_any_work(tmp_path):
+    x = (torch.randn(1, 3, 8, 8),)
+    for kw, msg in [({"threads": 0}, r"threads=0 is not valid \(--threads\)"),
+                    ({"utilization": 1.5}, r"utilization=1.5 is not valid \(--utilization\)")]:
+        with pytest.raises(ValueError, match=msg):
+            profile_torch_model(small_cnn(4), x, name="cnn", timer=FAST, **kw)
+        with pytest.raises(ValueError, match=msg):
+            profile_many(tmp_path / "m.jsonl", [("a", lambda: (small_cnn(4), x, {}))], timer=FAST, **kw)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"--out=.*afile/m.jsonl' is not valid: .*afile is a file, not a directory"):
+        profile_many(tmp_path / "afile" / "m.jsonl", [], timer=FAST)
+    (tmp_path / "d.jsonl").mkdir()
+    with pytest.raises(ValueError, match=r"is a directory: expected a .jsonl records file"):
+        profile_many(tmp_path / "d.jsonl", [], timer=FAST)
+    with pytest.raises(ValueError, match=r"batch size 0 is not valid \(--batch\)"):
+        zoo_jobs(["resnet18"], [1, 0])
+    with pytest.raises(ValueError, match=r"batch size 0 is not valid \(--batch\)"):
+        generated_jobs(range(2), [0])
+    with pytest.raises(ValueError, match=r"0 seeds; expected at least one network \(--n >= 1\)"):
+        generated_jobs(range(0), [1])
