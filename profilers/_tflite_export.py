@@ -275,9 +275,26 @@ def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
 
 
-def _worker_init(plugins: Sequence[str] = ()) -> None:
+def _noisy_levels() -> dict[str, int]:
+    """This process's levels of the third-party loggers the commands quiet (`profilers._quiet`),
+    for the conversion processes to take over: `configure_logging` raises them to ERROR unless
+    the run is verbose (`-v`), and a spawned process starts without that setting."""
+    import logging
+
+    from ._quiet import NOISY_LOGGERS
+
+    return {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+
+
+def _worker_init(plugins: Sequence[str] = (), logger_levels: Mapping[str, int] | None = None) -> None:
     import importlib
+    import logging
     import warnings
+
+    # Before torch and the converter are imported: torchao logs "Failed to load ..._C_*.so" for
+    # each CUDA-only extension at its import, and torch's pytree a deprecation per enum.
+    for name, level in (logger_levels or {}).items():
+        logging.getLogger(name).setLevel(level)
 
     import torch
 
@@ -294,7 +311,10 @@ def _worker_init(plugins: Sequence[str] = ()) -> None:
 
 def _export_task(rows: list[dict[str, Any]]) -> list[dict[str, Any] | str]:
     """Pool entry point: plain data in and out (configs as rows; models as bytes)."""
-    results = export_config_group([config_from_row(r) for r in rows])
+    from ._quiet import filtered_stderr
+
+    with filtered_stderr():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" of the output check
+        results = export_config_group([config_from_row(r) for r in rows])
     return [r if isinstance(r, str) else {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name != "config"}
             for r in results]
 
@@ -382,7 +402,12 @@ def export_modules(
         raise ValueError(f"jobs={jobs} is not valid: expected an int >= 1")
     t0 = time.monotonic()
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"--models={str(d)!r} is a file: expected a models directory (new, or one to resume)")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--models={str(d)!r}: cannot create the models directory here ({e.strerror or e})") from None
     versions = converter_versions()
     done = load_manifest(d) if (d / MANIFEST_NAME).exists() else {}
     wanted = {export_key(c): c.replace(threads=1, utilization=0.0) for c in configs}
@@ -409,7 +434,7 @@ def export_modules(
     try:
         while pending:
             with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                        initargs=(tuple(plugins),)) as pool:
+                                        initargs=(tuple(plugins), _noisy_levels())) as pool:
                 futures = {pool.submit(_export_task, [c.as_dict() for _, c in g]): g for g in pending}
                 pending = []
                 broken = False

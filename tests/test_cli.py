@@ -176,3 +176,22 @@ def test_capturing_a_transformers_model_is_quiet(tmp_path):
     assert res.stdout.strip() == f"captured 1 zoo models -> {tmp_path / 'a.jsonl'}"
     res = subprocess.run([*cmd, "-v", "--out", str(tmp_path / "b.jsonl")], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "torchao" in res.stderr  # still there for whoever asks
+
+
+def test_tflite_export_workers_are_quiet(tmp_path):
+    """The conversion processes import torchao (through the converter), which logs "Failed to
+    load" for its CUDA-only extensions, and run LiteRT, which prints its XNNPACK line: neither
+    reaches the terminal; `-v` shows the third-party lines again, as in the main process."""
+    import importlib.util
+
+    if importlib.util.find_spec("litert_torch") is None:
+        pytest.skip("needs litert-torch (the tflite extra)")
+    cmd = [sys.executable, "-m", "profilers._cli", "tflite-export", "--module", "add", "--n", "1", "--no-progress"]
+    res = subprocess.run([*cmd, "--models", str(tmp_path / "m")], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [f"exporting 1 configs to {tmp_path / 'm'}"], res.stderr
+    assert "1 exported, 0 failed" in res.stdout
+    res = subprocess.run([*cmd, "-v", "--models", str(tmp_path / "v")], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert res.returncode == 0 and "Failed to load" in res.stderr
