@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import shlex
@@ -106,6 +105,26 @@ def existing_file(text: str) -> str:
     return text
 
 
+def check_output_file(path: str, option: str) -> None:
+    """Check, before the work, that a file can be written at `path`: not a directory, no file
+    on the way, a writable place (a probe file in the nearest existing directory, removed).
+    Nothing is created."""
+    p = Path(path)
+    if p.is_dir():
+        raise CommandError(f"{option} {path}: is a directory; expected a file path")
+    existing = p.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CommandError(f"{option} {path}: {existing} is a file, not a directory")
+    probe = existing / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CommandError(f"{option} {path}: cannot write here ({e.strerror or e})") from None
+
+
 def _one_line(e: BaseException) -> str:
     if isinstance(e, OSError) and e.filename is not None and e.strerror:
         return f"{e.filename}: {e.strerror}"
@@ -169,15 +188,33 @@ def _modules(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def count(value: Any, *, name: str = "--n", allowed: str = "") -> int:
+    """`value` (an int, or its text from the command line) if it is a whole number >= 1, else a
+    `ValueError` naming the option, the value and what is allowed; 0 never means "the default"."""
+    try:
+        n = int(value, 10) if isinstance(value, str) else value
+    except ValueError:
+        n = value
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name}={n!r} is not valid: expected a whole number >= 1{allowed}")
+    return n
+
+
 def _counts(values: Sequence[str], modules: Sequence[str]) -> dict[str, int]:
+    allowed = " (--n N for every module type, or --n MODULE=N for one)"
     default, per = None, {}
     for v in values:
         if "=" in v:
-            name, n = v.split("=", 1)
+            name, n = (t.strip() for t in v.split("=", 1))
             get_spec(name)
-            per[name] = int(n)
+            if name not in modules:
+                raise ValueError(
+                    f"--n {v}: {name} is not among the module types to profile ({', '.join(modules)}); "
+                    "add it to --module, or drop the count"
+                )
+            per[name] = count(n, name=f"--n {name}", allowed=allowed)
         else:
-            default = int(v)
+            default = count(v.strip(), allowed=allowed)
     if default is None and set(modules) - set(per):
         raise ValueError("--n: give a default count (e.g. --n 300) or one per module (--n conv2d=1000)")
     return {m: per.get(m, default) for m in modules}
@@ -194,7 +231,10 @@ def _ranges(values: Sequence[str], modules: Sequence[str]) -> dict[str, dict[str
         for m in modules if target is None else [target]:
             spec = get_spec(m)
             if any(f.name == field for f in spec.all_fields):
-                out.setdefault(m, {})[field] = parse_range(spec.field(field), spec_text)
+                try:
+                    out.setdefault(m, {})[field] = parse_range(spec.field(field), spec_text)
+                except ValueError as e:
+                    raise ValueError(f"--range {v!r}: {e}") from None
                 hit = True
         if not hit:
             raise ValueError(f"--range {v!r}: no selected module has a field {field!r}")
@@ -205,7 +245,12 @@ def _import_plugins(names: Sequence[str] | None) -> list[str]:
     import importlib
 
     for name in names or []:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError as e:  # not "an optional dependency is missing": the user named it
+            raise ValueError(
+                f"--plugin {name!r}: cannot import it ({e}); expected an importable module"
+            ) from e
     return list(names or [])
 
 
@@ -238,6 +283,14 @@ def _sampled_configs(args: argparse.Namespace) -> list:
     modules = _modules(args.module)
     counts = _counts(args.n or ["100"], modules)
     ranges = _ranges(args.range or [], modules)
+    if args.family:
+        known = sorted({f for m in modules for f in get_spec(m).families})
+        bad = [f for f in args.family if f not in known]
+        if bad:
+            raise ValueError(
+                f"--family {bad[0]!r} is not valid: the sampling families of {', '.join(modules)} are "
+                f"{', '.join(known)} (see `jaxlat-profile catalogue`)"
+            )
     configs = []
     for i, m in enumerate(modules):
         fams = None
@@ -268,7 +321,12 @@ def _arch_configs(args: argparse.Namespace) -> list:
         configs = [c for c in configs if c.module in keep]
     if args.max_gflops is not None:
         configs = [c for c in configs if c.costs().flops <= args.max_gflops * 1e9]
-    n = int(args.n[0]) if args.n else len(configs)
+    if args.n and (len(args.n) > 1 or "=" in args.n[0]):
+        raise ValueError(
+            f"--n {' --n '.join(args.n)}: with --from-archs, --n takes one count N (a seeded subset "
+            "of the records' distinct module configs); per-module counts are for sampling (--module)"
+        )
+    n = count(args.n[0]) if args.n else len(configs)
     if n < len(configs):
         configs = random.Random(args.seed).sample(configs, n)
     _log.info("%d distinct module configs from %d architecture records", len(configs), len(records))
@@ -368,6 +426,7 @@ def _cmd_tflite_export(args: argparse.Namespace) -> int:
 def _cmd_tflite_run(args: argparse.Namespace, keys: set[str] | None = None) -> int:
     from ._tflite_backend import load_manifest, manifest_configs
 
+    n = None if getattr(args, "n", None) is None else count(args.n)
     entries = load_manifest(args.models)
     if keys is not None:
         entries = {k: e for k, e in entries.items() if k in keys}
@@ -376,8 +435,8 @@ def _cmd_tflite_run(args: argparse.Namespace, keys: set[str] | None = None) -> i
         entries = {k: e for k, e in entries.items() if e.config.module in keep}
     if args.dtype:
         entries = {k: e for k, e in entries.items() if e.config["dtype"] in args.dtype}
-    if getattr(args, "n", None):
-        entries = _subset(entries, int(args.n), getattr(args, "seed", 0) or 0)
+    if n is not None:
+        entries = _subset(entries, n, getattr(args, "seed", 0) or 0)
     if not entries:
         raise ValueError(f"--models {args.models}: no exported models match the --module/--dtype filters")
     configs = manifest_configs(entries, threads=args.threads, utilization=args.utilization)
@@ -440,7 +499,7 @@ def model_inputs(shape: Sequence[int], dtype: str = "float32", vocab: int = 1000
             "e.g. 1,3,224,224"
         )
     if dtype in ("int64", "long"):
-        return (torch.randint(0, vocab, tuple(shape)),)
+        return (torch.randint(0, count(vocab, name="--vocab"), tuple(shape)),)
     dtypes = {
         "float32": torch.float32,
         "fp32": torch.float32,
@@ -476,37 +535,46 @@ def _runtime(args: argparse.Namespace):
 
 def _cmd_torch_model(args: argparse.Namespace) -> int:
     from ._arch import append_record
-    from ._models import MODEL_TIMER, load_factory, profile_torch_model
+    from ._models import MODEL_TIMER, build_model, factory_kwargs, load_factory, profile_torch_model
 
-    factory = load_factory(args.model)
-    kwargs = json.loads(args.kwargs) if args.kwargs else {}
+    load_factory(args.model)  # a bad spec fails now, before the re-execution below
+    kwargs = factory_kwargs(args.kwargs)
     batches = args.batch or [args.input_shape[0]]
+    if not args.out.endswith((".json", ".jsonl")):
+        raise ValueError(
+            f"--out={args.out!r} is not valid: expected a record file, .json (one batch size) or .jsonl"
+        )
     if len(batches) > 1 and not args.out.endswith(".jsonl"):
         raise ValueError("--out must be a .jsonl file when several --batch sizes are given")
+    check_output_file(args.out, "--out")
+    count(args.threads, name="--threads")
     if not args.no_measure:
         _ensure_measurement_env()
     import torch
 
     torch.manual_seed(0)
-    model = factory(**kwargs)
+    model = build_model(args.model, kwargs)
     name = args.name or args.model.split(":")[-1]
     timer = dataclasses.replace(MODEL_TIMER, min_run_time_s=args.min_run_time)
     runtime = _runtime(args)
     for b in batches:
         rec_name = f"{name}_b{b}" if len(batches) > 1 else name
-        rec = profile_torch_model(
-            model,
-            _model_inputs(args, b),
-            name=rec_name,
-            threads=args.threads,
-            utilization=args.utilization,
-            timer=timer,
-            measure=not args.no_measure,
-            info={"factory": args.model, "kwargs": kwargs},
-            runtime=runtime,
-            rounds=args.rounds,
-            round_gap_s=args.round_gap,
-        )
+        try:
+            rec = profile_torch_model(
+                model,
+                _model_inputs(args, b),
+                name=rec_name,
+                threads=args.threads,
+                utilization=args.utilization,
+                timer=timer,
+                measure=not args.no_measure,
+                info={"factory": args.model, "kwargs": kwargs},
+                runtime=runtime,
+                rounds=args.rounds,
+                round_gap_s=args.round_gap,
+            )
+        except RuntimeError as e:  # torch.export or the model itself failed on this input: the user's model
+            raise CommandError(f"--model {args.model}: {e}") from e
         if args.out.endswith(".jsonl"):
             append_record(args.out, rec)
         else:
@@ -520,7 +588,7 @@ def _cmd_generated(args: argparse.Namespace) -> int:
     from ._models import generated_jobs
 
     jobs = generated_jobs(
-        range(args.seed, args.seed + args.n),
+        range(args.seed, args.seed + count(args.n)),
         args.batch,
         args.threads,
         args.utilization,

@@ -195,3 +195,84 @@ def test_tflite_export_workers_are_quiet(tmp_path):
     res = subprocess.run([*cmd, "-v", "--models", str(tmp_path / "v")], capture_output=True, text=True, timeout=300,
                          check=False)
     assert res.returncode == 0 and "Failed to load" in res.stderr
+
+
+# -- every input path: one line naming the argument or file, status 2 --------------------------
+
+
+def _status(run, argv, capsys):
+    """`run(argv)`'s exit status (argparse's usage errors included) and its stderr."""
+    try:
+        status = run(argv)
+    except SystemExit as e:
+        status = e.code
+    return status, capsys.readouterr().err
+
+
+def _one_error(run, argv, capsys, *expected):
+    status, err = _status(run, argv, capsys)
+    assert status == 2, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    for text in expected:
+        assert text in last, err
+    return last
+
+
+def _record_file(path):
+    """A small CNN's architecture record, saved at `path`."""
+    import torch
+
+    from .test_models import small_cnn
+
+    profilers.capture_torch(small_cnn(), (torch.randn(1, 3, 8, 8),), name="cnn").save(path)
+    return path
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["torch", "--module", "add", "--n", "abc"], "--n='abc' is not valid: expected a whole number >= 1"),
+    (["torch", "--module", "add", "--n", "0"], "--n=0 is not valid: expected a whole number >= 1"),
+    (["torch", "--module", "add", "--n", "add=x"], "--n add='x' is not valid: expected a whole number >= 1"),
+    (["torch", "--module", "add", "--n", "2", "--n", "conv2d=3"],
+     "--n conv2d=3: conv2d is not among the module types to profile (add)"),
+    (["torch", "--from-archs", "{tmp}/r.json", "--n", "abc"], "--n='abc' is not valid"),
+    (["torch", "--from-archs", "{tmp}/r.json", "--n", "conv2d=3"], "with --from-archs, --n takes one count N"),
+    (["torch", "--module", "conv2d", "--n", "2", "--range", "cin=abc"], "--range 'cin=abc': cin: 'abc'"),
+    (["torch", "--module", "add", "--n", "2", "--plugin", "no_such_plugin_xyz"],
+     "--plugin 'no_such_plugin_xyz': cannot import it (No module named 'no_such_plugin_xyz')"),
+    (["torch", "--module", "conv2d", "--n", "2", "--family", "nope"],
+     "--family 'nope' is not valid: the sampling families of conv2d are"),
+    (["tflite-run", "--models", "{tmp}", "--n", "0"], "--n=0 is not valid"),
+    (["generated", "--n", "0", "--no-measure"], "--n=0 is not valid"),
+    (["zoo", "--model", "resnet18", "--batch", "0", "--no-measure"], "batch size 0 is not valid (--batch)"),
+    (["generated", "--n", "1", "--utilization", "3", "--no-measure"], "utilization=3.0 is not valid (--utilization)"),
+    (["tflite-export", "--module", "add", "--n", "1", "--models", "{tmp}/r.json"], "r.json' is a file: expected a models"),
+    (["torch-model", "--model", "tests.test_models:small_cnn", "--input-shape", "1,3,8,8", "--threads", "0",
+      "--no-measure"], "--threads=0 is not valid"),
+    (["torch-model", "--model", "tests.test_models:small_cnn", "--input-shape", "1,3,8,8", "--input-dtype", "int64",
+      "--vocab", "0", "--no-measure"], "--vocab=0 is not valid"),
+])
+def test_profile_arguments_are_refused_in_one_line(argv, expected, tmp_path, capsys):
+    _record_file(tmp_path / "r.json")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    out = ["--out", str(tmp_path / ("o.parquet" if argv[0] in ("torch", "tflite-run") else "o.jsonl"))]
+    if argv[0] == "torch-model":
+        out = ["--out", str(tmp_path / "o.json")]
+    if argv[0] == "tflite-export":
+        out = ["--no-progress"]
+    _one_error(main, [*argv, *out], capsys, "jaxlat-profile: error: ", expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # nothing written
+
+
+def test_torch_model_checks_its_output_before_capturing(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    model = ["torch-model", "--model", "tests.test_models:small_cnn", "--input-shape", "1,3,8,8", "--no-measure"]
+    _one_error(main, [*model, "--out", str(tmp_path / "r.txt")], capsys,
+               "--out='", "r.txt' is not valid: expected a record file, .json (one batch size) or .jsonl")
+    _one_error(main, [*model, "--out", str(tmp_path / "afile" / "r.json")], capsys,
+               "--out ", "afile is a file, not a directory")
+    # An input the model cannot take: torch.export fails, the user's model named, no traceback.
+    _one_error(main, [*model[:4], "1,3,8", "--no-measure", "--out", str(tmp_path / "r.json")], capsys,
+               "--model tests.test_models:small_cnn: small_cnn: torch.export failed: RuntimeError")
+    _one_error(main, ["generated", "--n", "1", "--no-measure", "--out", str(tmp_path / "afile" / "g.jsonl")], capsys,
+               "--out=", "afile is a file, not a directory")
