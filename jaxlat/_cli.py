@@ -17,44 +17,74 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from profilers._cli import CommandError, HelpFormatter, csv_list, existing_file, run_main
+from profilers._cli import (
+    CommandError,
+    HelpFormatter,
+    check_output_file,
+    csv_list,
+    existing_file,
+    run_main,
+)
 
 _log = logging.getLogger("jaxlat.cli")
 
 
 def _regressors(values: Sequence[str] | None) -> str | dict[str, str]:
+    """`--regressor` values: one name for every module type, or a dict of MODULE -> name with
+    the default under `__default__`; a module type given twice, or two defaults, is an error
+    (the last one would win without a word)."""
+    import profilers
+
     if not values:
         return "medn"
     default, per = None, {}
     for v in values:
         if "=" in v:
-            m, name = v.split("=", 1)
+            m, name = (t.strip() for t in v.split("=", 1))
+            try:
+                profilers.get_spec(m)
+            except ValueError as e:
+                raise CommandError(f"--regressor {v}: {e}") from None
+            if m in per and per[m] != name:
+                raise CommandError(
+                    f"--regressor: {m} is given two regressors, {per[m]} and {name}; expected one"
+                )
             per[m] = name
         else:
+            if default is not None and default != v:
+                raise CommandError(
+                    f"--regressor: two regressors for every module type, {default} and {v}; expected one "
+                    "(and MODULE=NAME for the types that differ)"
+                )
             default = v
     if not per:
         return default
     return {"__default__": default or "medn", **per}
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    import profilers
+def _positive(value: float | None, *, name: str) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise CommandError(f"{name}={value!r} is not valid: expected a finite number > 0")
+    return value
 
-    from ._predictor import train_predictor
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ._data import check_count
+    from ._io import check_output_dir
     from ._train import TrainConfig
 
-    df = profilers.read_dataset(args.data, allow_mixed_devices=args.allow_mixed_devices)
+    epochs = check_count(args.epochs, name="--epochs")  # 0 must not mean "the default"
+    train = TrainConfig(epochs=epochs) if epochs is not None else None
     choice = _regressors(args.regressor)
-    if isinstance(choice, dict):
-        default = choice.pop("__default__")
-        choice = {m: choice.get(m, default) for m in sorted(set(df["module"]))}
-    train = TrainConfig(epochs=args.epochs) if args.epochs else None
     select = None
     if args.select:
         from ._select import Budgets
@@ -62,14 +92,58 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.regressor:
             raise CommandError("--select and --regressor exclude each other: selection picks the regressors")
         choice = "auto"
-        budgets = Budgets(args.max_query_us, args.max_bytes, args.require_differentiable)
+        budgets = Budgets(
+            _positive(args.max_query_us, name="--max-query-us"),
+            check_count(args.max_bytes, name="--max-bytes"),
+            args.require_differentiable,
+        )
         select = {"mode": args.select, "budgets": budgets, "folds": args.folds}
         if args.candidates:
             select["candidates"] = tuple(args.candidates)
-    elif args.require_differentiable or args.max_query_us or args.max_bytes:
+    elif args.require_differentiable or args.max_query_us is not None or args.max_bytes is not None:
         raise CommandError("--require-differentiable, --max-query-us and --max-bytes need --select")
+    # The output is checked (and created) before the training, which may take long: a path
+    # that is a file, under a file or read-only fails now. If the run fails, a directory made
+    # here is removed again while it is still empty.
+    created = not os.path.lexists(args.out)
+    check_output_dir(args.out)
+    try:
+        pred = _train(args, choice, train, select)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                Path(args.out).rmdir()  # only when empty
+        raise
+    print(f"saved {args.out}: " + ", ".join(f"{m}={_reg_name(pred, m)}" for m in pred.modules))
+    if pred.composition is not None:
+        c = pred.composition
+        print(
+            f"composition fitted on {c.info['n_networks']} networks: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in c.coef.items())
+            + f"; within ±10%: plain sum {c.info['plain_sum_acc10']:.2f}, corrected {c.info['fit_acc10']:.2f}"
+        )
+    return 0
+
+
+def _train(args: argparse.Namespace, choice, train, select):
+    """Read the data and records, train, save to `args.out` (checked); the predictor."""
+    import profilers
+
+    from ._predictor import train_predictor
+
+    df = profilers.read_dataset(args.data, allow_mixed_devices=args.allow_mixed_devices)
+    in_data = sorted(set(df["module"]))
+    if isinstance(choice, dict):
+        default = choice.pop("__default__")
+        absent = sorted(set(choice) - set(in_data))
+        if absent:
+            raise CommandError(
+                f"--regressor {absent[0]}={choice[absent[0]]}: the data has no {absent[0]} rows "
+                f"(its module types: {', '.join(in_data)})"
+            )
+        choice = {m: choice.get(m, default) for m in in_data}
     archs = [r for f in (args.archs or []) for r in profilers.load_records(f)]
-    _log.info("training on %d rows of %d module types", len(df), df["module"].nunique())
+    _log.info("training on %d rows of %d module types", len(df), len(in_data))
     pred = train_predictor(
         df,
         regressor=choice,
@@ -80,15 +154,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         statistic=args.statistic,
     )
     pred.save(args.out)
-    print(f"saved {args.out}: " + ", ".join(f"{m}={_reg_name(pred, m)}" for m in pred.modules))
-    if pred.composition is not None:
-        c = pred.composition
-        print(
-            f"composition fitted on {c.info['n_networks']} networks: "
-            + ", ".join(f"{k}={v:.4g}" for k, v in c.coef.items())
-            + f"; within ±10%: plain sum {c.info['plain_sum_acc10']:.2f}, corrected {c.info['fit_acc10']:.2f}"
-        )
-    return 0
+    return pred
 
 
 def _reg_name(pred, module: str) -> str:
@@ -108,14 +174,13 @@ def _model_records(args: argparse.Namespace) -> list:
     if not args.input_shape:
         raise CommandError("--model needs --input-shape (e.g. --input-shape 1,3,224,224)")
     from profilers._cli import model_inputs
-    from profilers._models import load_factory
+    from profilers._models import build_model, factory_kwargs
 
-    factory = load_factory(args.model)
-    kwargs = json.loads(args.kwargs) if args.kwargs else {}
+    kwargs = factory_kwargs(args.kwargs)
     import torch
 
     torch.manual_seed(0)
-    model = factory(**kwargs)
+    model = build_model(args.model, kwargs)
     inputs = model_inputs(args.input_shape, args.input_dtype, args.vocab)
     name = args.name or args.model.split(":")[-1]
     try:
@@ -147,7 +212,11 @@ def _record_file(path: str) -> str:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from ._data import check_count
+    from ._metrics import metrics_for_json
     from ._shipped import load_predictor, matching_reference, reference_names
+
+    check_count(args.breakdown, name="--breakdown")
 
     if args.onnx and Path(args.onnx).suffix.lower() != ".onnx":
         suffix = Path(args.onnx).suffix.lower()
@@ -181,7 +250,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for row, r in zip(rows, records):
             if args.breakdown:
                 row["breakdown"] = pred.breakdown(r).to_dict("records")
-        print(json.dumps(rows, indent=1, default=float))
+        # An unmeasured record's measured_ms is NaN: null in JSON, never a bare NaN.
+        print(json.dumps(metrics_for_json(rows), indent=1, default=float, allow_nan=False))
         return 0
     if pred.composition is None:
         _log.info("note: this predictor has no composition correction; latency is the plain sum of modules")
@@ -293,12 +363,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import profilers
 
     from ._data import statistic_column
-    from ._metrics import evaluate_table
+    from ._metrics import evaluate_table, metrics_for_json
     from ._shipped import load_predictor
 
+    if args.plot:
+        check_output_file(args.plot, "--plot")
     pred = load_predictor(args.predictor)
     df = profilers.read_dataset(args.data, allow_mixed_devices=args.allow_mixed_devices)
-    df = df[df["module"].isin(pred.modules)].reset_index(drop=True)
+    in_data = sorted(set(df["module"]))
+    known = df["module"].isin(pred.modules)
+    if not known.any():
+        raise CommandError(
+            f"--data {', '.join(map(str, args.data))}: no rows of a module type the predictor has: the data "
+            f"has {', '.join(in_data) or 'no rows'}; predictor {args.predictor} predicts {', '.join(pred.modules)}"
+        )
+    if not known.all():
+        skipped = sorted(set(df.loc[~known, "module"]))
+        _log.warning(
+            "note: %d rows of %s not evaluated: predictor %s has no model for them",
+            int((~known).sum()),
+            ", ".join(skipped),
+            args.predictor,
+        )
+    df = df[known].reset_index(drop=True)
     out = pred.predict(df)
     truth = df[statistic_column(pred.statistic)]  # the statistic the predictor learned
     table = evaluate_table(
@@ -320,7 +407,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         title=f"{args.predictor} on {', '.join(map(str, args.data))}",
     )
     if args.json:
-        print(json.dumps({"metrics": table.to_dict(orient="index"), "plot": str(plot)}, indent=1))
+        # An undefined metric (r2 of one row) is NaN: null in JSON, never a bare NaN.
+        metrics = metrics_for_json(table)
+        print(json.dumps({"metrics": metrics, "plot": str(plot)}, indent=1, allow_nan=False))
     else:
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             print(table.round(3).to_string())
@@ -328,20 +417,60 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_table(path: str, *, latency: bool = True):
+def _read_table(path: str, *, option: str, latency: bool = True):
     """A latency table file: CSV with columns `arch` (or `name`) and `latency_ms`; with
-    `latency=False` only the keys are read (an `Index`)."""
+    `latency=False` only the keys are read (an `Index`).
+
+    Latencies are checked as the transfer tables are (`check_latency_table`: each architecture
+    once, finite, > 0) and at most the datasets' `MAX_LATENCY_MS`; every error names `option`
+    and the file.
+    """
+    import numpy as np
     import pandas as pd
 
-    df = pd.read_csv(path)
+    from profilers._dataset import MAX_LATENCY_MS
+
+    from .transfer._adapt import check_latency_table
+
+    where = f"{option} {path}"
+    if not Path(path).is_file():
+        raise CommandError(f"{where}: no such file" if not Path(path).exists() else f"{where}: not a file")
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' EmptyDataError and ParserError are ValueErrors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CommandError(f"{where}: not a CSV table ({first}); expected columns arch,latency_ms") from None
     key = "arch" if "arch" in df.columns else "name"
     missing = [c for c in (key, "latency_ms")[: 2 if latency else 1] if c not in df.columns]
     if missing:
         what = "arch (or name) and latency_ms" if latency else "arch (or name)"
-        raise ValueError(f"{path}: missing columns {missing}; this table needs {what}")
+        raise CommandError(
+            f"{where}: missing columns {missing} (it has {list(df.columns)}); this table needs {what}"
+        )
+    if df.empty:
+        raise CommandError(f"{where}: no rows; expected one row per architecture")
+    blank = np.flatnonzero(df[key].isna().to_numpy())
+    if len(blank):
+        raise CommandError(f"{where}: {len(blank)} rows without an {key} (data row {blank[0] + 1} first)")
+    keys = df[key].astype(str)
     if not latency:
-        return pd.Index(df[key].astype(str))
-    return pd.Series(df["latency_ms"].to_numpy(float), index=df[key].astype(str))
+        return pd.Index(keys)
+    ms = pd.to_numeric(df["latency_ms"], errors="coerce")
+    text = (ms.isna() & df["latency_ms"].notna()).to_numpy()
+    if text.any():
+        i = int(np.flatnonzero(text)[0])
+        raise CommandError(
+            f"{where}: {int(text.sum())} latencies are not numbers ({keys.iloc[i]!r}: "
+            f"{df['latency_ms'].iloc[i]!r}): expected milliseconds"
+        )
+    table = check_latency_table(pd.Series(ms.to_numpy(float), index=keys), name=where)
+    high = table[table > MAX_LATENCY_MS]
+    if len(high):
+        raise CommandError(
+            f"{where}: {len(high)} latencies above {MAX_LATENCY_MS:g} ms ({high.index[0]!r}: {high.iloc[0]:g}): "
+            "expected milliseconds, as the datasets hold them"
+        )
+    return table
 
 
 def _cmd_transfer_monotonicity(args: argparse.Namespace) -> int:
@@ -357,7 +486,12 @@ def _cmd_transfer_monotonicity(args: argparse.Namespace) -> int:
         tables.update(settings_tables(df))
     out = {m: monotonicity_matrix(tables, metric=m) for m in ("spearman", "kendall")}
     if args.json:
-        print(json.dumps({m: v.to_dict() for m, v in out.items()}, indent=1))
+        from ._metrics import metrics_for_json
+
+        # A correlation over constant latencies is undefined (NaN): null in JSON.
+        print(
+            json.dumps(metrics_for_json({m: v.to_dict() for m, v in out.items()}), indent=1, allow_nan=False)
+        )
         return 0
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         for m, v in out.items():
@@ -373,18 +507,28 @@ def _cmd_transfer_adapt(args: argparse.Namespace) -> int:
 
     from .transfer import adapt, predictor_proxy, table_proxy
 
+    check_output_file(args.out, "--out")
     space = space_by_name(args.space)
-    samples = _read_table(args.samples)
-    wanted = (
-        _read_table(args.predict, latency=False)
-        if args.predict.endswith(".csv")
-        else pd.Index([x.strip() for x in Path(args.predict).read_text().splitlines() if x.strip()])
-    )
+    samples = _read_table(args.samples, option="--samples")
+    if args.predict.endswith(".csv"):
+        wanted = _read_table(args.predict, option="--predict", latency=False)
+    else:
+        wanted = pd.Index([x.strip() for x in Path(args.predict).read_text().splitlines() if x.strip()])
+        if wanted.empty:
+            raise CommandError(f"--predict {args.predict}: no architectures; expected one per line")
 
-    def records(keys):
-        return [space.record(decode(space, k), name=k) for k in keys]
+    def records(keys, where: str):
+        out = []
+        for k in keys:
+            try:
+                out.append(space.record(decode(space, k), name=k))
+            except ValueError as e:
+                raise CommandError(f"{where}: {e}") from e
+        return out
 
-    proxies = [table_proxy(_read_table(p), name=Path(p).stem) for p in args.proxy_table or []]
+    proxies = [
+        table_proxy(_read_table(p, option="--proxy-table"), name=Path(p).stem) for p in args.proxy_table or []
+    ]
     if args.proxy_predictor:
         from ._shipped import load_predictor
 
@@ -392,10 +536,15 @@ def _cmd_transfer_adapt(args: argparse.Namespace) -> int:
         proxies.append(predictor_proxy(pred, name=str(args.proxy_predictor)))
     if not proxies:
         raise CommandError("give at least one --proxy-table or --proxy-predictor")
-    adapted = adapt(records(samples.index), samples.to_numpy(float), proxies, threshold=args.threshold)
-    out = pd.DataFrame({"arch": wanted, "latency_ms": adapted.predict(records(wanted))})
+    sample_records = records(samples.index, f"--samples {args.samples}")
+    wanted_records = records(wanted, f"--predict {args.predict}")
+    adapted = adapt(sample_records, samples.to_numpy(float), proxies, threshold=args.threshold)
+    out = pd.DataFrame({"arch": wanted, "latency_ms": adapted.predict(wanted_records)})
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.out, index=False)
-    print(json.dumps(adapted.report, indent=1, default=float))
+    from ._metrics import metrics_for_json
+
+    print(json.dumps(metrics_for_json(adapted.report), indent=1, default=float, allow_nan=False))
     _log.info("wrote %d predictions to %s; method %s", len(out), args.out, adapted.method)
     return 0
 

@@ -1,7 +1,9 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import profilers
@@ -276,3 +278,178 @@ def test_torch_model_checks_its_output_before_capturing(tmp_path, capsys):
                "--model tests.test_models:small_cnn: small_cnn: torch.export failed: RuntimeError")
     _one_error(main, ["generated", "--n", "1", "--no-measure", "--out", str(tmp_path / "afile" / "g.jsonl")], capsys,
                "--out=", "afile is a file, not a directory")
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """A dataset of two module types (synthetic latencies), one of a third type, one with one
+    row per type (undefined r2), and a ridge predictor trained on the first by the command."""
+    from jaxlat._cli import main as jaxlat_main
+
+    from .helpers import synthetic_rows
+
+    d = tmp_path_factory.mktemp("data")
+    meta = {"backend": "torch", "device": "cpu", "device_id": "synthetic", "runs": []}
+    profilers.write_dataset(d / "train.parquet", synthetic_rows(["add", "conv2d"], 8), meta)
+    profilers.write_dataset(d / "matmul.parquet", synthetic_rows(["matmul"], 3), meta)
+    profilers.write_dataset(d / "one.parquet", synthetic_rows(["add", "conv2d"], 1, seed=5), meta)
+    assert jaxlat_main(["train", "--data", str(d / "train.parquet"), "--regressor", "ridge",
+                        "--out", str(d / "pred"), "-q"]) == 0
+    return d
+
+
+def test_train_refuses_epochs_0_and_bad_outputs_before_training(small_data, tmp_path, capsys, monkeypatch):
+    """`--epochs 0` used to mean the default; `--out` on a file, under a file or in an unwritable
+    place failed only when the trained predictor was saved."""
+    import jaxlat._predictor
+    from jaxlat._cli import main as jaxlat_main
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although the arguments are wrong")
+
+    monkeypatch.setattr(jaxlat._predictor, "train_predictor", no_training)
+    (tmp_path / "afile").write_text("x")
+    data = ["train", "--data", str(small_data / "train.parquet"), "--regressor", "ridge"]
+    for argv, expected in [
+        ([*data, "--epochs", "0", "--out", str(tmp_path / "p")], ["--epochs=0 is not valid: expected an int >= 1"]),
+        ([*data, "--epochs", "-2", "--out", str(tmp_path / "p")], ["--epochs=-2"]),
+        ([*data, "--out", str(tmp_path / "afile")], [f"--out {tmp_path / 'afile'}: is an existing file"]),
+        ([*data, "--out", str(tmp_path / "afile" / "p")], [f"--out {tmp_path / 'afile' / 'p'}: cannot write here"]),
+        ([*data, "--regressor", "conv3d=mlp", "--out", str(tmp_path / "p")],
+         ["--regressor conv3d=mlp: module='conv3d' is not a registered module type"]),
+        ([*data, "--regressor", "linear=mlp", "--out", str(tmp_path / "p")],
+         ["--regressor linear=mlp: the data has no linear rows (its module types: add, conv2d)"]),
+        ([*data, "--regressor", "mlp", "--out", str(tmp_path / "p")],
+         ["--regressor: two regressors for every module type, ridge and mlp"]),
+        (["train", "--data", str(small_data / "train.parquet"), "--select", "accuracy", "--max-query-us", "0",
+          "--out", str(tmp_path / "p")], ["--max-query-us=0.0 is not valid: expected a finite number > 0"]),
+        ([*data, "--max-bytes", "0", "--out", str(tmp_path / "p")], ["need --select"]),
+    ]:
+        _one_error(jaxlat_main, argv, capsys, "jaxlat: error: ", *expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no predictor directory left behind
+    if Path("/proc/self").is_dir():  # a place nobody can write, even root
+        _one_error(jaxlat_main, [*data, "--out", "/proc/jaxlat-p"], capsys, "--out /proc/jaxlat-p: cannot write here")
+
+
+def test_evaluate_names_both_type_sets_and_writes_valid_json(small_data, capsys):
+    from jaxlat._cli import main as jaxlat_main
+
+    pred = str(small_data / "pred")
+    _one_error(jaxlat_main, ["evaluate", "--predictor", pred, "--data", str(small_data / "matmul.parquet")], capsys,
+               "jaxlat: error: --data ", "the data has matmul; predictor ", "predicts add, conv2d")
+    # One row per type: r2 and the rank correlations are undefined, null in JSON (not a bare NaN).
+    argv = ["evaluate", "--predictor", pred, "--data", str(small_data / "one.parquet"), "--json",
+            "--plot", str(small_data / "one.png")]
+    assert jaxlat_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "NaN" not in out
+    metrics = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))["metrics"]
+    assert metrics["add"]["r2"] is None and metrics["all"]["n"] == 2
+    _one_error(jaxlat_main, [*argv[:-1], str(small_data / "train.parquet" / "x.png")], capsys,
+               "--plot ", "is a file, not a directory")
+    _one_error(jaxlat_main, [*argv[:-1], str(small_data)], capsys, "--plot ", "is a directory; expected a file path")
+
+
+def test_evaluate_notes_the_types_it_skips(small_data, tmp_path, capsys):
+    from jaxlat._cli import main as jaxlat_main
+
+    argv = ["evaluate", "--predictor", str(small_data / "pred"), "--data",
+            f"{small_data / 'train.parquet'},{small_data / 'matmul.parquet'}", "--plot", str(tmp_path / "p.png")]
+    assert jaxlat_main(argv) == 0
+    assert "3 rows of matmul not evaluated" in capsys.readouterr().err
+
+
+def test_predict_json_has_no_bare_nan_and_breakdown_is_checked(tmp_path, capsys):
+    from jaxlat._cli import main as jaxlat_main
+
+    _record_file(tmp_path / "r.json")
+    assert jaxlat_main(["predict", "--arch", str(tmp_path / "r.json"), "--json", "--breakdown", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert rows[0]["measured_ms"] is None and rows[0]["latency_ms"] > 0 and rows[0]["breakdown"]
+    _one_error(jaxlat_main, ["predict", "--arch", str(tmp_path / "r.json"), "--breakdown", "0"], capsys,
+               "--breakdown=0 is not valid: expected an int >= 1")
+
+
+@pytest.mark.parametrize("factory, kwargs, expected", [
+    ("os:system", None, "--model='os:system': calling the factory with no arguments failed: TypeError"),
+    ("builtins:dict", None, "--model='builtins:dict': the factory returned a builtins.dict, not a torch.nn.Module"),
+    ("tests.test_models:small_cnn", "[1]", "--kwargs='[1]' is a JSON list: expected an object"),
+    ("tests.test_models:small_cnn", "{oops", "--kwargs='{oops' is not valid JSON"),
+    ("tests.test_models:small_cnn", '{"nope": 1}', "small_cnn() got an unexpected keyword argument 'nope'"),
+])
+def test_factories_that_do_not_build_a_module_are_named(factory, kwargs, expected, tmp_path, capsys):
+    from jaxlat._cli import main as jaxlat_main
+
+    more = [] if kwargs is None else ["--kwargs", kwargs]
+    _one_error(jaxlat_main, ["predict", "--model", factory, "--input-shape", "1,3,8,8", *more], capsys,
+               "jaxlat: error: ", expected)
+    _one_error(main, ["torch-model", "--model", factory, "--input-shape", "1,3,8,8", "--no-measure", *more,
+                      "--out", str(tmp_path / "r.json")], capsys, "jaxlat-profile: error: ", expected)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_transfer_tables_are_checked_naming_the_file(tmp_path, capsys):
+    """Duplicate, conflicting, NaN, non-positive, non-numeric and absurd latencies, an empty
+    file, an unknown architecture: one line naming the option and the file, nothing written."""
+    import pandas as pd
+
+    from jaxlat._cli import main as jaxlat_main
+    from profilers.spaces import NB201
+
+    codes = [NB201.encode(NB201.random_arch(s)) for s in range(12)]
+    pd.DataFrame({"arch": codes, "latency_ms": np.linspace(1, 2, 12)}).to_csv(tmp_path / "proxy.csv", index=False)
+    pd.DataFrame({"arch": codes[6:]}).to_csv(tmp_path / "want.csv", index=False)
+    tables = {
+        "dup.csv": ({"arch": codes[:3] * 2, "latency_ms": [1, 2, 3] * 2}, "3 architecture(s) appear more than once"),
+        "conflict.csv": ({"arch": codes[:3] * 2, "latency_ms": [1, 2, 3, 4, 5, 6]}, "with conflicting latencies"),
+        "nan.csv": ({"arch": codes[:4], "latency_ms": [1, None, 2, 3]}, f"1 latencies are NaN, infinite or <= 0 ({codes[1]!r}"),
+        "neg.csv": ({"arch": codes[:4], "latency_ms": [1, -1, 2, 3]}, "NaN, infinite or <= 0"),
+        "text.csv": ({"arch": codes[:4], "latency_ms": [1, "abc", 2, 3]}, "1 latencies are not numbers"),
+        "huge.csv": ({"arch": codes[:4], "latency_ms": [1, 1e30, 2, 3]}, "1 latencies above 3.6e+06 ms"),
+        "nocol.csv": ({"arch": codes[:4], "ms": [1, 2, 3, 4]}, "missing columns ['latency_ms']"),
+        "bad_arch.csv": ({"arch": ["garbage", *codes[1:4]], "latency_ms": [1, 2, 3, 4]}, "'garbage'"),
+    }
+    for name, (cols, _) in tables.items():
+        pd.DataFrame(cols).to_csv(tmp_path / name, index=False)
+    (tmp_path / "empty.csv").write_text("")
+    tables["empty.csv"] = (None, "not a CSV table")
+    base = ["transfer", "adapt", "--space", "nb201", "--predict", str(tmp_path / "want.csv"), "--out",
+            str(tmp_path / "out.csv")]
+    for name, (_, expected) in tables.items():
+        _one_error(jaxlat_main, [*base, "--samples", str(tmp_path / name), "--proxy-table", str(tmp_path / "proxy.csv")],
+                   capsys, f"jaxlat: error: --samples {tmp_path / name}", expected)
+        _one_error(jaxlat_main, [*base, "--samples", str(tmp_path / "proxy.csv"), "--proxy-table", str(tmp_path / name)],
+                   capsys, f"jaxlat: error: --proxy-table {tmp_path / name}" if name != "bad_arch.csv" else "")
+    _one_error(jaxlat_main, [*base, "--samples", str(tmp_path / "proxy.csv"), "--proxy-table",
+                             str(tmp_path / "missing.csv")], capsys, f"--proxy-table {tmp_path / 'missing.csv'}: no such file")
+    (tmp_path / "empty.txt").write_text("\n")
+    _one_error(jaxlat_main, [*base[:4], "--predict", str(tmp_path / "empty.txt"), *base[6:], "--samples",
+                             str(tmp_path / "proxy.csv"), "--proxy-table", str(tmp_path / "proxy.csv")], capsys,
+               f"--predict {tmp_path / 'empty.txt'}: no architectures")
+    _one_error(jaxlat_main, [*base[:-1], str(tmp_path), "--samples", str(tmp_path / "proxy.csv"), "--proxy-table",
+                             str(tmp_path / "proxy.csv")], capsys, f"--out {tmp_path}: is a directory")
+    assert not (tmp_path / "out.csv").exists()
+    (tmp_path / "afile").write_text("x")
+    _one_error(jaxlat_main, [*base[:-1], str(tmp_path / "afile" / "out.csv"), "--samples", str(tmp_path / "proxy.csv"),
+                             "--proxy-table", str(tmp_path / "proxy.csv")], capsys, "--out ", "is a file, not a directory")
+
+
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # the undefined correlation itself
+def test_transfer_adapt_report_is_valid_json(tmp_path, capsys):
+    """A proxy whose latencies are all equal has no rank correlation (NaN): null in the report."""
+    import pandas as pd
+
+    from jaxlat._cli import main as jaxlat_main
+    from profilers.spaces import NB201
+
+    codes = [NB201.encode(NB201.random_arch(s)) for s in range(12)]
+    pd.DataFrame({"arch": codes, "latency_ms": 1.0}).to_csv(tmp_path / "proxy.csv", index=False)
+    pd.DataFrame({"arch": codes[:6], "latency_ms": np.linspace(1, 2, 6)}).to_csv(tmp_path / "k.csv", index=False)
+    pd.DataFrame({"arch": codes[6:]}).to_csv(tmp_path / "want.csv", index=False)
+    assert jaxlat_main(["transfer", "adapt", "--space", "nb201", "--samples", str(tmp_path / "k.csv"), "--proxy-table",
+                        str(tmp_path / "proxy.csv"), "--predict", str(tmp_path / "want.csv"), "--out",
+                        str(tmp_path / "sub" / "out.csv")]) == 0
+    report = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert report["spearman"]["proxy"] is None and report["k"] == 6
+    assert len(pd.read_csv(tmp_path / "sub" / "out.csv")) == 6
