@@ -69,7 +69,7 @@ def test_calibrate_recovers_a_planted_log_affine_map(predictor):
     ]
     assert summary["report"]["chosen"] == "affine" and json.dumps(summary)
     assert cal.describe().startswith(
-        "calibration on 10 measured networks: affine (by leave-one-out error), target ms = 1.700"
+        "calibration on 10 measured networks: affine (by held-out error), target ms = 1.700"
     )
     with pytest.raises(ValueError, match="only 'recompose' does"):
         cal.predictor()

@@ -13,8 +13,8 @@ extrapolate to the light and the heavy ends.
     cal.log_affine                                          # (a, b): ms = exp(a) * predicted ** b
 
 The correction is one of `jaxlat.transfer.adapt`'s (a rescaling or an affine map in log latency,
-the composition refitted, or AdaProxy's feature reweighting), chosen by leave-one-out error on
-the K networks, or forced. `reuse`, `affine` and `recompose` keep a pure JAX latency:
+the composition refitted, or AdaProxy's feature reweighting), chosen by held-out error on the
+K networks (`adapt`'s folds), or forced. `reuse`, `affine` and `recompose` keep a pure JAX latency:
 `jaxlat.nas.calibrated_latency_fn` turns a calibration into a NAS penalty's latency.
 """
 
@@ -79,11 +79,11 @@ class Calibration:
 
     Attributes:
       statistic: what a measured latency is (`median` or `p10` of the pooled samples).
-      forced: the method was forced rather than chosen by leave-one-out error.
+      forced: the method was forced rather than chosen by held-out error.
       measured_ms: the K networks' measured latencies, ms.
       predicted_ms: the uncalibrated predictor's latencies of the K networks, ms.
-      report: `adapt`'s report over every candidate scored (rank correlation, leave-one-out log
-        RMSE and ±10 % accuracy per method), with `chosen` the method in use.
+      report: `adapt`'s report over every candidate scored (rank correlation, held-out log RMSE
+        and ±10 % accuracy per method), with `chosen` the method in use.
       adapted: the adapted proxy that predicts (`jaxlat.transfer.Adapted`).
     """
 
@@ -141,11 +141,11 @@ class Calibration:
             if comp
             else "a learned correction on the predictor"
         )
-        how = "forced" if self.forced else "by leave-one-out error"
+        how = "forced" if self.forced else "by held-out error"
         loo = ", ".join(f"{m} {v['log_rmse']:.3f}" for m, v in self.report["candidates"].items())
         return (
             f"calibration on {self.k} measured networks: {self.method} ({how}), {form} "
-            f"(Spearman {self.spearman:.3f}; LOO log RMSE {loo})"
+            f"(Spearman {self.spearman:.3f}; held-out log RMSE {loo})"
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -176,8 +176,8 @@ def calibrate(
 ) -> Calibration:
     """Calibrate `predictor` to the machine that measured `records` (few-shot transfer).
 
-    Every method of `methods` (and `force`) is scored by leave-one-out error on the K records
-    (`jaxlat.transfer.adapt`); the best is used, or `force` whatever its score.
+    Every method of `methods` (and `force`) is scored by held-out error on the K records
+    (`jaxlat.transfer.adapt`'s folds); the best is used, or `force` whatever its score.
 
     Args:
       predictor: the `LatencyPredictor` to calibrate.
