@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -32,6 +32,8 @@ from profilers.spaces import MobileArch, MobileSpace, Nb201Arch, Nb201Space
 from ._latency import expected_latency_fn, one_hot, op_names
 from ._penalties import Penalty
 from ._supernet import MobileSupernet, channel_masks, init_supernet
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .._predictor import LatencyPredictor
@@ -426,9 +428,8 @@ def search(
             rec.update({k: float(np.mean([m[k] for m in am])) for k in am[0]})
         history.append(rec)
         if progress:
-            print(f"epoch {epoch + 1}/{config.epochs}: tau {tau:.2f}, train acc {rec['acc']:.3f}"
-                  + (f", expected latency {rec['latency_ms']:.3f} ms, loss {rec['loss']:.3f}" if am else ""),
-                  file=sys.stderr)
+            _log.info("epoch %d/%d: tau %.2f, train acc %.3f%s", epoch + 1, config.epochs, tau, rec["acc"],
+                      f", expected latency {rec['latency_ms']:.3f} ms, loss {rec['loss']:.3f}" if am else "")
     probs = np.asarray(jax.nn.softmax(arch.logits / config.tau_end, axis=-1))
     widths = widths_of(space, arch.width_u)
     widths_np = np.asarray(widths) if widths is not None else np.zeros((0,))
