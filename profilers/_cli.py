@@ -345,6 +345,7 @@ def _profile_configs(
 ) -> int:
     from ._runner import run_profile
 
+    check_output_file(args.out, "--out")  # now, not when the first row is written
     modules = sorted({c.module for c in configs})
     if settings is None:
         settings = {"dtype": args.dtype, "threads": args.threads, "utilization": args.utilization}

@@ -278,6 +278,8 @@ def test_torch_model_checks_its_output_before_capturing(tmp_path, capsys):
                "--model tests.test_models:small_cnn: small_cnn: torch.export failed: RuntimeError")
     _one_error(main, ["generated", "--n", "1", "--no-measure", "--out", str(tmp_path / "afile" / "g.jsonl")], capsys,
                "--out=", "afile is a file, not a directory")
+    _one_error(main, ["torch", "--module", "add", "--n", "2", "--out", str(tmp_path / "afile" / "d.parquet")], capsys,
+               f"--out {tmp_path / 'afile' / 'd.parquet'}: {tmp_path / 'afile'} is a file, not a directory")
 
 
 @pytest.fixture(scope="module")
