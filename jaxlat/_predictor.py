@@ -220,7 +220,8 @@ class LatencyPredictor:
             if not np.isfinite(pred).all():
                 raise ValueError(f"{module}: the model predicted a non-finite latency for "
                                  f"{int((~np.isfinite(pred).all(axis=1)).sum())} row(s)")
-            mu, sigma = pred[:, 0], np.exp(pred[:, 1])
+            # float64 on host: a far-off prediction of a barely trained model stays > 0 ms
+            mu, sigma = pred[:, 0].astype(np.float64), np.exp(pred[:, 1].astype(np.float64))
             out.loc[sub.index, "latency_ms"] = np.exp(mu)
             out.loc[sub.index, "lo_ms"] = np.exp(mu - INTERVAL_Z * sigma)
             out.loc[sub.index, "hi_ms"] = np.exp(mu + INTERVAL_Z * sigma)
