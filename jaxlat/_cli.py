@@ -32,6 +32,7 @@ from profilers._cli import (
     check_output_file,
     csv_list,
     existing_file,
+    output_options,
     run_main,
 )
 
@@ -569,17 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("output")
-    g.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="more detail: DEBUG messages and third-party library warnings",
-    )
-    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
-    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    common = output_options()  # -v, -q, --debug: the same options as jaxlat-profile's
 
     def command(parent, name: str, help: str) -> argparse.ArgumentParser:
         return parent.add_parser(
