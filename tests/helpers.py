@@ -3,6 +3,7 @@
 import numpy as np
 
 import profilers
+import profilers.spaces
 from jaxlat import TrainConfig, encode_columns, feature_schema
 
 SMALL_TRAIN = TrainConfig(epochs=150, batch_size=64, learning_rate=3e-3, patience=0)
@@ -35,3 +36,19 @@ def synthetic_rows(modules, n_per: int, seed: int = 0, *, spread: float = 0.0) -
                                                   number_per_run=1, backend="torch", device="cpu",
                                                   device_id="synthetic"))
     return rows
+
+
+#: A small space: 3 layers in 2 stages, 3 candidates, searchable widths.
+TINY_SPACE = profilers.spaces.MobileSpace(
+    "tiny",
+    stages=((1, 16, 1), (2, 24, 2)),
+    ops=("k3_e1", "k5_e3", "skip"),
+    stem_channels=16,
+    stem_stride=2,
+    head_channels=0,
+    classes=10,
+    resolution=32,
+    act="relu6",
+    expand_when_e1=False,
+    width_range=(0.5, 1.5),
+)

@@ -9,22 +9,11 @@ import pytest
 import jaxlat
 from jaxlat.nas import calibrated_latency_fn, expected_latency_fn, log_affine_latency_fn, one_hot
 from jaxlat.transfer import calibrate, spanning_archs
-from profilers.spaces import MobileArch, MobileSpace
+from profilers.spaces import MobileArch
 
-#: A small space: 3 layers in 2 stages, 3 candidates, searchable widths.
-TINY = MobileSpace(
-    "tiny",
-    stages=((1, 16, 1), (2, 24, 2)),
-    ops=("k3_e1", "k5_e3", "skip"),
-    stem_channels=16,
-    stem_stride=2,
-    head_channels=0,
-    classes=10,
-    resolution=32,
-    act="relu6",
-    expand_when_e1=False,
-    width_range=(0.5, 1.5),
-)
+from .helpers import TINY_SPACE
+
+TINY = TINY_SPACE
 
 
 @pytest.fixture(scope="module")

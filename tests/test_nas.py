@@ -23,12 +23,12 @@ from jaxlat.nas import (
     tfnas_penalty,
 )
 from jaxlat.nas._search import _STEPS, ArchParams, _adam, make_steps
-from profilers.spaces import FBNET, NB201, MobileArch, MobileSpace, mobile_space
+from profilers.spaces import FBNET, NB201, MobileArch
+
+from .helpers import TINY_SPACE
 
 #: A small space: 3 layers in 2 stages, 3 candidates, searchable widths.
-TINY = MobileSpace("tiny", stages=((1, 16, 1), (2, 24, 2)), ops=("k3_e1", "k5_e3", "skip"), stem_channels=16,
-                   stem_stride=2, head_channels=0, classes=10, resolution=32, act="relu6", expand_when_e1=False,
-                   width_range=(0.5, 1.5))
+TINY = TINY_SPACE
 
 
 @pytest.fixture(scope="module")
