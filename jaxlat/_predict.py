@@ -21,6 +21,7 @@ applies the composition.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -46,6 +47,21 @@ class Static(NamedTuple):
     treedef: Any
     is_param: tuple[bool, ...]
     values: tuple[Any, ...]  # the non-float leaves (None where a float leaf goes)
+
+    def _key(self) -> tuple[Any, ...]:
+        vals = tuple(None if v is None else (v.dtype.str, v.shape, v.tobytes()) for v in self.values)
+        return (self.treedef, self.is_param, vals)
+
+    # Compared and hashed by value, so that heads of equal structure are one static argument
+    # of a compiled function (`model_latency_jit`): predictors that share regressors share programs.
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Static) and self._key() == other._key()
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
 
 
 class Head(NamedTuple):
@@ -88,9 +104,9 @@ class ModelBatch(NamedTuple):
       counts: `[n_models, 5]` composition counts in `COUNT_TERMS` order.
     """
 
-    features: Mapping[str, Float[Array, "rows features"]]
-    owner: Mapping[str, Int[Array, " rows"]]
-    weight: Mapping[str, Float[Array, " rows"]]
+    features: Mapping[str, Float[Array, "_rows _features"]]
+    owner: Mapping[str, Int[Array, " _rows"]]
+    weight: Mapping[str, Float[Array, " _rows"]]
     counts: Float[Array, "models 5"]
 
 
@@ -131,7 +147,7 @@ def combine(floats: PyTree, static: Static) -> PyTree:
 
 
 def module_outputs(heads: Mapping[str, Head], params: PredictorParams,
-                   features: Mapping[str, Float[Array, "rows features"]]) -> dict[str, Float[Array, "rows 2"]]:
+                   features: Mapping[str, Float[Array, "_rows _features"]]) -> dict[str, Float[Array, "_rows 2"]]:
     """`(mu, log_sigma)` of log latency (ms) for rows of each module type in `features`."""
     out = {}
     for module, x in features.items():
@@ -165,6 +181,28 @@ def model_latency(heads: Mapping[str, Head], params: PredictorParams, batch: Mod
         finite = jnp.isfinite(mu) & jnp.isfinite(out[:, 1])
         bad = bad + module_sum((~finite).astype(jnp.float32), jnp.ones_like(mu), batch.owner[module], n)
     return ModelPrediction(compose(params.composition, sums[:, 0], batch.counts), sums, bad)
+
+
+HeadItems = tuple[tuple[str, Head], ...]
+
+
+def head_items(heads: Mapping[str, Head]) -> HeadItems:
+    """`heads` as a sorted tuple of items: hashable (by value), the static argument of the
+    compiled forms below."""
+    return tuple(sorted(heads.items()))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def model_latency_jit(heads: HeadItems, params: PredictorParams, batch: ModelBatch) -> ModelPrediction:
+    """`model_latency`, compiled once per (head structure, shapes) for every predictor."""
+    return model_latency(dict(heads), params, batch)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def module_outputs_jit(heads: HeadItems, params: PredictorParams,
+                       features: Mapping[str, Float[Array, "_rows _features"]]) -> dict[str, Float[Array, "_rows 2"]]:
+    """`module_outputs`, compiled once per (head structure, shapes) for every predictor."""
+    return module_outputs(dict(heads), params, features)
 
 
 def padded_size(n: int, *, minimum: int = 8, maximum: int | None = None) -> int:

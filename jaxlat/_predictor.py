@@ -48,8 +48,11 @@ from ._predict import (
     PyTree,
     combine,
     compose,
+    head_items,
     model_latency,
+    model_latency_jit,
     module_outputs,
+    module_outputs_jit,
     padded_size,
     partition,
 )
@@ -124,16 +127,24 @@ class LatencyPredictor:
         self.feature_version = feature_version  # the feature schema its models were trained on
         self.device = dict(device)
         self._medn = medn  # (MultiTaskRegressor, params) when a MEDN serves some types
-        self.composition = composition  # None: whole models are the plain sum of their modules
+        self._composition = composition  # None: whole models are the plain sum of their modules
         self.selection = dict(selection) if selection else None  # the auto-selection report
         statistic_column(statistic)
         #: The latency statistic it learned (`jaxlat._data.STATISTICS`): modules and whole models
         #: are predicted, and measured records compared, as this statistic.
         self.statistic = statistic
         self.heads, self._regressor_params = _heads(self.models)
-        # Compiled once per predictor (and shared by its `with_composition` copies), per shape.
-        self._model_fn = jax.jit(functools.partial(model_latency, self.heads))
-        self._module_fn = jax.jit(functools.partial(module_outputs, self.heads))
+        # Compiled once per head structure and shape, shared by every predictor with the same
+        # regressors (a refit, a copy, a `with_params` adaptation).
+        items = head_items(self.heads)
+        self._model_fn = functools.partial(model_latency_jit, items)
+        self._module_fn = functools.partial(module_outputs_jit, items)
+
+    @property
+    def composition(self) -> Composition | None:
+        """The whole-model correction (None: whole models are the plain sum of their modules);
+        read-only: `with_composition` and `with_fitted_composition` return a new predictor."""
+        return self._composition
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -375,7 +386,7 @@ class LatencyPredictor:
         """A copy with another composition correction (the module models and the compiled
         functions shared, not copied)."""
         out = copy.copy(self)
-        out.composition = composition
+        out._composition = composition
         return out
 
     def with_params(self, params: PredictorParams) -> LatencyPredictor:
@@ -400,20 +411,39 @@ class LatencyPredictor:
         return LatencyPredictor(models, device=self.device, medn=medn, composition=comp, selection=self.selection,
                                 feature_version=self.feature_version, statistic=self.statistic)
 
-    def fit_composition(self, records: Sequence[ArchRecord]) -> Composition:
-        """Fit (and keep) the composition correction on profiled architecture records."""
+    def fitted_composition(self, records: Sequence[ArchRecord]) -> Composition:
+        """The composition correction fitted on profiled architecture records (measured end to
+        end, in this predictor's statistic); this predictor is left as it is.
+
+        Raises:
+          ValueError: a record not measured end to end, or fewer than 6 records.
+        """
         measured = [r for r in records if r.measured]
         if len(measured) < len(records):
-            raise ValueError(f"fit_composition: {len(records) - len(measured)} record(s) were not measured end to end")
+            raise ValueError(f"fitted_composition: {len(records) - len(measured)} record(s) were not measured end to end")
         y_ms = np.array([measured_ms(r, self.statistic) for r in measured])
         terms = self.composition_terms(measured)
         plain = terms[:, 0] / y_ms
-        self.composition = fit_composition(
+        return fit_composition(
             terms, y_ms,
             info={"plain_sum_over_measured_median": float(np.median(plain)),
                   "plain_sum_acc10": float(np.mean(np.abs(plain - 1) <= 0.10))},
         )
-        return self.composition
+
+    def with_fitted_composition(self, records: Sequence[ArchRecord]) -> LatencyPredictor:
+        """A copy whose composition correction is fitted on `records` (`fitted_composition`)."""
+        return self.with_composition(self.fitted_composition(records))
+
+    def fit_composition(self, records: Sequence[ArchRecord]) -> Composition:
+        """Deprecated: fits the correction and changes this predictor in place. Use
+        `with_fitted_composition` (a new predictor) or `fitted_composition` (the correction)."""
+        import warnings
+
+        warnings.warn("LatencyPredictor.fit_composition changes the predictor in place; use "
+                      "with_fitted_composition(records) or fitted_composition(records)", DeprecationWarning,
+                      stacklevel=2)
+        self._composition = self.fitted_composition(records)
+        return self._composition
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -616,9 +646,7 @@ def train_predictor(
                          x_val=xv if len(yv) else None, y_val=yv if len(yv) else None)
         models[m] = _type_model(m, reg, params, x)
     pred = LatencyPredictor(models, device=_device_of(df), medn=medn, selection=selection, statistic=statistic)
-    if archs:
-        pred.fit_composition(archs)
-    return pred
+    return pred.with_fitted_composition(archs) if archs else pred
 
 
 def _type_model(module: str, reg: Regressor, params: PyTree, x: np.ndarray, shared: str | None = None) -> TypeModel:

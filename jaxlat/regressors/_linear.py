@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,10 +24,26 @@ def _monomials(n_features: int, degree: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.int32)
 
 
-def _expand(z, index):
+def _expand(z, index, xp: Any = jnp):
     # Append a constant 1 so that the padding index selects it: a lower-degree monomial.
-    z1 = jnp.concatenate([z, jnp.ones(z.shape[:-1] + (1,), z.dtype)], axis=-1)
-    return jnp.prod(jnp.take(z1, index, axis=-1), axis=-1)
+    z1 = xp.concatenate([z, xp.ones(z.shape[:-1] + (1,), z.dtype)], axis=-1)
+    return xp.prod(xp.take(z1, index, axis=-1), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolyPredict:
+    """The pure `predict` of a ridge of `degree` (a value, so that every fit of the same degree
+    shares one compiled program)."""
+
+    degree: int
+
+    def features(self, params, x, xp: Any = jnp):
+        z = (x - params["x_mean"]) / params["x_scale"]
+        return _expand(z, params["index"], xp) if self.degree > 1 else z
+
+    def __call__(self, params, x):
+        mu = self.features(params, x) @ params["w"] + params["b"]
+        return jnp.stack([mu, params["log_sigma"]])
 
 
 def _solve(a: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
@@ -50,35 +67,28 @@ def poly_ridge_regressor(degree: int = 1, *, alpha: float | None = None) -> Regr
     if degree < 1:
         raise ValueError(f"degree={degree} is not valid: expected an int >= 1")
 
-    def features(params, x):
-        z = (x - params["x_mean"]) / params["x_scale"]
-        return _expand(z, params["index"]) if degree > 1 else z
-
-    def predict(params, x):
-        mu = features(params, x) @ params["w"] + params["b"]
-        return jnp.stack([mu, params["log_sigma"]])
+    predict = PolyPredict(degree)
 
     def fit(key, x, y, *, names, x_val=None, y_val=None):
         del key, names
         x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
         mean, scale = standardizer(x64)
         params = {"x_mean": mean, "x_scale": scale, "index": _monomials(x.shape[1], degree)}
-        a = np.asarray(jax.vmap(lambda r: features(params, r))(jnp.asarray(x, jnp.float32)), np.float64)
+        # Fitted on the host in float64: no compilation, whatever the data's shape.
+        a = predict.features(params, x64, np)
         alphas = [alpha] if alpha is not None else list(_ALPHAS)
+        validate = x_val is not None and len(x_val) > 0 and len(alphas) > 1
+        av = predict.features(params, np.asarray(x_val, np.float64), np) if validate else None
         best = None
         for al in alphas:
             w, b = _solve(a, y64, al)
-            if x_val is not None and len(x_val) > 0 and len(alphas) > 1:
-                av = np.asarray(jax.vmap(lambda r: features(params, r))(jnp.asarray(x_val, jnp.float32)), np.float64)
-                err = float(np.mean((av @ w + b - y_val) ** 2))
-            else:
-                err = 0.0
+            err = float(np.mean((av @ w + b - y_val) ** 2)) if validate else 0.0
             if best is None or err < best[0]:
                 best = (err, w, b)
         _, w, b = best
         params.update(w=w.astype(np.float32), b=np.float32(b))
         xs, ys = residual_rows(x, y, x_val, y_val)
-        pred = np.asarray(jax.vmap(lambda r: predict({**params, "log_sigma": 0.0}, r)[0])(jnp.asarray(xs, jnp.float32)))
+        pred = predict.features(params, np.asarray(xs, np.float64), np) @ w + b
         params["log_sigma"] = residual_log_sigma(ys, pred)
         return params
 

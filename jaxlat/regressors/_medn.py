@@ -162,6 +162,33 @@ class MEDNLoss:
         return jnp.mean((mu - yb) ** 2) + self.nll_weight * nll
 
 
+@dataclasses.dataclass(frozen=True)
+class MEDNPredict:
+    """MEDN's pure `predict(params, x, task)` for an architecture (a value: every MEDN of the
+    same architecture shares its compiled programs); the shapes come from `params`."""
+
+    embed_dim: int
+    encoder: tuple[int, ...]
+    latent: int
+    decoder: tuple[int, ...]
+
+    def __call__(self, params, x, task):
+        n_tasks, n_features = params["x_mean"].shape  # static under jit
+        config = MEDNConfig(int(n_tasks), int(n_features), self.embed_dim, self.encoder, self.latent, self.decoder)
+        return medn_forward(config, params, x, task)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskPredict:
+    """One task's `predict(params, x)` of a multi-task `predict(params, x, task)`."""
+
+    predict: Any
+    task: int
+
+    def __call__(self, params, x):
+        return self.predict(params, x, self.task)
+
+
 class MultiTaskRegressor(NamedTuple):
     """A regressor over all module types at once (MEDN).
 
@@ -191,13 +218,7 @@ def medn_regressor(
 ) -> MultiTaskRegressor:
     """Builds MEDN (see the module docstring)."""
     settings = dict(embed_dim=embed_dim, encoder=tuple(encoder), latent=latent, decoder=tuple(decoder))
-
-    def _config(params) -> MEDNConfig:
-        n_tasks, n_features = params["x_mean"].shape  # static under jit
-        return MEDNConfig(int(n_tasks), int(n_features), **settings)
-
-    def predict(params, x, task):
-        return medn_forward(_config(params), params, x, task)
+    predict = MEDNPredict(**settings)
 
     def _stack(data: Mapping[str, tuple[np.ndarray, np.ndarray]], tasks: list[str], f: int, stats):
         xs, ts, ys = [], [], []
@@ -254,9 +275,7 @@ def medn_task_view(medn: MultiTaskRegressor, params: Mapping[str, Any], module: 
         raise ValueError(f"module={module!r} is not a task of this MEDN; tasks: {', '.join(tasks)}")
     task = tasks.index(module)
     arrays = {k: v for k, v in params.items() if k != "tasks"}
-
-    def predict(p, x):
-        return medn.predict(p, x, task)
+    predict = TaskPredict(medn.predict, task)
 
     def fit(*args, **kwargs):
         raise TypeError("a MEDN task view is not fitted on its own; fit the MEDN over all module types")

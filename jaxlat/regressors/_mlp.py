@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._base import Regressor, residual_log_sigma, residual_rows, standardizer
+from .._base import Regressor, predict_batch, residual_log_sigma, residual_rows, standardizer
 from .._train import TrainConfig, fit_with_adamw
 
 _ACTIVATIONS = {"relu": jax.nn.relu, "silu": jax.nn.silu, "gelu": jax.nn.gelu}
@@ -46,6 +46,18 @@ class MLPLoss:
         return jnp.mean((pred - (yb - y_mean) / y_scale) ** 2)
 
 
+@dataclasses.dataclass(frozen=True)
+class MLPPredict:
+    """The MLP's pure `predict` (a value, so that every fit with the same activation shares
+    one compiled program)."""
+
+    activation: str = "relu"
+
+    def __call__(self, params, x):
+        mu = _mu_std(params, x, _ACTIVATIONS[self.activation]) * params["y_scale"] + params["y_mean"]
+        return jnp.stack([mu, params["log_sigma"]])
+
+
 def mlp_regressor(
     hidden: tuple[int, ...] = (256, 256, 256),
     *,
@@ -61,14 +73,7 @@ def mlp_regressor(
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation={activation!r} is not valid: expected one of {', '.join(_ACTIVATIONS)}")
-    act = _ACTIVATIONS[activation]
-
-    def mu_std(params, x):
-        return _mu_std(params, x, act)
-
-    def predict(params, x):
-        mu = mu_std(params, x) * params["y_scale"] + params["y_mean"]
-        return jnp.stack([mu, params["log_sigma"]])
+    predict = MLPPredict(activation)
 
     def fit(key, x, y, *, names, x_val=None, y_val=None):
         del names
@@ -88,7 +93,7 @@ def mlp_regressor(
         params = fit_with_adamw(MLPLoss(activation), params, (np.asarray(x, np.float32), np.asarray(y, np.float32)),
                                 key=train_key, config=train, val=val, aux=(y_mean, y_scale))
         xs, ys = residual_rows(x, y, x_val, y_val)
-        pred = np.asarray(jax.vmap(lambda r: predict(params, r)[0])(jnp.asarray(xs, jnp.float32)))
+        pred = predict_batch(Regressor("mlp", fit, predict), params, xs)[:, 0]
         params["log_sigma"] = jnp.asarray(residual_log_sigma(ys, pred))
         return jax.tree.map(np.asarray, params)
 

@@ -7,7 +7,6 @@ peak FLOP/s and bandwidth are in the parameters) and it extrapolates linearly in
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import nnls
@@ -15,21 +14,24 @@ from scipy.optimize import nnls
 from .._base import Regressor, residual_log_sigma, residual_rows
 
 
-def _raw(x, names):
+def _raw(x, names, xp=np):
     i_f, i_bi, i_bo, i_bw = (names.index(n) for n in ("log1p_flops", "log1p_bytes_in", "log1p_bytes_out", "log1p_bytes_weight"))
-    flops = jnp.expm1(x[..., i_f])
-    moved = jnp.expm1(x[..., i_bi]) + jnp.expm1(x[..., i_bo]) + jnp.expm1(x[..., i_bw])
+    flops = xp.expm1(x[..., i_f])
+    moved = xp.expm1(x[..., i_bi]) + xp.expm1(x[..., i_bo]) + xp.expm1(x[..., i_bw])
     return flops, moved
+
+
+def roofline_predict(params, x):
+    """The roofline's pure `predict` (one module-level function: every fit shares its programs)."""
+    flops = jnp.expm1(x[params["i_flops"]])
+    moved = jnp.expm1(x[params["i_bytes"]]).sum()
+    lat = params["overhead_ms"] + flops * params["ms_per_flop"] + moved * params["ms_per_byte"]
+    return jnp.stack([jnp.log(jnp.maximum(lat, 1e-6)), params["log_sigma"]])
 
 
 def roofline_regressor() -> Regressor:
     """Fits `overhead_ms + flops * ms_per_flop + bytes * ms_per_byte` per module type."""
-
-    def predict(params, x):
-        flops = jnp.expm1(x[params["i_flops"]])
-        moved = jnp.expm1(x[params["i_bytes"]]).sum()
-        lat = params["overhead_ms"] + flops * params["ms_per_flop"] + moved * params["ms_per_byte"]
-        return jnp.stack([jnp.log(jnp.maximum(lat, 1e-6)), params["log_sigma"]])
+    predict = roofline_predict
 
     def fit(key, x, y, *, names, x_val=None, y_val=None):
         del key
@@ -50,8 +52,9 @@ def roofline_regressor() -> Regressor:
             "log_sigma": np.float32(0.0),
         }
         xs, ys = residual_rows(x, y, x_val, y_val)
-        pred = np.asarray(jax.vmap(lambda r: predict(params, r)[0])(jnp.asarray(xs, jnp.float32)))
-        params["log_sigma"] = residual_log_sigma(ys, pred)
+        f_s, m_s = (np.asarray(a, np.float64) for a in _raw(np.asarray(xs, np.float64), names))
+        lat_s = params["overhead_ms"] + f_s * float(params["ms_per_flop"]) + m_s * float(params["ms_per_byte"])
+        params["log_sigma"] = residual_log_sigma(ys, np.log(np.maximum(lat_s, 1e-6)))
         return params
 
     return Regressor("roofline", fit, predict, config={})
