@@ -55,8 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default="composition_cv", help="results file stem")
     args = p.parse_args(argv)
-    pred = LatencyPredictor.load(args.predictor)
-    pred.composition = None  # module sums only
+    pred = LatencyPredictor.load(args.predictor).with_composition(None)  # module sums only
     recs = [r for f in args.records for r in profilers.load_records(f)]
     pm = pred.predict_models(recs)
     x = design_rows(pm["plain_sum_ms"].to_numpy(), [r.counts() for r in recs])

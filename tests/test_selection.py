@@ -132,7 +132,9 @@ def full_frame():
 def test_whole_model_prediction_with_correction_saves_and_loads(full_frame, records, tmp_path):
     pred = train_predictor(full_frame, regressor="ridge")
     measured = _with_law(records, pred)
-    comp = pred.fit_composition(measured)
+    with pytest.warns(DeprecationWarning, match="in place"):
+        comp = pred.fit_composition(measured)  # the deprecated in-place form still works
+    assert pred.composition is comp
     assert comp.coef["scale"] == pytest.approx(1.2, rel=1e-3) and comp.coef["per_module_ms"] == pytest.approx(0.01, rel=1e-2)
     out = pred.predict_models(measured)
     np.testing.assert_allclose(out["latency_ms"], out["measured_ms"], rtol=1e-3)
@@ -226,8 +228,11 @@ def test_a_predictor_learns_the_statistic_it_is_given_and_keeps_it(full_frame, r
     np.testing.assert_allclose(ratio, 0.5, rtol=0.02)
     plain = p10.predict_models(records)["plain_sum_ms"].to_numpy()
     measured = [r.with_measured({"latency_ms": 5 * p, "p10_ms": 1.2 * p}) for r, p in zip(records, plain)]
-    assert p10.fit_composition(measured).coef["scale"] == pytest.approx(1.2, rel=1e-3)
-    out = p10.predict_models(measured)
+    fitted = p10.with_fitted_composition(measured)
+    assert p10.composition is None  # left as it was
+    assert fitted.composition.coef["scale"] == pytest.approx(1.2, rel=1e-3)
+    assert fitted.fitted_composition(measured).coef == fitted.composition.coef
+    out = fitted.predict_models(measured)
     np.testing.assert_allclose(out["measured_ms"], 1.2 * plain)
     back = LatencyPredictor.load(p10.save(tmp_path / "p"))
     assert back.statistic == "p10"
@@ -235,6 +240,6 @@ def test_a_predictor_learns_the_statistic_it_is_given_and_keeps_it(full_frame, r
     # The design rows need no measurement (few-shot recompose passes its latencies apart).
     np.testing.assert_allclose(back.composition_terms(median_only)[:, 0], plain, rtol=1e-6)
     with pytest.raises(ValueError, match="has no 'p10_ms'"):
-        back.fit_composition(median_only)
+        back.fitted_composition(median_only)
     with pytest.raises(ValueError, match="statistic='p90' is not valid: expected one of median, p10"):
         train_predictor(low, regressor="ridge", statistic="p90")
