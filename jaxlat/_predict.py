@@ -4,7 +4,7 @@ A predictor is data plus structure:
 
 - `PredictorParams`, a PyTree of float arrays: each module type's regressor parameters (a
   multi-task network such as MEDN is stored once, under the key `"medn"`, and serves several
-  types) and the whole-model composition coefficients.
+  types), the whole-model composition coefficients and a per-type log-latency scale.
 - `Head`s, static structure: per module type, the regressor's pure `predict(params, x [f]) ->
   (mu, log_sigma)`, the key of its parameters and the non-float parts of them (index arrays).
 
@@ -86,10 +86,14 @@ class PredictorParams(NamedTuple):
     Attributes:
       regressors: key (a module type, or `"medn"` for a shared network) -> float parameters.
       composition: `[6]` whole-model coefficients in `jaxlat._composition.TERMS` order.
+      log_scale: module type -> a scalar added to that type's log latency (a per-type latency
+        factor `exp(log_scale)`: calibration to another machine); a type without one is not
+        shifted. Zero for a freshly trained predictor.
     """
 
     regressors: Mapping[str, PyTree]
     composition: Float[Array, 6]
+    log_scale: Mapping[str, Float[Array, ""]] = {}  # noqa: RUF012  (never mutated)
 
 
 class ModelBatch(NamedTuple):
@@ -153,7 +157,9 @@ def module_outputs(heads: Mapping[str, Head], params: PredictorParams,
     for module, x in features.items():
         h = heads[module]
         p = combine(params.regressors[h.key], h.static)
-        out[module] = jax.vmap(h.predict, in_axes=(None, 0))(p, x)
+        o = jax.vmap(h.predict, in_axes=(None, 0))(p, x)
+        shift = params.log_scale.get(module)
+        out[module] = o if shift is None else o.at[:, 0].add(shift)
     return out
 
 

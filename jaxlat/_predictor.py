@@ -69,9 +69,11 @@ _log = logging.getLogger(__name__)
 #: (whole models are then predicted as the plain sum of their modules). Version 3 gives the
 #: correction a separate rate for the bytes of unmapped copies (`ms_per_copy_mb`); a version-2
 #: correction reads with copies at its `ms_per_mb`, as it predicted them (an older jaxlat
-#: refuses a version-3 directory instead of ignoring the copy rate).
+#: refuses a version-3 directory instead of ignoring the copy rate). Version 4 adds per-type
+#: latency factors (`log_scale`, `with_type_scales`); it is written only by a predictor that has
+#: some, so that an older jaxlat refuses it rather than ignore them.
 PREDICTOR_FORMAT_VERSION = 3
-READABLE_PREDICTOR_VERSIONS = (1, 2, 3)
+READABLE_PREDICTOR_VERSIONS = (1, 2, 3, 4)
 #: Feature-schema versions a predictor may have been trained on. Version 1 lacks the dtype
 #: one-hots `dtype=fp16w` and `dtype=int8`; such a model reads its own columns of today's
 #: encoding, and a config in a dtype it never saw is flagged as extrapolated (its dtype column
@@ -122,6 +124,7 @@ class LatencyPredictor:
         selection: Mapping[str, Any] | None = None,
         feature_version: int = FEATURE_SCHEMA_VERSION,
         statistic: str = "median",
+        log_scale: Mapping[str, float] | None = None,
     ):
         self.models = dict(models)
         self.feature_version = feature_version  # the feature schema its models were trained on
@@ -134,6 +137,8 @@ class LatencyPredictor:
         #: are predicted, and measured records compared, as this statistic.
         self.statistic = statistic
         self.heads, self._regressor_params = _heads(self.models)
+        #: Per module type, a log-latency shift (`with_type_scales`); empty: none.
+        self.log_scale = _checked_log_scale(log_scale or {}, self.models)
         # Compiled once per head structure and shape, shared by every predictor with the same
         # regressors (a refit, a copy, a `with_params` adaptation).
         items = head_items(self.heads)
@@ -155,7 +160,8 @@ class LatencyPredictor:
         """Every learned value, one PyTree: per-type (or shared MEDN) regressor parameters and
         the composition coefficients. Differentiate `apply` with respect to it."""
         comp = self.composition or Composition(IDENTITY)
-        return PredictorParams(self._regressor_params, jnp.asarray(comp.coef_array))
+        shifts = {m: jnp.asarray(self.log_scale.get(m, 0.0), jnp.float32) for m in self.heads}
+        return PredictorParams(self._regressor_params, jnp.asarray(comp.coef_array), shifts)
 
     def apply(self, params: PredictorParams, batch: ModelBatch):
         """The pure prediction function (`jaxlat._predict.model_latency` with this predictor's
@@ -175,7 +181,9 @@ class LatencyPredictor:
         """`[n, 2]` (mu, log_sigma) for features `[n, f]`, in padded chunks of the compiled path."""
         m = self._model(module)
         if not m.regressor.jittable:  # tree ensembles predict on host, the whole batch at once
-            return np.asarray(m.regressor.predict(m.params, np.asarray(x, np.float32)))
+            out = np.array(m.regressor.predict(m.params, np.asarray(x, np.float32)), np.float32)
+            out[:, 0] += self.log_scale.get(module, 0.0)
+            return out
         n, rows = len(x), padded_size(len(x), maximum=CHUNK_ROWS)
         params = self.params
         parts = [np.asarray(self._module_fn(params, {module: _pad(x[s:s + rows], rows)})[module])[:len(x[s:s + rows])]
@@ -408,8 +416,39 @@ class LatencyPredictor:
         if self.composition is not None or np.any(np.asarray(params.composition) != Composition(IDENTITY).coef_array):
             base = self.composition or Composition(IDENTITY)
             comp = dataclasses.replace(base, coef={t: float(v) for t, v in zip(TERMS, np.asarray(params.composition))})
+        # Host-only (tree) models have no head, so their factors stay as they are.
+        shifts = {m: v for m, v in self.log_scale.items() if m not in self.heads}
+        shifts.update({m: float(v) for m, v in params.log_scale.items()})
         return LatencyPredictor(models, device=self.device, medn=medn, composition=comp, selection=self.selection,
-                                feature_version=self.feature_version, statistic=self.statistic)
+                                feature_version=self.feature_version, statistic=self.statistic, log_scale=shifts)
+
+    @property
+    def type_scales(self) -> dict[str, float]:
+        """Per module type, the latency factor applied to its model (`with_type_scales`); 1.0
+        for every type that has none."""
+        return {m: float(np.exp(self.log_scale.get(m, 0.0))) for m in self.modules}
+
+    def with_type_scales(self, scales: Mapping[str, float]) -> LatencyPredictor:
+        """A copy whose module predictions of each type in `scales` are multiplied by its factor
+        (intervals too), on top of any factor it has: how a predictor is carried to a machine
+        that runs some module types faster or slower. Whole models follow, through the module
+        sum. The factors are part of `params` (`PredictorParams.log_scale`), so `jax.grad` fits
+        them like any other parameter.
+
+        Raises:
+          ValueError: a module type this predictor has no model for, or a factor that is not
+            a finite number > 0.
+        """
+        shifts = dict(self.log_scale)
+        for module, factor in scales.items():
+            self._model(module)
+            f = float(factor)
+            if not np.isfinite(f) or f <= 0:
+                raise ValueError(f"scales[{module!r}]={factor!r} is not valid: expected a finite number > 0")
+            shifts[module] = shifts.get(module, 0.0) + float(np.log(f))
+        out = copy.copy(self)
+        out.log_scale = _checked_log_scale(shifts, self.models)
+        return out
 
     def fitted_composition(self, records: Sequence[ArchRecord]) -> Composition:
         """The composition correction fitted on profiled architecture records (measured end to
@@ -460,6 +499,9 @@ class LatencyPredictor:
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "modules": {},
         }
+        if self.log_scale:  # format 4: an older jaxlat would ignore the factors, so it refuses
+            manifest["format_version"] = 4
+            manifest["log_scale"] = dict(self.log_scale)
         if self.composition is not None:
             manifest["composition"] = self.composition.as_json()
         if self.selection is not None:
@@ -554,8 +596,13 @@ class LatencyPredictor:
         if statistic not in STATISTICS:
             raise ArtifactError(f"{path}: statistic={statistic!r} is unknown; this version of jaxlat knows "
                                 f"{', '.join(STATISTICS)}")
+        try:
+            log_scale = _checked_log_scale(manifest.get("log_scale", {}), models)
+        except (TypeError, ValueError) as e:
+            raise ArtifactError(f"{path}: log_scale: {e}") from None
         return cls(models, device=manifest.get("device", {}), medn=medn, composition=comp,
-                   selection=manifest.get("selection"), feature_version=feature_version, statistic=statistic)
+                   selection=manifest.get("selection"), feature_version=feature_version, statistic=statistic,
+                   log_scale=log_scale)
 
 
 def _device_of(df: pd.DataFrame) -> dict[str, Any]:
@@ -657,6 +704,20 @@ def _pad(x: np.ndarray, rows: int) -> np.ndarray:
     """`x` (`[m, f]`, m <= rows) with zero rows appended up to `rows`."""
     x = np.asarray(x, np.float32)
     return x if len(x) == rows else np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:], np.float32)])
+
+
+def _checked_log_scale(log_scale: Mapping[str, float], models: Mapping[str, TypeModel]) -> dict[str, float]:
+    """Per-type log-latency shifts as floats, zeros dropped; each type must have a model."""
+    out = {}
+    for module, v in log_scale.items():
+        if module not in models:
+            raise ValueError(f"module={module!r} has no model in this predictor; it predicts: {', '.join(sorted(models))}")
+        v = float(v)
+        if not np.isfinite(v):
+            raise ValueError(f"the log scale of {module!r} is {v}: expected a finite number")
+        if v != 0.0:
+            out[str(module)] = v
+    return out
 
 
 def _first_shared(models: Mapping[str, TypeModel]) -> str:

@@ -8,7 +8,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlat import LatencyPredictor, PredictorParams, model_latency, stack_batches
+from jaxlat import (
+    ArtifactError,
+    LatencyPredictor,
+    PredictorParams,
+    compose,
+    model_latency,
+    module_outputs,
+    module_sum,
+    stack_batches,
+)
+from jaxlat._predict import model_latency_jit
 from jaxlat.regressors import register_regressor, regressor_entry, regressor_names, ridge_regressor
 from profilers import load_records
 from tests.make_golden import ROOT
@@ -99,9 +109,40 @@ def test_with_params_round_trips_and_moves_predictions(predictor, records, tmp_p
 
 def test_the_compiled_whole_model_path_compiles_once_per_padded_shape(predictor, records):
     predictor.predict_models(records[:3])
-    n = predictor._model_fn._cache_size()
+    n = model_latency_jit._cache_size()
     predictor.predict_models(records[1:4])  # the same padded shapes: no new program
-    assert predictor._model_fn._cache_size() == n
+    assert model_latency_jit._cache_size() == n
+    # Another predictor with the same regressors (a fresh load, a copy with other values) reuses it.
+    again = LatencyPredictor.load(ROOT / "jaxlat" / "predictors" / "cpu_torch_1t")
+    scaled = again.with_params(again.params._replace(composition=again.params.composition * 2))
+    np.testing.assert_allclose(scaled.predict_models(records[:3])["latency_ms"].to_numpy(),
+                               2 * again.predict_models(records[:3])["latency_ms"].to_numpy(), rtol=1e-5)
+    assert model_latency_jit._cache_size() == n
+
+
+def test_the_pure_functions_match_their_shape_annotations(predictor, records):
+    """`model_latency`, `module_outputs`, `module_sum` and `compose` checked against their
+    jaxtyping annotations at run time (beartype): the shapes the docs state are the shapes they
+    take and give, and a wrong shape is refused naming the argument."""
+    from beartype import beartype
+    from jaxtyping import TypeCheckError, jaxtyped
+
+    checked = {f.__name__: jaxtyped(typechecker=beartype)(f) for f in (module_sum, compose, module_outputs)}
+    batch = jax.tree.map(jnp.asarray, predictor.model_batch(records[:2], pad=False)[0])  # host arrays -> jax.Array
+    outs = checked["module_outputs"](predictor.heads, predictor.params, batch.features)
+    assert all(o.shape == (len(batch.features[m]), 2) for m, o in outs.items())
+    m = next(iter(outs))
+    sums = checked["module_sum"](jnp.exp(outs[m][:, 0]), batch.weight[m], batch.owner[m], 2)
+    assert sums.shape == (2,)
+    total = checked["compose"](predictor.params.composition, sums, batch.counts)
+    assert total.shape == (2,)
+    pred = jaxtyped(typechecker=beartype)(model_latency)(predictor.heads, predictor.params, batch)
+    assert pred.latency_ms.shape == (2,) and pred.sum_ms.shape == (2, 3)
+    np.testing.assert_allclose(np.asarray(pred.latency_ms), predictor.predict_models(records[:2])["latency_ms"], rtol=1e-5)
+    with pytest.raises(TypeCheckError, match="counts"):
+        checked["compose"](predictor.params.composition, sums, batch.counts[:, :4])
+    with pytest.raises(TypeCheckError, match="weight"):
+        checked["module_sum"](jnp.exp(outs[m][:, 0]), batch.weight[m][:-1, None], batch.owner[m], 2)
 
 
 def test_the_registry_lists_every_regressor_and_takes_a_users_one():
@@ -113,3 +154,45 @@ def test_the_registry_lists_every_regressor_and_takes_a_users_one():
         register_regressor("ridge", lambda c: ridge_regressor())
     entry = register_regressor("ridge_strong_test", lambda c: ridge_regressor(alpha=10.0), replace=True)
     assert entry.build({}).config["alpha"] == 10.0 and "ridge_strong_test" in regressor_names()
+
+
+def test_type_scales_multiply_one_types_modules_and_reach_whole_models(predictor, records, tmp_path):
+    import json
+
+    import pandas as pd
+
+    rows = pd.concat([r.frame() for r in records[:2]], ignore_index=True).drop(columns=["op", "approx"])
+    module = rows["module"].value_counts().index[0]
+    base = predictor.predict(rows)
+    scaled = predictor.with_type_scales({module: 2.0})
+    assert predictor.type_scales[module] == 1.0 and scaled.type_scales[module] == pytest.approx(2.0)
+    out = scaled.predict(rows)
+    mine = (rows["module"] == module).to_numpy()
+    for col in ("latency_ms", "lo_ms", "hi_ms"):
+        np.testing.assert_allclose(out[col][mine], 2 * base[col][mine], rtol=1e-5)
+        np.testing.assert_allclose(out[col][~mine], base[col][~mine], rtol=1e-6)
+    # Whole models: the plain sum grows by that type's share.
+    owner = np.repeat(np.arange(2), [len(r.frame()) for r in records[:2]])
+    type_sum = np.bincount(owner[mine], weights=base["latency_ms"].to_numpy()[mine], minlength=2)
+    plain = predictor.predict_models(records[:2])["plain_sum_ms"].to_numpy()
+    np.testing.assert_allclose(scaled.predict_models(records[:2])["plain_sum_ms"], plain + type_sum, rtol=1e-4)
+    # The factor is a parameter: d(latency)/d(log_scale[module]) = composition scale * that type's sum.
+    batch, _ = predictor.model_batch(records[:2])
+    g = jax.grad(lambda p: predictor.apply(p, batch).latency_ms[:2].sum())(predictor.params)
+    expected = float(predictor.params.composition[0]) * type_sum.sum()
+    assert float(g.log_scale[module]) == pytest.approx(expected, rel=1e-3)
+    # Saved as format 4 (an older jaxlat refuses it), read back with the factor.
+    d = scaled.save(tmp_path / "scaled")
+    manifest = json.loads((d / "predictor.json").read_text())
+    assert manifest["format_version"] == 4 and manifest["log_scale"] == {module: pytest.approx(np.log(2.0))}
+    np.testing.assert_allclose(LatencyPredictor.load(d).predict(rows)["latency_ms"], out["latency_ms"], rtol=1e-6)
+    assert json.loads((predictor.save(tmp_path / "plain") / "predictor.json").read_text())["format_version"] == 3
+    manifest["log_scale"] = {"no_such_type": 0.1}
+    (d / "predictor.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="no_such_type"):
+        LatencyPredictor.load(d)
+    with pytest.raises(ValueError, match=r"scales\['conv2d'\]=0 is not valid: expected a finite number > 0"):
+        predictor.with_type_scales({"conv2d": 0})
+    with pytest.raises(ValueError, match="module='nope' has no model"):
+        predictor.with_type_scales({"nope": 1.5})
+
