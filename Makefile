@@ -51,8 +51,12 @@ reference-predictor-epyc: $(STAMP)
 	  --archs data/epyc_generated_padded.jsonl \
 	  --statistic p10 --out jaxlat/predictors/epyc_torch_1t
 
+# Two test processes (pytest-xdist), a file each at a time, slowest files first (tests/conftest.py);
+# TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # API reference from the docstrings, into site/ (open site/index.html).
 docs: $(STAMP)

@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,26 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 TESTS_DIR = Path(__file__).parent
 
-# The tests' JAX programs are small and run a few steps, so XLA's compile time dominates them:
-# compile without LLVM optimization (about half the compile time; results are the same). Set here,
-# before any JAX backend starts, so notebook kernels and CLI subprocesses inherit it; an
-# XLA_FLAGS of your own is kept. Benchmarks do not go through this file.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+def pytest_configure(config):
+    """One fresh persistent XLA compilation cache for the whole run, made by the main process
+    before test workers start: the workers (`pytest -n`), notebook kernels and CLI subprocesses
+    inherit it through the environment and reuse each other's programs instead of compiling
+    them again. Removed when the run ends; a `JAX_COMPILATION_CACHE_DIR` of your own is kept
+    (and left in place)."""
+    if hasattr(config, "workerinput") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    config._jaxlat_xla_cache = tempfile.mkdtemp(prefix="jaxlat-test-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = config._jaxlat_xla_cache
+    # Small programs too: the tests' programs are small and compiled in many processes.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_jaxlat_xla_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 
 
