@@ -29,8 +29,15 @@ from collections.abc import Iterator, Sequence
 #: Third-party loggers that report on their own installation, not on the user's work.
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
 
-#: Lines a native library writes straight to stderr that say nothing to the user.
-NOISY_STDERR = (re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"),)
+#: Lines a native library writes straight to stderr that say nothing to the user: LiteRT's
+#: delegate notice, and the converter's oneDNN notice (printed on CPUs where oneDNN's custom
+#: operations are on, e.g. with AVX-512 or AMX, through absl logging, which first says that it
+#: was not initialized; TF_CPP_MIN_LOG_LEVEL does not reach it).
+NOISY_STDERR = (
+    re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"),
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
+    re.compile(r"^I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\..*$"),
+)
 
 _HANDLER_MARK = "_jaxlat_cli_handler"
 

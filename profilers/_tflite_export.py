@@ -67,7 +67,10 @@ def _quiet_converter():
     """Import litert-torch with its progress display off; C++ info logs silenced."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GLOG_minloglevel", "2")
-    import litert_torch
+    from ._quiet import filtered_stderr
+
+    with filtered_stderr():  # the converter's native notices at import (profilers._quiet.NOISY_STDERR)
+        import litert_torch
 
     litert_torch.config.show_progress = False
     return litert_torch
