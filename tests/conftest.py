@@ -29,6 +29,19 @@ def pytest_configure(config):
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
 
 
+#: Test files that take the longest (minutes, mostly notebooks, searches and real measurements),
+#: run first: with `pytest -n 2 --dist loadfile` a long file started last would leave the other
+#: worker idle at the end.
+SLOW_FIRST = ("test_notebooks.py", "test_nas.py", "test_calibrate.py", "test_selection.py", "test_cli.py",
+              "test_models.py", "test_transfer.py", "test_tflite.py", "test_predict.py", "test_optimize.py",
+              "test_runner.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
+
+
 def pytest_unconfigure(config):
     cache = getattr(config, "_jaxlat_xla_cache", None)
     if cache:
