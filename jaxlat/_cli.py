@@ -12,6 +12,7 @@ Examples:
   jaxlat predict --arch resnet50.json                 # the shipped reference predictor (this CPU)
   jaxlat predict --predictor epyc_torch_1t --arch resnet50.json   # another shipped predictor, by name
   jaxlat predict --predictor predictors/cpu --arch models.jsonl --breakdown 10
+  jaxlat calibrate --out runs/cal --budget-min 10      # measure this machine, write and register its predictor
 """
 
 from __future__ import annotations
@@ -550,6 +551,28 @@ def _cmd_transfer_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from ._calibrate import calibrate_machine
+
+    result = calibrate_machine(
+        args.out,
+        budget_min=args.budget_min,
+        base=args.base,
+        exclude_base=args.exclude_base,
+        modules=args.module,
+        families=args.family,
+        register=not args.no_register,
+        seed=args.seed,
+        statistic=args.statistic,
+        min_run_time_s=args.min_run_time,
+        network_min_run_time_s=args.network_min_run_time,
+        rounds=args.rounds,
+        progress=False if args.no_progress else None,
+    )
+    print(result.summary())
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -743,6 +766,71 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept dataset files measured on different devices",
     )
     e.set_defaults(func=_cmd_evaluate)
+
+    ca = command(
+        sub,
+        "calibrate",
+        "measure a calibration suite on this machine within a time budget and write its predictor",
+    )
+    ca.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory: predictor/, card.md, card.json, data/ (run again to resume)",
+    )
+    ca.add_argument(
+        "--budget-min", type=float, default=10.0, help="minutes of measurement (probe and retest included)"
+    )
+    ca.add_argument(
+        "--base",
+        action="extend",
+        type=csv_list(str),
+        metavar="NAME_OR_DIR",
+        help="base predictors to adapt: shipped names or predictor directories (default: every shipped "
+        "one); comma-separated or repeated",
+    )
+    ca.add_argument(
+        "--exclude-base",
+        action="extend",
+        type=csv_list(str),
+        metavar="NAME",
+        help="leave these bases out (e.g. this machine's own shipped predictor); comma-separated or repeated",
+    )
+    ca.add_argument(
+        "--module",
+        action="extend",
+        type=csv_list(str),
+        metavar="TYPE",
+        help="module types of the suite (default: all); comma-separated or repeated",
+    )
+    ca.add_argument(
+        "--family",
+        action="extend",
+        type=csv_list(str),
+        metavar="FAMILY",
+        help="generated-network families: resnet, mbconv, vit, text (default: all); comma-separated or repeated",
+    )
+    ca.add_argument(
+        "--statistic",
+        choices=("auto", *STATISTICS),
+        default="auto",
+        help="latency statistic to learn; auto: the one that repeated better in this run's test-retest",
+    )
+    ca.add_argument("--seed", type=int, default=0, help="seed of the samplers, the networks and the split")
+    ca.add_argument("--min-run-time", type=float, default=0.1, help="seconds of timing per module config")
+    ca.add_argument(
+        "--network-min-run-time", type=float, default=0.5, help="seconds of timing per network and batch size"
+    )
+    ca.add_argument(
+        "--rounds", type=int, default=1, help="measurements per config and network, spread in time, pooled"
+    )
+    ca.add_argument(
+        "--no-register",
+        action="store_true",
+        help="do not register the predictor for this CPU model (jaxlat predict then does not prefer it)",
+    )
+    ca.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ca.set_defaults(func=_cmd_calibrate)
 
     tr = sub.add_parser(
         "transfer",

@@ -1,0 +1,401 @@
+"""`jaxlat calibrate`: a small real calibration on this CPU, its card, the registry that makes
+`load_predictor()` prefer it, resuming without measuring again, and the errors of bad input."""
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxlat
+import profilers
+from jaxlat import _calibrate as cal
+from jaxlat._cli import main as jaxlat_main
+from jaxlat._shipped import calibrated_entries, matching_reference, reference_path, register_calibrated
+
+#: A calibration that fits in a test: two module types, two cheap network families, short
+#: timings and a budget far below the smallest suite (which then overruns, with a warning).
+SMALL = {
+    "budget_min": 0.2,
+    "modules": ("conv2d", "linear"),
+    "families": ("mbconv", "text"),
+    "min_run_time_s": 0.01,
+    "network_min_run_time_s": 0.02,
+    "seed": 0,
+}
+CPU = profilers.host_fingerprint()["cpu_model"]
+
+
+class _Messages(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _captured():
+    """The messages of jaxlat's loggers (INFO and up) inside the block (caplog sees none once a CLI
+    run in this process has set `propagate = False` on them)."""
+    handler, logger = _Messages(), logging.getLogger("jaxlat")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """One real calibration on this machine (JAXLAT_HOME in a temporary folder); its messages."""
+    root = tmp_path_factory.mktemp("calibrate")
+    with _captured() as messages, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAXLAT_HOME", str(root / "home"))
+        result = cal.calibrate_machine(root / "out", progress=False, **SMALL)
+    return result, root / "home", messages
+
+
+@pytest.fixture
+def home(calibrated, monkeypatch):
+    monkeypatch.setenv("JAXLAT_HOME", str(calibrated[1]))
+    return calibrated[1]
+
+
+def test_a_small_real_calibration_writes_a_predictor_and_a_card(calibrated):
+    result, _, messages = calibrated
+    card = json.loads((result.out / "card.json").read_text())
+    assert card == result.card
+    assert card["machine"]["cpu_model"] == CPU and card["machine"]["libraries"]["torch"].startswith("2.")
+    measured = card["measured"]
+    assert set(measured["modules"]) == {"conv2d", "linear"}
+    assert all(
+        c["b1"] >= cal.MIN_CONFIGS_PER_TYPE_BATCH and c["b8"] >= cal.MIN_CONFIGS_PER_TYPE_BATCH
+        for c in measured["modules"].values()
+    )
+    nets = measured["networks"]
+    assert nets["architectures"] >= cal.MIN_NETWORKS and nets["records"] == 2 * nets["architectures"]
+    assert set(nets["per_family"]) == {"mbconv", "text"} and nets["with_pad_operators"] >= 2
+    assert measured["measure_s"] > 0 and measured["fit_s"] > 0
+    # The budget was far too small: said before measuring, with the overrun.
+    assert any("is below the smallest calibration suite" in m and "overrun by about" in m for m in messages)
+    # Test-retest: a sample measured again, both statistics compared.
+    for what in ("modules", "networks"):
+        for stat in ("median", "p10"):
+            r = card["test_retest"][what][stat]
+            assert r["n"] >= 1 and 0 <= r["acc10"] <= r["acc20"] <= 1 and 0.3 < r["median_ratio"] < 3
+    assert card["statistic"] in ("median", "p10")
+    # The choice: every candidate scored or explained; the held-out part beside every base, uncalibrated.
+    choice = card["choice"]
+    assert sum(c["chosen"] for c in choice["candidates"]) == 1
+    assert len(choice["candidates"]) == 2 * len(cal.MODULE_CORRECTIONS) * len(cal.COMPOSITIONS)
+    assert all(c["score"] is not None or c["note"] for c in choice["candidates"])
+    table = card["held_out"]["table"]
+    assert [r["predictor"] for r in table[1:]] == [
+        "cpu_torch_1t, uncalibrated",
+        "epyc_torch_1t, uncalibrated",
+    ]
+    assert table[0]["predictor"].startswith(f"calibrated ({choice['base']} + ")
+    assert all(r["modules"]["n"] == card["held_out"]["rows"] > 0 for r in table)
+    assert all(r["networks"]["n"] == card["held_out"]["networks"] > 0 for r in table)
+    text = (result.out / "card.md").read_text()
+    for heading in (
+        "## Machine",
+        "## What was measured",
+        "## Test-retest ceiling",
+        "## Choice",
+        "## Held-out accuracy",
+    ):
+        assert heading in text
+    assert CPU in text and "(chosen)" in text
+    assert "calibrated on" in result.summary() and "held-out within ±10 %" in result.summary()
+
+
+def test_the_calibrated_predictor_describes_this_machine_and_predicts_its_networks(calibrated):
+    result, _, _ = calibrated
+    pred = result.predictor()
+    assert pred.device["fingerprint"]["cpu_model"] == CPU
+    assert pred.device["calibration"]["base"] == result.card["choice"]["base"]
+    assert pred.statistic == result.card["statistic"] and pred.composition is not None
+    records = [r for r in cal.read_records(result.out / "data" / "networks.jsonl")]
+    out = pred.predict_models(records)
+    ratio = out["latency_ms"] / out["measured_ms"]
+    assert np.all(np.isfinite(ratio)) and 0.2 < float(np.median(ratio)) < 5  # fitted on these very networks
+
+
+def test_load_predictor_prefers_the_one_calibrated_on_this_cpu_model(calibrated, home, capsys, tmp_path):
+    result, _, _ = calibrated
+    (entry,) = calibrated_entries(CPU)
+    assert (
+        entry["path"] == str(result.predictor_dir.resolve())
+        and entry["base"] == result.card["choice"]["base"]
+    )
+    assert matching_reference() == entry["path"]
+    assert matching_reference(calibrated=False) in ("cpu_torch_1t", "epyc_torch_1t")
+    with _captured() as messages:
+        pred = jaxlat.load_predictor()
+    assert pred.device == result.predictor().device
+    assert any("calibrated on this CPU model" in m for m in messages)
+    listed = [p for p in jaxlat.list_predictors() if p.calibrated]
+    assert [p.path for p in listed] == [result.predictor_dir.resolve()] and listed[0].hardware == CPU
+    assert [p.name for p in jaxlat.list_predictors(calibrated=False)] == ["cpu_torch_1t", "epyc_torch_1t"]
+    # `jaxlat predict` without --predictor takes it, and says so on each line.
+    rec = cal.read_records(result.out / "data" / "networks.jsonl")[0]
+    rec.save(tmp_path / "net.json")
+    assert jaxlat_main(["predict", "--arch", str(tmp_path / "net.json")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(f"; predictor {entry['path']}")
+    assert jaxlat_main(["predictors"]) == 0
+    assert f"path: {entry['path']}" in capsys.readouterr().out
+
+
+def test_an_interrupted_calibration_resumes_without_measuring_again(calibrated, monkeypatch, capsys):
+    result, _, _ = calibrated
+    data = result.out / "data"
+    modules_before = (data / "modules.parquet").stat().st_mtime_ns
+    lines = (data / "networks.jsonl").read_text().splitlines()
+    # As if the run had stopped while measuring the last network: its record and block not written.
+    (data / "networks.jsonl").write_text("".join(f"{ln}\n" for ln in lines[:-1]) + lines[-1][:100])
+    progress = json.loads((data / "progress.json").read_text())
+    last_block = f"networks_{len(json.loads((data / 'plan.json').read_text())['blocks']) - 1}"
+    del progress["steps"][last_block]
+    (data / "progress.json").write_text(json.dumps(progress))
+    monkeypatch.setenv("JAXLAT_HOME", str(result.out / "elsewhere"))
+    argv = [
+        "calibrate",
+        "--out",
+        str(result.out),
+        "--budget-min",
+        str(SMALL["budget_min"]),
+        "--module",
+        "conv2d,linear",
+        "--family",
+        "mbconv",
+        "--family",
+        "text",
+        "--min-run-time",
+        "0.01",
+        "--network-min-run-time",
+        "0.02",
+        "--base",
+        "epyc_torch_1t",  # a fit-time setting: it may differ from the first run's
+        "--no-register",
+        "--no-progress",
+    ]
+    assert jaxlat_main(argv) == 0
+    assert "chosen:" in capsys.readouterr().out
+    after = (data / "networks.jsonl").read_text().splitlines()
+    assert after[:-1] == lines[:-1] and json.loads(after[-1])["name"] == json.loads(lines[-1])["name"]
+    assert (data / "modules.parquet").stat().st_mtime_ns == modules_before  # no module measured again
+    assert json.loads((data / "progress.json").read_text())["sessions"] == 2
+    assert not (result.out / "elsewhere").exists()  # --no-register
+    # Other settings are not a resume: refused, naming them.
+    with pytest.raises(ValueError, match=r"planned with seed=0 \(now 1\).*another --out"):
+        cal.calibrate_machine(result.out, **{**SMALL, "seed": 1})
+
+
+def test_a_truncated_records_file_loses_only_its_last_line(tmp_path):
+    src = Path(__file__).parents[1] / "data" / "cpu_generated_models.jsonl"
+    lines = src.read_text().splitlines()[:3]
+    path = tmp_path / "n.jsonl"
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:50])
+    assert [r.name for r in cal.read_records(path)] == [json.loads(x)["name"] for x in lines[:2]]
+    assert path.read_text().splitlines() == lines[:2]
+    assert cal.read_records(tmp_path / "missing.jsonl") == []
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--budget-min", "0"], "budget_min=0.0 is not valid (--budget-min): expected minutes > 0"),
+        (["--budget-min", "nan"], "budget_min=nan is not valid (--budget-min)"),
+        (["--module", "conv3d"], "module 'conv3d' is not valid (--module): expected some of conv2d"),
+        (
+            ["--family", "cnn"],
+            "family 'cnn' is not valid (--family): expected some of resnet, mbconv, vit, text",
+        ),
+        (["--base", "tpu_v9"], "base 'tpu_v9' is not valid (--base): predictor 'tpu_v9' is neither"),
+        (
+            ["--exclude-base", "tpu_v9"],
+            "exclude_base 'tpu_v9' is not valid (--exclude-base): it is not among the bases",
+        ),
+        (["--base", "cpu_torch_1t", "--exclude-base", "cpu_torch_1t"], "base: no base predictor left"),
+        (["--min-run-time", "-1"], "min_run_time_s=-1.0 is not valid (--min-run-time): expected seconds > 0"),
+        (["--rounds", "0"], "rounds=0 is not valid (--rounds): expected an int from 1 to 20"),
+        (["--seed", "-2"], "seed=-2 is not valid (--seed): expected an int >= 0"),
+        (["--out", "{tmp}/file"], "--out {tmp}/file: is an existing file"),
+    ],
+)
+def test_bad_arguments_end_in_one_clear_line(tmp_path, capsys, monkeypatch, argv, expected):
+    monkeypatch.setenv("JAXLAT_HOME", str(tmp_path / "home"))
+    (tmp_path / "file").write_text("")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    out = [] if "--out" in argv else ["--out", str(tmp_path / "cal")]
+    status = jaxlat_main(["calibrate", *out, *argv])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("jaxlat: error: ") and expected.replace("{tmp}", str(tmp_path)) in last, err
+    assert not (tmp_path / "cal" / "data").exists()  # nothing measured
+
+
+def test_bad_python_arguments_name_the_argument(tmp_path):
+    for kwargs, expected in [
+        ({"statistic": "mean"}, "statistic='mean' is not valid (--statistic): expected auto"),
+        ({"register": "yes"}, "register='yes' is not valid"),
+        ({"modules": "conv2d,nope"}, "module 'nope' is not valid"),
+        ({"budget_min": True}, "budget_min=True is not valid"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            cal.calibrate_machine(tmp_path / "cal", **kwargs)
+
+
+# -- the parts, on planted data ----------------------------------------------------------------
+
+
+def test_the_suite_grows_with_the_budget_and_never_below_the_minimum():
+    cost = {"s_per_config": 0.3, "s_per_network": 2.5, "s_startup": 3.0}
+    sizes = [cal.size_suite(cal.check_settings(budget_min=b), cost, 20.0) for b in (0.1, 5, 10, 30)]
+    assert (
+        sizes[0].per_type_batch == cal.MIN_CONFIGS_PER_TYPE_BATCH and sizes[0].n_networks == cal.MIN_NETWORKS
+    )
+    assert sizes[0].minimum_s > 6 and sizes[0].estimate_s == pytest.approx(sizes[0].minimum_s)
+    assert [s.per_type_batch for s in sizes] == sorted(s.per_type_batch for s in sizes)
+    assert [s.n_networks for s in sizes] == sorted(s.n_networks for s in sizes)
+    ten = sizes[2]
+    assert ten.estimate_s == pytest.approx(600, rel=0.05) and 2 <= ten.n_blocks <= 8
+    assert 8 <= ten.retest_configs <= 60 and 1 <= ten.retest_networks <= 4
+
+
+def test_the_networks_cover_every_family_with_pads_early():
+    specs = cal.arch_specs(cal.check_settings(), 8)
+    assert [s["family"] for s in specs[:4]] == list(cal.NETWORK_FAMILIES)
+    assert {s["family"] for s in specs[:4] if s["explicit_padding"]} == {"mbconv"}
+    assert {s["family"] for s in specs[4:] if s["explicit_padding"]} == {"resnet"}
+    assert cal.network_name(specs[1], 8) == f"gen{specs[1]['seed']}_mbconv_pad_b8_t1_u0"
+
+
+def _planted(n_rows=80, n_archs=12, seed=0):
+    """A suite whose machine runs conv2d at twice the base's prediction and everything else as
+    predicted, with networks composed by the base's own formula, and 2 % noise."""
+    rng = np.random.default_rng(seed)
+    module = np.array(["conv2d", "linear"] * (n_rows // 2), object)
+    log_pred = rng.normal(0, 1, n_rows)
+    log_y = log_pred + np.where(module == "conv2d", math.log(2), 0) + rng.normal(0, 0.02, n_rows)
+    archs = np.repeat([f"a{i}" for i in range(n_archs)], 2)
+    sums = rng.uniform(1, 10, (2 * n_archs, 2))
+    counts = np.column_stack([rng.integers(10, 50, 2 * n_archs), np.zeros((2 * n_archs, 4))])
+    coef = np.array([1.0, 0.01, 0, 0, 0, 0])
+    true = sums @ np.array([2.0, 1.0]) + counts[:, 0] * 0.01
+    suite = cal.Suite(
+        module,
+        log_y,
+        np.array([f"k{i}" for i in range(n_rows)], object),
+        np.log(true) + rng.normal(0, 0.02, len(true)),
+        counts,
+        archs,
+    )
+    return suite, cal.BaseArrays("base", log_pred, ("conv2d", "linear"), sums, coef)
+
+
+def test_a_per_type_factor_is_found_and_chosen_on_planted_data():
+    suite, base = _planted()
+    report_rows, report_nets, row_fold, net_fold = cal.split_suite(suite, 0)
+    choice = cal.choose([base], suite, row_fold, net_fold)
+    assert (choice.correction, choice.composition) == ("per_type", "kept")
+    fit = cal.fit_candidate(base, suite, ~report_rows, ~report_nets, "per_type", "kept")
+    assert fit.shift["conv2d"] == pytest.approx(math.log(2), abs=0.02) and abs(fit.shift["linear"]) < 0.02
+    rows, nets = cal.predict_log(base, suite, fit)
+    assert cal.accuracy(rows[report_rows], suite.log_y[report_rows])["acc10"] == 1.0
+    assert cal.accuracy(nets[report_nets], suite.net_log_y[report_nets])["acc10"] == 1.0
+
+
+def test_the_held_out_part_is_never_in_a_fold_and_keeps_an_architecture_together():
+    suite, _ = _planted(n_rows=40, n_archs=8)
+    report_rows, report_nets, row_fold, net_fold = cal.split_suite(suite, 3)
+    assert np.all(row_fold[report_rows] == -1) and np.all(row_fold[~report_rows] >= 0)
+    assert np.all(net_fold[report_nets] == -1) and np.all(net_fold[~report_nets] >= 0)
+    assert report_rows.sum() == 10 and report_nets.sum() == 4  # a quarter per type, 2 of 8 architectures
+    for a in set(suite.net_arch):
+        assert len(set(net_fold[suite.net_arch == a])) == 1
+
+
+def test_refitting_the_composition_needs_six_networks():
+    suite, base = _planted(n_archs=3)
+    _, _, row_fold, net_fold = cal.split_suite(suite, 0)
+    assert cal.cross_validate(base, suite, row_fold, net_fold, "none", "refitted") is None
+    table = cal.choose([base], suite, row_fold, net_fold).candidates
+    assert all(
+        c["score"] is None and "fewer than 6" in c["note"] for c in table if c["composition"] == "refitted"
+    )
+
+
+def test_the_statistic_is_the_one_that_repeated_better():
+    retest = {"modules": {"median": {"acc10": 0.6}, "p10": {"acc10": 0.8}}}
+    assert cal.choose_statistic(retest, "auto") == "p10"
+    assert (
+        cal.choose_statistic({"modules": {"median": {"acc10": 0.8}, "p10": {"acc10": 0.8}}}, "auto")
+        == "median"
+    )
+    assert cal.choose_statistic({}, "auto") == "median" and cal.choose_statistic(retest, "median") == "median"
+
+
+@pytest.mark.parametrize("name", ["cpu_torch_1t", "epyc_torch_1t"])
+def test_a_per_type_scale_multiplies_exactly_that_types_predictions(name):
+    pred = jaxlat.load_predictor(name)
+    factors = {"conv2d": 2.0, "add": 0.5, "layernorm": 1.25, "batchnorm2d": 0.8, "matmul": 1.0}
+    scaled = cal.with_module_log_scale(pred, {t: math.log(f) for t, f in factors.items()})
+    configs = [profilers.make_config(t) for t in (*factors, "linear")]
+    ratio = scaled.predict(configs)["latency_ms"] / pred.predict(configs)["latency_ms"]
+    np.testing.assert_allclose(ratio, [*factors.values(), 1.0], rtol=1e-4)
+    # Whatever the regressor: MLP, MEDN task and roofline among these.
+    assert {"mlp", "roofline", "medn[conv2d]"} & {pred.models[t].regressor.name for t in factors}
+
+
+def test_the_registry_keeps_one_entry_per_directory_and_the_newest_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXLAT_HOME", str(tmp_path / "home"))
+    a, b = (shutil.copytree(reference_path("epyc_torch_1t"), tmp_path / n) for n in ("a", "b"))
+    register_calibrated("Some CPU", a, base="x")
+    register_calibrated("Some CPU", b, base="y")
+    register_calibrated("Some CPU", a, base="z")  # again: replaces its entry, and is now the newest
+    assert [e["base"] for e in calibrated_entries("Some CPU")] == ["z", "y"]
+    assert matching_reference("Some CPU") == str(a.resolve())
+    assert matching_reference("Other CPU") in ("cpu_torch_1t", "epyc_torch_1t")
+    shutil.rmtree(a)  # a calibration deleted: skipped
+    assert matching_reference("Some CPU") == str(b.resolve())
+    (tmp_path / "home" / "calibrated.json").write_text("{not json")
+    assert calibrated_entries() == []  # an unreadable registry is ignored, with a warning
+    with pytest.raises(ValueError, match="holds no predictor.json"):
+        register_calibrated("Some CPU", tmp_path)
+
+
+def test_agreement_of_two_measurements():
+    r = cal.agreement(np.array([1.0, 2.0, 4.0, 10.0]), np.array([1.05, 2.3, 4.0, 7.0]))
+    assert r == {"n": 4, "acc10": 0.5, "acc20": 0.75, "median_ratio": pytest.approx(1.025)}
+    assert cal.agreement(np.array([]), np.array([]))["n"] == 0
+
+
+def test_settings_are_plain_data():
+    s = cal.check_settings(modules="conv2d, linear", families=["text"])
+    assert s.modules == ("conv2d", "linear") and s.families == ("text",) and s.batch_sizes == (1, 8)
+    assert json.loads(json.dumps(s.as_json())) == s.as_json()
+    assert dataclasses.replace(s, seed=1).as_json()["seed"] == 1
+
+
+def test_configs_predicted_too_slow_to_time_are_left_out_of_the_suite():
+    def screen(configs):  # a stand-in for a predictor: 1 ms per MFLOP
+        return np.array([c.costs().flops / 1e6 for c in configs])
+
+    kept = cal._sample("pool2d", 6, batch=8, seed=3, method="lhs", screen=screen)
+    assert len(kept) == 6 and all(screen(kept) <= cal._MAX_PREDICTED_MS)
+    unscreened = cal._sample("pool2d", 6, batch=8, seed=3, method="lhs")
+    assert max(screen(unscreened)) > cal._MAX_PREDICTED_MS  # this draw has slow ones
