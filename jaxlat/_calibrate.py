@@ -683,7 +683,7 @@ def _plan(settings: SuiteSettings, paths: _Paths, progress: _Progress, screen: S
     plan = make_plan(settings, size, probe, cost, progress.measure_s, screen)
     write_json(paths.plan, plan)
     _log.info(
-        "plan: %d module configs of %d types and %d networks x %d batch sizes in %d blocks, about %.1f "
+        "plan: %d module configs of %d types and %d networks x %d batch sizes in %d network block(s), about %.1f "
         "min of measurement (budget %g min) -> %s",
         len(plan["configs"]),
         len(settings.modules),
