@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
@@ -123,7 +122,7 @@ def predict_batch(regressor: Regressor, params: Params, x: np.ndarray) -> np.nda
     x = np.asarray(x, np.float32)
     n = len(x)
     rows = min(CHUNK_ROWS, max(8, 1 << max(0, n - 1).bit_length()))
-    parts = [np.asarray(batched_predict(regressor.predict, params, jnp.asarray(pad_rows(x[s:s + rows], rows))))[:len(x[s:s + rows])]
+    parts = [np.asarray(batched_predict(regressor.predict, params, pad_rows(x[s:s + rows], rows)))[:len(x[s:s + rows])]
              for s in range(0, n, rows)]
     return np.concatenate(parts) if parts else np.zeros((0, 2), np.float32)
 

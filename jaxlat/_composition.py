@@ -27,7 +27,6 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from ._predict import COUNT_TERMS, compose
@@ -58,9 +57,9 @@ class Composition:
 
     def apply(self, terms: np.ndarray) -> np.ndarray:
         """Corrected latency (ms) from the `[n, 6]` design rows of `design_rows`, by the one
-        whole-model formula (`jaxlat._predict.compose`)."""
-        terms = np.asarray(terms, np.float32)
-        return np.asarray(compose(jnp.asarray(self.coef_array), terms[:, 0], terms[:, 1:]), np.float64)
+        whole-model formula (`jaxlat._predict.compose`), on the host in float64."""
+        terms = np.asarray(terms, np.float64)
+        return np.asarray(compose(self.coef_array.astype(np.float64), terms[:, 0], terms[:, 1:]), np.float64)
 
     def as_json(self) -> dict[str, Any]:
         return {"coef": dict(self.coef), "log_sigma": self.log_sigma, "log_q80": self.log_q80, "info": dict(self.info)}

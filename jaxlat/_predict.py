@@ -138,7 +138,8 @@ def partition(tree: PyTree) -> tuple[PyTree, Static]:
     structure, `None` elsewhere) and the rest (`Static`). `combine` undoes it."""
     leaves, treedef = jax.tree.flatten(tree)
     is_param = tuple(_is_param(x) for x in leaves)
-    floats = jax.tree.unflatten(treedef, [jnp.asarray(x) if p else None for x, p in zip(leaves, is_param)])
+    # device_put, not jnp.asarray: on host data jnp.asarray compiles a program per shape.
+    floats = jax.tree.unflatten(treedef, [jax.device_put(x) if p else None for x, p in zip(leaves, is_param)])
     static = Static(treedef, is_param, tuple(None if p else np.asarray(x) for x, p in zip(leaves, is_param)))
     return floats, static
 

@@ -160,8 +160,9 @@ class LatencyPredictor:
         """Every learned value, one PyTree: per-type (or shared MEDN) regressor parameters and
         the composition coefficients. Differentiate `apply` with respect to it."""
         comp = self.composition or Composition(IDENTITY)
-        shifts = {m: jnp.asarray(self.log_scale.get(m, 0.0), jnp.float32) for m in self.heads}
-        return PredictorParams(self._regressor_params, jnp.asarray(comp.coef_array), shifts)
+        # device_put, not jnp.asarray: on host data jnp.asarray compiles a program per shape.
+        shifts = {m: jax.device_put(np.float32(self.log_scale.get(m, 0.0))) for m in self.heads}
+        return PredictorParams(self._regressor_params, jax.device_put(comp.coef_array), shifts)
 
     def apply(self, params: PredictorParams, batch: ModelBatch):
         """The pure prediction function (`jaxlat._predict.model_latency` with this predictor's
@@ -361,9 +362,10 @@ class LatencyPredictor:
         if comp.log_q80 is not None:  # calibrated on the fitting networks' residuals
             w_lo = w_hi = np.full(len(mid), comp.log_q80)
         else:  # module intervals summed (errors fully correlated), widened by the correction's spread
-            c = jnp.asarray(count_rows(counts), jnp.float32)
-            lo = np.asarray(compose(self.params.composition, jnp.asarray(out.sum_ms[:, 1], jnp.float32), c), np.float64)
-            hi = np.asarray(compose(self.params.composition, jnp.asarray(out.sum_ms[:, 2], jnp.float32), c), np.float64)
+            # the one formula, on the host in float64 (compose is plain arithmetic)
+            c, coef = count_rows(counts), comp.coef_array.astype(np.float64)
+            lo = compose(coef, out.sum_ms[:, 1], c)
+            hi = compose(coef, out.sum_ms[:, 2], c)
             zs = INTERVAL_Z * comp.log_sigma
             w_lo = np.sqrt(np.log(np.maximum(mid, 1e-9) / np.maximum(lo, 1e-9)) ** 2 + zs**2)
             w_hi = np.sqrt(np.log(np.maximum(hi, 1e-9) / np.maximum(mid, 1e-9)) ** 2 + zs**2)
