@@ -299,13 +299,14 @@ def _cmd_predictors(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    here = matching_reference()
+    here = matching_reference()  # what `jaxlat predict` takes without --predictor
     for i in infos:
         tags = [
             t
             for t, on in (
                 ("default", i.name == DEFAULT_REFERENCE),
-                ("this CPU", i.shipped and i.name == here and here != DEFAULT_REFERENCE),
+                ("calibrated", i.calibrated),
+                ("this CPU", i.name == here and here != DEFAULT_REFERENCE),
             )
             if on
         ]

@@ -16,17 +16,26 @@ TESTS_DIR = Path(__file__).parent
 
 
 def pytest_configure(config):
-    """One fresh persistent XLA compilation cache for the whole run, made by the main process
-    before test workers start: the workers (`pytest -n`), notebook kernels and CLI subprocesses
-    inherit it through the environment and reuse each other's programs instead of compiling
-    them again. Removed when the run ends; a `JAX_COMPILATION_CACHE_DIR` of your own is kept
-    (and left in place)."""
-    if hasattr(config, "workerinput") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    """Made once by the main process, before test workers start, and inherited by the workers
+    (`pytest -n`), notebook kernels and CLI subprocesses through the environment; removed when
+    the run ends:
+
+    - `JAXLAT_HOME`, an empty one: the tests never see (or register into) the user's
+      calibrated predictors in `~/.cache/jaxlat`;
+    - one fresh persistent XLA compilation cache, so that the processes reuse each other's
+      programs instead of compiling them again (a `JAX_COMPILATION_CACHE_DIR` of your own is
+      kept, and left in place).
+    """
+    if hasattr(config, "workerinput"):
         return
-    config._jaxlat_xla_cache = tempfile.mkdtemp(prefix="jaxlat-test-xla-cache-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = config._jaxlat_xla_cache
-    # Small programs too: the tests' programs are small and compiled in many processes.
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
+    run_dir = Path(tempfile.mkdtemp(prefix="jaxlat-test-run-"))
+    config._jaxlat_run_dir = run_dir
+    os.environ["JAXLAT_HOME"] = str(run_dir / "home")
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(run_dir / "xla-cache")
+        config._jaxlat_xla_cache = True
+        # Small programs too: the tests' programs are small and compiled in many processes.
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
 
 
 #: Test files that take the longest (minutes, mostly notebooks, searches and real measurements),
@@ -43,10 +52,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_unconfigure(config):
-    cache = getattr(config, "_jaxlat_xla_cache", None)
-    if cache:
-        shutil.rmtree(cache, ignore_errors=True)
-        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    run_dir = getattr(config, "_jaxlat_run_dir", None)
+    if run_dir is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.environ.pop("JAXLAT_HOME", None)
+        if getattr(config, "_jaxlat_xla_cache", False):
+            os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 
 

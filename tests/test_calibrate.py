@@ -155,7 +155,9 @@ def test_load_predictor_prefers_the_one_calibrated_on_this_cpu_model(calibrated,
     assert jaxlat_main(["predict", "--arch", str(tmp_path / "net.json")]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith(f"; predictor {entry['path']}")
     assert jaxlat_main(["predictors"]) == 0
-    assert f"path: {entry['path']}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"path: {entry['path']}" in out
+    assert f"{entry['path']} (calibrated, this CPU)\n" in out  # what `jaxlat predict` takes
 
 
 def test_an_interrupted_calibration_resumes_without_measuring_again(calibrated, monkeypatch, capsys):
