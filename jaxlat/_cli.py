@@ -25,6 +25,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from profilers._cli import (
@@ -409,15 +410,43 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         plot,
         title=f"{args.predictor} on {', '.join(map(str, args.data))}",
     )
+    ceiling = retest_ceiling(args.data, pred.statistic)
     if args.json:
         # An undefined metric (r2 of one row) is NaN: null in JSON, never a bare NaN.
         metrics = metrics_for_json(table)
-        print(json.dumps({"metrics": metrics, "plot": str(plot)}, indent=1, allow_nan=False))
+        print(json.dumps({"metrics": metrics, "retest": ceiling, "plot": str(plot)}, indent=1, allow_nan=False))
     else:
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             print(table.round(3).to_string())
+        if ceiling is None:
+            print("test-retest: not recorded in the data (jaxlat-profile measures a sample again unless --retest 0)")
+        else:
+            acc10 = float(table.loc["all", "acc10"]) if "all" in table.index else float(table["acc10"].iloc[0])
+            print(f"test-retest of the labels ({pred.statistic}, {ceiling['n']} configs measured again): "
+                  f"{ceiling['acc10']:.3f} within ±10 %, {ceiling['acc20']:.3f} within ±20 %; "
+                  f"acc10 is {acc10 / ceiling['acc10']:.2f} of its ceiling" if ceiling["acc10"] > 0 else
+                  f"test-retest of the labels ({pred.statistic}): no re-measured config repeated within ±10 %")
         print(f"plot: {plot}")
     return 0
+
+
+def retest_ceiling(paths: Sequence[str], statistic: str) -> dict[str, Any] | None:
+    """The labels' test-retest agreement recorded by the runs that wrote `paths`
+    (`profilers.retest_summary`), pooled over runs by their counts, for the statistic a
+    predictor learned: the ceiling an accuracy on those labels is read against. None when no
+    run recorded one."""
+    import numpy as np
+
+    import profilers
+
+    entries = [e for p in paths for e in profilers.retest_summary(p) if e.get("n")]
+    key = "p10" if statistic == "p10" else "median"
+    entries = [e for e in entries if f"{key}_acc10" in e]
+    if not entries:
+        return None
+    n = np.array([e["n"] for e in entries], float)
+    pooled = {f"acc{k}": float(np.average([e[f"{key}_acc{k}"] for e in entries], weights=n)) for k in (10, 20)}
+    return {"statistic": key, "n": int(n.sum()), "runs": len(entries), **pooled}
 
 
 def _read_table(path: str, *, option: str, latency: bool = True):

@@ -34,7 +34,7 @@ def test_real_run_measures_every_module_type(tmp_path):
     assert "measured" in summary.format()
 
 
-def test_a_run_measures_a_sample_again_and_records_its_test_retest_agreement(tmp_path):
+def test_a_run_measures_a_sample_again_and_records_its_test_retest_agreement(tmp_path, capsys):
     cfgs = [make_config("add", channels=c) for c in (8, 16, 32, 64)]
     out = tmp_path / "retest.parquet"
     timer = TimerConfig(warmup_s=0.005, min_run_time_s=0.03, min_repeats=6)
@@ -48,6 +48,24 @@ def test_a_run_measures_a_sample_again_and_records_its_test_retest_agreement(tmp
     assert {p["config_key"] for p in meta["runs"][0]["retest"]["pairs"]} <= keys and len(keys) == 4
     with pytest.raises(ValueError, match="retest=-1 is not valid"):
         run_profile(cfgs, tmp_path / "b.parquet", retest=-1, progress=False)
+    # `jaxlat evaluate` reads an accuracy on these labels against their recorded ceiling.
+    import json
+
+    from jaxlat._cli import main as jaxlat_main
+
+    def evaluate(data, *extra):
+        return jaxlat_main(["evaluate", "--predictor", "cpu_torch_1t", "--data", str(data),
+                            "--plot", str(tmp_path / "e.png"), *extra])
+
+    assert evaluate(out, "--json") == 0
+    retest = json.loads(capsys.readouterr().out)["retest"]
+    assert retest == {"statistic": "median", "n": 3, "runs": 1, "acc10": pytest.approx(entry["median_acc10"]),
+                      "acc20": pytest.approx(entry["median_acc20"])}
+    assert evaluate(out) == 0
+    assert "test-retest of the labels (median, 3 configs measured again)" in capsys.readouterr().out
+    run_profile(cfgs[:1], tmp_path / "none.parquet", timer=timer, progress=False, retest=0)
+    assert evaluate(tmp_path / "none.parquet") == 0
+    assert "test-retest: not recorded in the data" in capsys.readouterr().out
 
 
 def test_failing_and_hanging_configs_become_failed_rows_and_the_run_goes_on(tmp_path, plugin_path):
