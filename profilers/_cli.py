@@ -375,6 +375,7 @@ def _profile_configs(
         plugins=plugins,
         rounds=args.rounds,
         chunk_size=args.chunk_size,
+        retest=getattr(args, "retest", None),
         progress=not args.no_progress,
         run_info={
             **info,
@@ -778,6 +779,14 @@ def build_parser() -> argparse.ArgumentParser:
             type=int,
             default=1,
             help="measure each config in N rounds seconds apart, samples pooled (noisy machines)",
+        )
+        q.add_argument(
+            "--retest",
+            type=int,
+            default=None,
+            metavar="N",
+            help="configs measured again at the end of the run, for the labels' test-retest agreement "
+            "in the dataset's metadata (default: a tenth of the new ones, at most 30; 0: none)",
         )
         q.add_argument(
             "--chunk-size",

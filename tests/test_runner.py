@@ -147,12 +147,13 @@ def test_sampled_configs_run_through_the_cli_with_a_summary(tmp_path):
     out = tmp_path / "c.parquet"
     res = subprocess.run(
         [sys.executable, "-m", "profilers._cli", "torch", "--module", "linear", "--n", "3", "--range", "tokens=1",
-         "--threads", "1,2", "--min-run-time", "0.01", "--out", str(out), "--no-progress"],
+         "--threads", "1,2", "--min-run-time", "0.01", "--retest", "2", "--out", str(out), "--no-progress"],
         check=True, capture_output=True, text=True,
     )
     assert "6 measured, 0 failed" in res.stdout
     df = read_dataset(out)
     assert sorted(df["threads"].unique()) == [1, 2] and (df["tokens"] == 1).all()
+    assert [e["n"] for e in profilers.retest_summary(out)] == [2]  # --retest 2: two configs measured again
     assert len(sample_configs("linear", 3, method="lhs", seed=0, ranges={"tokens": 1})) == 3
 
 
