@@ -119,20 +119,6 @@ _DEFAULT_COST = {"s_per_config": 0.4, "s_per_network": 3.0, "s_startup": 4.0}
 #: `fit_composition` needs at least this many networks.
 _MIN_REFIT_NETWORKS = 6
 
-# The measuring subprocess of the networks: profilers only (no JAX), with the measurement
-# environment set before its interpreter starts. Reads its job from stdin.
-_NETWORK_SCRIPT = """
-import json, sys
-from profilers import TimerConfig, generated_jobs, profile_many
-spec = json.load(sys.stdin)
-jobs = []
-for a in spec["archs"]:
-    jobs += generated_jobs([a["seed"]], spec["batch_sizes"], family=a["family"],
-                           explicit_padding=a["explicit_padding"])
-profile_many(spec["out"], jobs, timer=TimerConfig(**spec["timer"]), progress=False, rounds=spec["rounds"])
-"""
-
-
 # -- settings ---------------------------------------------------------------------------------
 
 
@@ -570,7 +556,7 @@ def measure_networks(
     env = {**os.environ, **profilers.MEASUREMENT_ENV}
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _NETWORK_SCRIPT],
+            [sys.executable, "-m", "profilers._measure_generated"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=err,
