@@ -25,8 +25,8 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from profilers._cli import (
     CommandError,
@@ -217,7 +217,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from ._data import check_count
     from ._metrics import metrics_for_json
-    from ._shipped import load_predictor, matching_reference, reference_names
+    from ._shipped import default_predictor, load_predictor, reference_names
 
     check_count(args.breakdown, name="--breakdown")
 
@@ -238,11 +238,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     ):
         load_predictor(args.predictor)  # fails now, with the shipped names, before a model is captured
     records = _model_records(args)
-    # Without --predictor: the shipped one of this machine's CPU model, else the default; each
-    # prediction line names it.
-    used = args.predictor if args.predictor is not None else matching_reference()
+    # Without --predictor: the one calibrated on this machine's CPU model, else the shipped one of
+    # this CPU model, else the default (a broken calibration falls back); each line names it.
+    if args.predictor is None:
+        used, pred = default_predictor()
+    else:
+        used, pred = args.predictor, load_predictor(args.predictor)
     _log.debug("predictor: %s", used)
-    pred = load_predictor(used)
     if args.threads is not None:
         records = [r.with_settings(threads=args.threads) for r in records]
     if args.utilization is not None:
@@ -676,8 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--predictor",
         metavar="DIR_OR_NAME",
-        help="predictor directory or shipped name (see `jaxlat predictors`; default: the shipped "
-        "predictor of this machine's CPU model, else cpu_torch_1t)",
+        help="predictor directory or shipped name (see `jaxlat predictors`; default: the newest one "
+        "calibrated on this machine's CPU model by `jaxlat calibrate`, else the shipped predictor of "
+        "this CPU model, else cpu_torch_1t)",
     )
     r.add_argument(
         "--breakdown",

@@ -93,7 +93,7 @@ class PredictorParams(NamedTuple):
 
     regressors: Mapping[str, PyTree]
     composition: Float[Array, 6]
-    log_scale: Mapping[str, Float[Array, ""]] = {}  # noqa: RUF012  (never mutated)
+    log_scale: Mapping[str, Float[Array, ""]] = {}  # never mutated
 
 
 class ModelBatch(NamedTuple):

@@ -21,7 +21,10 @@ import time
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._predictor import LatencyPredictor
 
 _log = logging.getLogger(__name__)
 
@@ -196,7 +199,10 @@ def calibrated_entries(cpu_model: str | None = None) -> list[dict[str, Any]]:
         if cpu_model is not None and key != cpu_model:
             continue
         for e in entries if isinstance(entries, list) else []:
-            if isinstance(e, dict) and (Path(str(e.get("path"))) / "predictor.json").is_file():
+            # An entry written by hand or by another version may lack fields: skipped, not fatal.
+            when = e.get("registered_unix", 0.0) if isinstance(e, dict) else None
+            if (isinstance(when, (int, float)) and not isinstance(when, bool)
+                    and (Path(str(e.get("path"))) / "predictor.json").is_file()):
                 out.append({**e, "cpu_model": key})
     return sorted(out, key=lambda e: -float(e.get("registered_unix", 0.0)))
 
@@ -241,6 +247,32 @@ def matching_reference(cpu_model: str | None = None, *, calibrated: bool = True)
     return DEFAULT_REFERENCE if DEFAULT_REFERENCE in same or not same else same[0]
 
 
+def default_predictor() -> tuple[str, LatencyPredictor]:
+    """The predictor to use when none is named, and its name: the newest one calibrated on this
+    CPU model, else the shipped one of this CPU model, else the default (`matching_reference`).
+
+    A calibrated predictor that cannot be loaded (deleted files, a format this version does not
+    read) is reported with a warning and the shipped choice is used instead: a broken
+    calibration never breaks prediction.
+
+    Returns:
+      `(name, LatencyPredictor)`: a shipped name, or the calibrated predictor's directory.
+    """
+    from ._io import ArtifactError
+    from ._predictor import LatencyPredictor
+
+    chosen = matching_reference()
+    if chosen in reference_names():
+        _log.info("predictor: %s (shipped)", chosen)
+        return chosen, reference_predictor(chosen)
+    try:
+        return chosen, LatencyPredictor.load(chosen)
+    except (ArtifactError, OSError) as e:
+        fallback = matching_reference(calibrated=False)
+        _log.warning("the calibrated predictor %s cannot be loaded (%s); using %s", chosen, e, fallback)
+        return fallback, reference_predictor(fallback)
+
+
 def load_predictor(spec: str | Path | None = None):
     """A predictor from a directory, or a shipped predictor by name; None: the newest predictor
     calibrated on this machine's CPU model (`jaxlat calibrate`), else the shipped predictor of
@@ -260,21 +292,10 @@ def load_predictor(spec: str | Path | None = None):
       ValueError: `spec` is neither an existing predictor directory nor a shipped name (the
         message lists the shipped names).
     """
-    from ._io import ArtifactError
     from ._predictor import LatencyPredictor
 
     if spec is None:
-        chosen = matching_reference()
-        if chosen in reference_names():
-            _log.info("predictor: %s (shipped)", chosen)
-            return reference_predictor(chosen)
-        try:
-            return LatencyPredictor.load(chosen)
-        except ArtifactError as e:
-            # A broken calibration must not break prediction: say so, and use a shipped one.
-            fallback = matching_reference(calibrated=False)
-            _log.warning("the calibrated predictor %s cannot be loaded (%s); using %s", chosen, e, fallback)
-            return reference_predictor(fallback)
+        return default_predictor()[1]
     path = Path(spec)
     if path.is_dir():
         return LatencyPredictor.load(path)

@@ -18,6 +18,7 @@ import profilers
 from jaxlat import _calibrate as cal
 from jaxlat._cli import main as jaxlat_main
 from jaxlat._shipped import calibrated_entries, matching_reference, reference_path, register_calibrated
+from jaxlat._shipped import default_predictor as jaxlat_default_predictor
 
 #: A calibration that fits in a test: two module types, two cheap network families, short
 #: timings and a budget far below the smallest suite (which then overruns, with a warning).
@@ -374,10 +375,31 @@ def test_the_registry_keeps_one_entry_per_directory_and_the_newest_wins(tmp_path
     assert matching_reference("Other CPU") in ("cpu_torch_1t", "epyc_torch_1t")
     shutil.rmtree(a)  # a calibration deleted: skipped
     assert matching_reference("Some CPU") == str(b.resolve())
+    registry = json.loads((tmp_path / "home" / "calibrated.json").read_text())
+    registry["predictors"]["Some CPU"][0]["registered_unix"] = "yesterday"  # hand-edited: skipped
+    (tmp_path / "home" / "calibrated.json").write_text(json.dumps(registry))
+    assert [e["base"] for e in calibrated_entries("Some CPU")] == []
     (tmp_path / "home" / "calibrated.json").write_text("{not json")
     assert calibrated_entries() == []  # an unreadable registry is ignored, with a warning
     with pytest.raises(ValueError, match="holds no predictor.json"):
         register_calibrated("Some CPU", tmp_path)
+
+
+def test_a_broken_calibrated_predictor_falls_back_to_a_shipped_one(tmp_path, monkeypatch, capsys):
+    """`load_predictor()` and `jaxlat predict` without --predictor: a registered calibration whose
+    files are damaged is reported and a shipped predictor predicts instead."""
+    monkeypatch.setenv("JAXLAT_HOME", str(tmp_path / "home"))
+    broken = shutil.copytree(reference_path("epyc_torch_1t"), tmp_path / "broken")
+    register_calibrated(CPU, broken, base="x")
+    (broken / "medn.npz").write_bytes(b"not an npz")  # damaged: its checksum no longer matches
+    with _captured() as messages:
+        name, pred = jaxlat_default_predictor()
+    assert name in ("cpu_torch_1t", "epyc_torch_1t") and pred.modules
+    assert any("cannot be loaded" in m for m in messages)
+    rec = profilers.load_records(Path(__file__).parents[1] / "data" / "epyc_generated_models.jsonl")[0]
+    rec.save(tmp_path / "net.json")
+    assert jaxlat_main(["predict", "--arch", str(tmp_path / "net.json")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(f"; predictor {name}")
 
 
 def test_agreement_of_two_measurements():
