@@ -21,6 +21,7 @@ applies the composition.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -188,6 +189,20 @@ def model_latency(heads: Mapping[str, Head], params: PredictorParams, batch: Mod
         finite = jnp.isfinite(mu) & jnp.isfinite(out[:, 1])
         bad = bad + module_sum((~finite).astype(jnp.float32), jnp.ones_like(mu), batch.owner[module], n)
     return ModelPrediction(compose(params.composition, sums[:, 0], batch.counts), sums, bad)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShiftedPredict:
+    """A module type's regressor `predict` with the type's log-latency shift added (the factor of
+    `PredictorParams.log_scale`), for regressor-level paths (`jaxlat.predict_batch`,
+    `predict_chunks`, `single_query`): its params are `(regressor params, shift)`, so the shift
+    is data, not part of the compiled program."""
+
+    predict: PredictFn
+
+    def __call__(self, params: tuple[PyTree, Any], x: Float[Array, " features"]) -> Float[Array, 2]:
+        inner, shift = params
+        return self.predict(inner, x).at[0].add(shift)
 
 
 HeadItems = tuple[tuple[str, Head], ...]

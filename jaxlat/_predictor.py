@@ -46,6 +46,7 @@ from ._predict import (
     ModelPrediction,
     PredictorParams,
     PyTree,
+    ShiftedPredict,
     combine,
     compose,
     head_items,
@@ -190,6 +191,27 @@ class LatencyPredictor:
         parts = [np.asarray(self._module_fn(params, {module: _pad(x[s:s + rows], rows)})[module])[:len(x[s:s + rows])]
                  for s in range(0, n, rows)]
         return np.concatenate(parts) if parts else np.zeros((0, 2), np.float32)
+
+    def regressor_view(self, module: str) -> tuple[Regressor, PyTree]:
+        """One module type's model as a plain regressor and its parameters, per-type factor
+        included (`with_type_scales`): for the regressor-level paths, which a predictor's
+        factors would not otherwise reach.
+
+            reg, params = pred.regressor_view("conv2d")
+            jaxlat.predict_chunks(reg.predict, params, [x], dtype="bf16")   # mass prediction
+            jaxlat.single_query(reg.predict, params)                        # one config at a time
+
+        Its `predict(params, x [f]) -> (mu, log_sigma)` equals what `predict_features` gives.
+
+        Raises:
+          ValueError: a module type this predictor has no model for, or one whose regressor is
+            not a JAX regressor (tree ensembles).
+        """
+        m = self._model(module)
+        if not m.regressor.jittable:
+            raise ValueError(f"{module}: {m.regressor.name} is not a JAX regressor; no pure JAX path")
+        reg = m.regressor._replace(predict=ShiftedPredict(m.regressor.predict))
+        return reg, (m.params, np.float32(self.log_scale.get(module, 0.0)))
 
     def predict_features(self, module: str, x: np.ndarray) -> np.ndarray:
         """`[n, 2]` (mu, log_sigma) of log latency for encoded features `[n, f]`."""

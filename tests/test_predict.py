@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxlat
 from jaxlat import (
     ArtifactError,
     LatencyPredictor,
@@ -191,6 +192,14 @@ def test_type_scales_multiply_one_types_modules_and_reach_whole_models(predictor
     (d / "predictor.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="no_such_type"):
         LatencyPredictor.load(d)
+    # The regressor-level paths (batch, mass prediction, single query) carry the factor too.
+    reg, params = scaled.regressor_view(module)
+    x = scaled._encode(module, rows[mine])
+    np.testing.assert_allclose(np.exp(jaxlat.predict_batch(reg, params, x)[:, 0]), out["latency_ms"][mine], rtol=1e-5)
+    (chunk,) = jaxlat.predict_chunks(reg.predict, params, [x])
+    np.testing.assert_allclose(np.exp(chunk[:, 0]), out["latency_ms"][mine], rtol=1e-5)
+    np.testing.assert_allclose(np.exp(jaxlat.single_query(reg.predict, params)(x[0])[0]), out["latency_ms"][mine].iloc[0],
+                               rtol=1e-5)
     with pytest.raises(ValueError, match=r"scales\['conv2d'\]=0 is not valid: expected a finite number > 0"):
         predictor.with_type_scales({"conv2d": 0})
     with pytest.raises(ValueError, match="module='nope' has no model"):
