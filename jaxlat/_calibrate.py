@@ -64,6 +64,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jax
 import numpy as np
 
 import profilers
@@ -72,6 +73,7 @@ from ._composition import IDENTITY, TERMS, Composition, count_rows, fit_composit
 from ._data import STATISTICS, measured_ms, statistic_column
 from ._io import check_output_dir, write_json
 from ._metrics import evaluate, metrics_for_json
+from ._predict import module_sum
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -536,6 +538,17 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+#: Progress states of a measuring step that a resumed run does not repeat (a step that failed or
+#: timed out is tried again).
+_FINISHED = ("done", "skipped: budget")
+
+
+def network_timeout_s(cost: Mapping[str, float], n_records: int) -> float:
+    """How long a block of `n_records` network measurements may take before it is stopped: three
+    times what the probe's costs predict, at least a minute."""
+    return max(60.0, 3 * (cost["s_startup"] + n_records * cost["s_per_network"]))
+
+
 def measure_networks(
     archs: Sequence[Mapping[str, Any]], out: Path, settings: SuiteSettings, *, timeout_s: float
 ) -> str:
@@ -712,11 +725,14 @@ def _measure(
         dynamic_ncols=True,
     )
 
+    attempted: set[int] = set()  # blocks tried in this run (a failed one waits for the next run)
+
     def run_blocks(upto: int) -> None:
         for j, block in enumerate(plan["blocks"]):
             step = f"networks_{j}"
-            if block["after_config"] > upto or progress.step(step) is not None:
-                continue
+            if block["after_config"] > upto or j in attempted or progress.step(step) in _FINISHED:
+                continue  # a block that failed or timed out is tried again by the next run
+            attempted.add(j)
             todo = [
                 archs[i]
                 for i in block["archs"]
@@ -738,8 +754,7 @@ def _measure(
                 continue
             if todo:
                 n_rec = len(todo) * len(settings.batch_sizes)
-                timeout = max(60.0, 3 * (cost["s_startup"] + n_rec * cost["s_per_network"]))
-                status = measure_networks(todo, paths.networks, settings, timeout_s=timeout)
+                status = measure_networks(todo, paths.networks, settings, timeout_s=network_timeout_s(cost, n_rec))
                 new = {r.name for r in read_records(paths.networks)} - names_done
                 names_done.update(new)
                 bar.update(len(new))
@@ -819,15 +834,11 @@ def _retest(plan: Mapping[str, Any], settings: SuiteSettings, paths: _Paths, pro
             if summary.interrupted:
                 raise KeyboardInterrupt
             progress.set_step("retest_modules", "done")
-        if nets and progress.step("retest_networks") is None:
+        if nets and progress.step("retest_networks") not in _FINISHED:
             _log.info("measuring %d networks again (test-retest)", len(nets) * len(settings.batch_sizes))
             n_rec = len(nets) * len(settings.batch_sizes)
-            cost = plan["probe"]["cost"]
             status = measure_networks(
-                nets,
-                paths.retest_networks,
-                settings,
-                timeout_s=max(60.0, 3 * (cost["s_startup"] + n_rec * cost["s_per_network"])),
+                nets, paths.retest_networks, settings, timeout_s=network_timeout_s(plan["probe"]["cost"], n_rec)
             )
             progress.set_step("retest_networks", status)
 
@@ -911,6 +922,7 @@ class BaseArrays:
 
     name: str
     log_pred: np.ndarray  # [r] log of its module predictions (ms)
+    modules: tuple[str, ...]  # every module type it predicts (a correction's factors cover them all)
     types: tuple[str, ...]  # the module types of `net_sums`' columns
     net_sums: np.ndarray  # [n, len(types)] per network, the sum of its module predictions per type (ms)
     coef: np.ndarray  # [6] its composition coefficients (`TERMS`; the plain sum if it has none)
@@ -982,7 +994,7 @@ def fit_candidate(
 ) -> Fitted | None:
     """A candidate (module correction, composition form) fitted on the suite's `rows` and `nets`
     (boolean masks); None where it cannot be fitted there."""
-    types = sorted(set(base.types) | set(suite.module))
+    types = base.modules  # all of them: a global factor reaches types the suite did not measure too
     shift = fit_log_shift(correction, suite.module[rows], suite.log_y[rows] - base.log_pred[rows], types)
     coef = fit_coef(
         composition,
@@ -1147,11 +1159,13 @@ def base_arrays(
     log_pred = np.log(predictor.predict(df)["latency_ms"].to_numpy(float))
     lat = predictor.predict(rows.drop(columns=["_net"]))["latency_ms"].to_numpy(float)
     types = tuple(sorted(set(rows["module"])))
-    col = {t: j for j, t in enumerate(types)}
-    sums = np.zeros((len(records), len(types)))
-    np.add.at(sums, (rows["_net"].to_numpy(int), rows["module"].map(col).to_numpy(int)), lat)
+    # Per network and type, the sum of its module predictions: the one module sum, with each
+    # row's latency in its type's column.
+    per_type = lat[:, None] * (rows["module"].to_numpy()[:, None] == np.array(types)[None, :])
+    sums = np.asarray(module_sum(jax.device_put(per_type.astype(np.float32)), jax.device_put(np.ones(len(lat), np.float32)),
+                                 jax.device_put(rows["_net"].to_numpy(np.int32)), len(records)), float)
     comp = predictor.composition or Composition(IDENTITY)
-    return BaseArrays(name, log_pred, types, sums, comp.coef_array.astype(float))
+    return BaseArrays(name, log_pred, tuple(predictor.modules), types, sums, comp.coef_array.astype(float))
 
 
 def with_module_log_scale(predictor: LatencyPredictor, shift: Mapping[str, float]) -> LatencyPredictor:

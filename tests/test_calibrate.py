@@ -307,7 +307,7 @@ def _planted(n_rows=80, n_archs=12, seed=0):
         counts,
         archs,
     )
-    return suite, cal.BaseArrays("base", log_pred, ("conv2d", "linear"), sums, coef)
+    return suite, cal.BaseArrays("base", log_pred, ("conv2d", "linear", "pool2d"), ("conv2d", "linear"), sums, coef)
 
 
 def test_a_per_type_factor_is_found_and_chosen_on_planted_data():
@@ -317,6 +317,10 @@ def test_a_per_type_factor_is_found_and_chosen_on_planted_data():
     assert (choice.correction, choice.composition) == ("per_type", "kept")
     fit = cal.fit_candidate(base, suite, ~report_rows, ~report_nets, "per_type", "kept")
     assert fit.shift["conv2d"] == pytest.approx(math.log(2), abs=0.02) and abs(fit.shift["linear"]) < 0.02
+    # A type the base predicts but the suite never measured (pool2d) gets the overall factor.
+    one = cal.fit_candidate(base, suite, ~report_rows, ~report_nets, "global", "kept").shift
+    assert set(one) == {"conv2d", "linear", "pool2d"} and len(set(one.values())) == 1
+    assert fit.shift["pool2d"] == pytest.approx(one["pool2d"])
     rows, nets = cal.predict_log(base, suite, fit)
     assert cal.accuracy(rows[report_rows], suite.log_y[report_rows])["acc10"] == 1.0
     assert cal.accuracy(nets[report_nets], suite.net_log_y[report_nets])["acc10"] == 1.0
