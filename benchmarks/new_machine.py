@@ -83,15 +83,6 @@ def zoo_scores(pred: Any, records: list[Any]) -> dict[str, Any]:
             "ratio": {n: float(r) for n, r in zip(table["name"], ratio)}}
 
 
-def ceiling(path: Path, statistic: str) -> dict[str, Any]:
-    """The fresh labels' test-retest agreement in `statistic` (`profilers.retest_summary`)."""
-    key = "p10" if statistic == "p10" else "median"
-    entries = [e for e in profilers.retest_summary(path) if e.get("n")]
-    n = sum(e["n"] for e in entries)
-    acc = {k: sum(e[f"{key}_acc{k}"] * e["n"] for e in entries) / n if n else float("nan") for k in (10, 20)}
-    return {"n": n, "acc10": acc[10], "acc20": acc[20]}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="runs/new_machine", help="measurements and the calibration (resumable)")
@@ -134,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             (f"{n}, uncalibrated", jaxlat.load_predictor(n)) for n in (i.name for i in
                                                                           jaxlat.list_predictors(calibrated=False))]:
         rows[label] = {"statistic": pred.statistic, "modules": module_scores(pred, df), "zoo": zoo_scores(pred, records),
-                       "ceiling": ceiling(fresh, pred.statistic)}
+                       "ceiling": profilers.retest_ceiling(fresh, pred.statistic)
+                       or {"n": 0, "acc10": float("nan"), "acc20": float("nan")}}
     cal_row = rows["calibrated"]
     share = cal_row["modules"]["acc10"] / cal_row["ceiling"]["acc10"] if cal_row["ceiling"]["acc10"] else float("nan")
     payload = {

@@ -26,7 +26,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from profilers._cli import (
     CommandError,
@@ -412,7 +411,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         plot,
         title=f"{args.predictor} on {', '.join(map(str, args.data))}",
     )
-    ceiling = retest_ceiling(args.data, pred.statistic)
+    ceiling = profilers.retest_ceiling(args.data, "p10" if pred.statistic == "p10" else "median")
     if args.json:
         # An undefined metric (r2 of one row) is NaN: null in JSON, never a bare NaN.
         metrics = metrics_for_json(table)
@@ -424,31 +423,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print("test-retest: not recorded in the data (jaxlat-profile measures a sample again unless --retest 0)")
         else:
             acc10 = float(table.loc["all", "acc10"]) if "all" in table.index else float(table["acc10"].iloc[0])
-            print(f"test-retest of the labels ({pred.statistic}, {ceiling['n']} configs measured again): "
+            print(f"test-retest of the labels ({pred.statistic}, {ceiling['n']} configs measured again by the "
+                  f"run(s) that wrote the data): "
                   f"{ceiling['acc10']:.3f} within ±10 %, {ceiling['acc20']:.3f} within ±20 %; "
                   f"acc10 is {acc10 / ceiling['acc10']:.2f} of its ceiling" if ceiling["acc10"] > 0 else
                   f"test-retest of the labels ({pred.statistic}): no re-measured config repeated within ±10 %")
         print(f"plot: {plot}")
     return 0
-
-
-def retest_ceiling(paths: Sequence[str], statistic: str) -> dict[str, Any] | None:
-    """The labels' test-retest agreement recorded by the runs that wrote `paths`
-    (`profilers.retest_summary`), pooled over runs by their counts, for the statistic a
-    predictor learned: the ceiling an accuracy on those labels is read against. None when no
-    run recorded one."""
-    import numpy as np
-
-    import profilers
-
-    entries = [e for p in paths for e in profilers.retest_summary(p) if e.get("n")]
-    key = "p10" if statistic == "p10" else "median"
-    entries = [e for e in entries if f"{key}_acc10" in e]
-    if not entries:
-        return None
-    n = np.array([e["n"] for e in entries], float)
-    pooled = {f"acc{k}": float(np.average([e[f"{key}_acc{k}"] for e in entries], weights=n)) for k in (10, 20)}
-    return {"statistic": key, "n": int(n.sum()), "runs": len(entries), **pooled}
 
 
 def _read_table(path: str, *, option: str, latency: bool = True):

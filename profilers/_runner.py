@@ -259,6 +259,31 @@ def retest_summary(path: str | os.PathLike) -> list[dict[str, Any]]:
             for r in read_metadata(path).get("runs", []) if isinstance(r, dict) and r.get("retest")]
 
 
+def retest_ceiling(paths: str | os.PathLike | Sequence[str | os.PathLike], statistic: str = "median"
+                   ) -> dict[str, Any] | None:
+    """The labels' test-retest agreement recorded by the runs that wrote `paths`
+    (`retest_summary`), pooled over runs by their counts, for one statistic (`median` or
+    `p10`): the ceiling an accuracy on those labels is read against.
+
+    Returns:
+      `{"statistic", "n", "runs", "acc10", "acc20"}`, or None where no run recorded one.
+
+    Raises:
+      ValueError: an unknown statistic.
+    """
+    import numpy as np
+
+    if statistic not in ("median", "p10"):
+        raise ValueError(f"statistic={statistic!r} is not valid: expected median or p10")
+    files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    entries = [e for p in files for e in retest_summary(p) if e.get("n") and f"{statistic}_acc10" in e]
+    if not entries:
+        return None
+    n = np.array([e["n"] for e in entries], float)
+    pooled = {f"acc{k}": float(np.average([e[f"{statistic}_acc{k}"] for e in entries], weights=n)) for k in (10, 20)}
+    return {"statistic": statistic, "n": int(n.sum()), "runs": len(entries), **pooled}
+
+
 def run_profile(
     configs: Sequence[ModuleConfig],
     out: str | os.PathLike,

@@ -62,7 +62,10 @@ def test_a_run_measures_a_sample_again_and_records_its_test_retest_agreement(tmp
     assert retest == {"statistic": "median", "n": 3, "runs": 1, "acc10": pytest.approx(entry["median_acc10"]),
                       "acc20": pytest.approx(entry["median_acc20"])}
     assert evaluate(out) == 0
-    assert "test-retest of the labels (median, 3 configs measured again)" in capsys.readouterr().out
+    assert "test-retest of the labels (median, 3 configs measured again by the run(s)" in capsys.readouterr().out
+    assert profilers.retest_ceiling([out, out], "p10")["n"] == 6  # pooled over files and runs
+    with pytest.raises(ValueError, match="statistic=.p90. is not valid: expected median or p10"):
+        profilers.retest_ceiling(out, "p90")
     run_profile(cfgs[:1], tmp_path / "none.parquet", timer=timer, progress=False, retest=0)
     assert evaluate(tmp_path / "none.parquet") == 0
     assert "test-retest: not recorded in the data" in capsys.readouterr().out
