@@ -1755,9 +1755,6 @@ def calibrate_machine(
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from . import __version__  # the installed distribution's version, read once at import
 
-    try:
-        return version("jaxlat")
-    except PackageNotFoundError:  # a source tree that is not installed
-        return "0+unknown"
+    return __version__

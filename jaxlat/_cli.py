@@ -587,12 +587,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from . import __version__  # the installed distribution's version, read once at import
 
-    try:
-        return version("jaxlat")
-    except PackageNotFoundError:  # a source tree that is not installed
-        return "0+unknown"
+    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

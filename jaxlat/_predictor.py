@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -500,8 +501,6 @@ class LatencyPredictor:
     def fit_composition(self, records: Sequence[ArchRecord]) -> Composition:
         """Deprecated: fits the correction and changes this predictor in place. Use
         `with_fitted_composition` (a new predictor) or `fitted_composition` (the correction)."""
-        import warnings
-
         warnings.warn("LatencyPredictor.fit_composition changes the predictor in place; use "
                       "with_fitted_composition(records) or fitted_composition(records)", DeprecationWarning,
                       stacklevel=2)

@@ -35,7 +35,7 @@ def pytest_configure(config):
         os.environ["JAX_COMPILATION_CACHE_DIR"] = str(run_dir / "xla-cache")
         config._jaxlat_xla_cache = True
         # Small programs too: the tests' programs are small and compiled in many processes.
-        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.05"
 
 
 #: Test files that take the longest (minutes, mostly notebooks, searches and real measurements),
@@ -58,6 +58,7 @@ def pytest_unconfigure(config):
         os.environ.pop("JAXLAT_HOME", None)
         if getattr(config, "_jaxlat_xla_cache", False):
             os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+            os.environ.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)
 
 
 
