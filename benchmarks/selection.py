@@ -1,0 +1,120 @@
+"""Does per-type auto-selection pay? On held-out configs of each CPU dataset, a predictor whose
+regressor per module type is chosen by cross-validation (`regressor="auto"`) against MEDN for
+every type, both trained on the same rows with the same settings.
+
+  python benchmarks/selection.py --data cpu_torch_1t=data/cpu_torch_1t.parquet \
+      --data epyc_torch_1t=data/epyc_torch_1t.parquet:p10 --epochs 150
+
+Per dataset: a test split by config group (20 %, neither predictor sees it); the selection runs
+its K folds on the rest, and both predictors are then fitted on all of the rest. Reports ±10 %
+accuracy per module type and overall on the test rows, the gain in points, the selection's own
+out-of-fold figures beside them (optimistic: chosen on those folds), and the labels' test-retest
+agreement where the dataset recorded one. Writes selection.json and selection.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, machine_markdown, write_results
+
+import jaxlat
+import profilers
+
+CANDIDATES = ("medn", "mlp", "poly2", "ridge", "roofline")
+
+
+def per_type_acc10(pred: jaxlat.LatencyPredictor, df: Any, column: str) -> dict[str, float]:
+    """±10 % accuracy of `pred` on the rows of `df`, per module type and over all (`all`)."""
+    out = pred.predict(df)["latency_ms"].to_numpy(np.float64)
+    truth = df[column].to_numpy(np.float64)
+    ok = np.abs(out / truth - 1) <= 0.10
+    acc = {m: float(ok[(df["module"] == m).to_numpy()].mean()) for m in sorted(set(df["module"]))}
+    return {**acc, "all": float(ok.mean())}
+
+
+def one_dataset(name: str, path: str, statistic: str, args: argparse.Namespace) -> dict[str, Any]:
+    df = profilers.read_dataset(path)
+    if args.rows_per_type:
+        df = df.groupby("module", group_keys=False).head(args.rows_per_type)
+    train, test = jaxlat.split_by_config(df, test_frac=0.2, seed=args.seed)
+    settings = jaxlat.TrainConfig(epochs=args.epochs)
+    column = jaxlat.statistic_column(statistic)
+    t0 = time.perf_counter()
+    selected = jaxlat.train_predictor(
+        train, regressor="auto", train=settings, statistic=statistic, seed=args.seed,
+        select={"mode": "accuracy", "folds": args.folds, "candidates": CANDIDATES, "progress": False})
+    t_sel = time.perf_counter() - t0
+    medn = jaxlat.train_predictor(train, regressor="medn", train=settings, statistic=statistic, seed=args.seed)
+    t_medn = time.perf_counter() - t0 - t_sel
+    a_sel, a_medn = per_type_acc10(selected, test, column), per_type_acc10(medn, test, column)
+    report = selected.selection or {}
+    return {
+        "path": path, "statistic": statistic, "train_rows": len(train), "test_rows": len(test),
+        "choice": {m: selected.models[m].regressor.name.split("[")[0] for m in selected.modules},
+        "test_acc10": {"selected": a_sel, "medn_all": a_medn},
+        "gain_points": {m: 100 * (a_sel[m] - a_medn[m]) for m in a_sel},
+        "out_of_fold": {k: report.get("overall", {}).get(k, {}).get("acc10") for k in ("selected", "medn_all")},
+        "retest": profilers.retest_ceiling(path, statistic),
+        "fit_s": {"selection_and_fit": t_sel, "medn": t_medn},
+    }
+
+
+def markdown(results: dict[str, Any], args: argparse.Namespace, m: dict[str, Any]) -> str:
+    lines = ["# Auto-selection against MEDN for every type\n", machine_markdown(m),
+             (f"Training: {args.epochs} epochs at most for MLPs and MEDN; selection by {args.folds}-fold "
+              f"cross-validation over {', '.join(CANDIDATES)}; test: 20 % of config groups, seed {args.seed}.\n")]
+    for name, r in results.items():
+        lines += [f"## {name} ({r['statistic']}; {r['train_rows']} training rows, {r['test_rows']} test rows)\n",
+                  "| module | chosen | selected ±10 % | MEDN-for-all ±10 % | gain (points) |", "|---|---|---|---|---|"]
+        for mod, gain in r["gain_points"].items():
+            chosen = r["choice"].get(mod, "")
+            lines.append(f"| {'**all**' if mod == 'all' else mod} | {chosen} | {r['test_acc10']['selected'][mod]:.3f} | "
+                         f"{r['test_acc10']['medn_all'][mod]:.3f} | {gain:+.1f} |")
+        oof = r["out_of_fold"]
+        if oof["selected"] is not None and oof["medn_all"] is not None:
+            lines.append(f"\nOut of fold on the training rows (the folds the choice was made on): selected "
+                         f"{oof['selected']:.3f}, MEDN-for-all {oof['medn_all']:.3f}.")
+        rt = r["retest"]
+        lines.append(f"\nTest-retest of the labels: {rt['acc10']:.3f} within ±10 % ({rt['n']} configs)." if rt else
+                     "\nTest-retest of the labels: not recorded in this dataset.")
+        lines.append(f"Fit time: {r['fit_s']['selection_and_fit']:.0f} s with selection, {r['fit_s']['medn']:.0f} s "
+                     "MEDN alone.\n")
+    lines.append(f"Command: `python benchmarks/selection.py {' '.join(sys.argv[1:])}`\n")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", required=True, metavar="NAME=PATH[:STATISTIC]",
+                   help="a dataset (statistic median or p10; default median); repeatable")
+    p.add_argument("--epochs", type=int, default=150, help="most epochs of the MLPs and MEDN")
+    p.add_argument("--folds", type=int, default=3, help="selection folds")
+    p.add_argument("--rows-per-type", type=int, default=None, help="at most this many rows per type (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--name", default="selection")
+    args = p.parse_args(argv)
+    results = {}
+    for spec in args.data:
+        name, _, rest = spec.partition("=")
+        path, _, statistic = rest.partition(":")
+        if not name or not path or statistic not in ("", "median", "p10"):
+            p.error(f"--data {spec!r}: expected NAME=PATH or NAME=PATH:median|p10")
+        results[name] = one_dataset(name, path, statistic or "median", args)
+    m = machine()
+    print(write_results(args.out, args.name, {"machine": m, "settings": vars(args), "results": results},
+                        markdown(results, args, m)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
