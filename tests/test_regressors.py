@@ -23,10 +23,13 @@ from jaxlat.regressors import (
 from .helpers import SMALL_TRAIN, synthetic_arrays
 
 #: Every per-type regressor of the registry (built as a saved predictor rebuilds it, small
-#: settings where a regressor trains), and the host-only references.
+#: settings where a regressor trains: for the MLP, recipe 1), the MLP's recipe 2, and the
+#: host-only references.
 ALL = {
     **{name: (lambda name=name: regressor_entry(name).build({"hidden": [32, 32], "train": SMALL_TRAIN}))
        for name in regressor_names() if not regressor_entry(name).multi_task},
+    # The MLP as a fresh fit builds it (recipe 2: prior, clipped inputs, conformal widening).
+    "mlp[recipe 2]": lambda: regressor_entry("mlp").build({"hidden": [32, 32], "train": SMALL_TRAIN, "recipe": {}}),
     "random_forest": lambda: random_forest_regressor(n_estimators=20, max_features=None, oob_score=False),
     "xgboost": lambda: xgboost_regressor(n_estimators=50),
 }

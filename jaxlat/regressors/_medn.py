@@ -7,6 +7,12 @@ latency. Trained with AdamW (warm-up, cosine decay, early stopping on validation
 squared error, the spread by Gaussian negative log-likelihood with the mean held fixed, so
 the interval never pulls on the point estimate.
 
+Recipe 2 (`jaxlat.regressors._recipe`, the default of new fits) adds, per module type, a
+roofline cost prior that the network reads as an input and learns the log latency over, a
+Huber loss, inputs clipped to the training range (beyond it the prior carries the growth),
+and split-conformal intervals per type that widen outside the range. Parameters saved by
+recipe 1 have none of those parts, and `medn_forward` reads them as before.
+
 The network is an `nnx.Module`; prediction crosses into pure JAX with `nnx.merge` of a cached
 graph definition and the saved parameter dict, so `predict` jit-compiles, vmaps and
 differentiates like every other regressor.
@@ -24,8 +30,23 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .._base import Regressor, standardizer
+from .._base import Regressor, predict_batch, standardizer
+from .._features import feature_schema
 from .._train import TrainConfig, fit_with_adamw
+from ._recipe import (
+    DEFAULT,
+    MIN_LOG_SIGMA,
+    OUTSIDE_TOL,
+    Recipe,
+    as_recipe,
+    conformal_shift,
+    excess,
+    regression_loss,
+    standardized_bounds,
+    widened_log_sigma,
+    widening_scale,
+)
+from ._roofline import fit_roofline, roofline_log_ms, roofline_log_ms_host
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,16 +142,45 @@ def medn_forward(config: MEDNConfig, params: Mapping[str, Any], x: jax.Array, ta
       config: the architecture (static).
       params: standardization statistics `x_mean`, `x_scale` `[n_tasks, f]`, `y_mean`, `y_scale`
         `[n_tasks]`, the network's `model` state, and `device_vec` for a device-aware MEDN.
+        Recipe 2 adds, each where its part is on: `prior` (per-task roofline coefficients and
+        feature indices; the log prior is the last input column), `x_min`, `x_max`
+        `[n_tasks, f]` (the training range the inputs are clipped to), `log_sigma_shift`
+        `[n_tasks]` (the conformal factor) and `kappa` `[n_tasks, f]` (the widening).
       x: encoded features of one config; zero-padded to the common width.
       task: the module type's index in the MEDN's tasks.
     """
     f = params["x_mean"].shape[1]
-    xp = jnp.zeros(f, jnp.float32).at[: x.shape[-1]].set(x)
+    has_prior = "prior" in params
+    xp = jnp.zeros(f - 1 if has_prior else f, jnp.float32).at[: x.shape[-1]].set(x)
+    prior = None
+    if has_prior:
+        prior = roofline_log_ms({k: v[task] for k, v in params["prior"].items()}, xp)
+        xp = jnp.concatenate([xp, prior[None]])
     z = (xp - params["x_mean"][task]) / params["x_scale"][task]
+    e = None
+    if "x_min" in params:
+        lo, hi = standardized_bounds(params["x_min"][task], params["x_max"][task], params["x_mean"][task],
+                                     params["x_scale"][task])
+        z, e = jnp.clip(z, lo, hi), excess(z, lo, hi)
     device = params["device_vec"] if config.device_dim else None
     out = nnx.merge(_graphdef(config), params["model"])(z, task, device)
     mu = out[0] * params["y_scale"][task] + params["y_mean"][task]
-    return jnp.stack([mu, out[1] + jnp.log(params["y_scale"][task])])
+    log_sigma = out[1] + jnp.log(params["y_scale"][task])
+    if prior is not None:
+        mu = mu + prior
+    if "log_sigma_shift" in params:
+        log_sigma = log_sigma + params["log_sigma_shift"][task]
+    if "kappa" in params and e is not None:
+        log_sigma = widened_log_sigma(log_sigma, params["kappa"][task], e)
+    return jnp.stack([mu, log_sigma])
+
+
+@functools.partial(jax.jit, static_argnames=("config", "task"))
+def _rms_sensitivity(config: MEDNConfig, model, y_scale, z, *, task: int):
+    """RMS over rows `z [n, f]` of the gradient of one task's correction (log units) with
+    respect to each standardized input."""
+    f = lambda v: nnx.merge(_graphdef(config), model)(v, task)[0] * y_scale
+    return jnp.sqrt(jnp.mean(jax.vmap(jax.grad(f))(z) ** 2, axis=0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +195,8 @@ class MEDNLoss:
 
     config: MEDNConfig
     nll_weight: float = 0.1
+    loss: str = "mse"  # the mean's loss (`jaxlat.regressors._recipe.regression_loss`)
+    huber_delta: float = 1.0
 
     def __call__(self, params, batch, aux):
         graphdef = _graphdef(self.config)
@@ -159,7 +211,7 @@ class MEDNLoss:
         mu, log_sigma = out[:, 0], out[:, 1]
         r2 = jax.lax.stop_gradient((mu - yb) ** 2)
         nll = jnp.mean(0.5 * r2 * jnp.exp(-2 * log_sigma) + log_sigma)
-        return jnp.mean((mu - yb) ** 2) + self.nll_weight * nll
+        return regression_loss(mu, yb, self.loss, self.huber_delta) + self.nll_weight * nll
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,8 +267,18 @@ def medn_regressor(
     decoder: tuple[int, ...] = (64,),
     nll_weight: float = 0.1,
     train: TrainConfig = TrainConfig(epochs=500, batch_size=256, learning_rate=1e-3, patience=0),
+    recipe: Recipe | Mapping[str, Any] = DEFAULT,
 ) -> MultiTaskRegressor:
-    """Builds MEDN (see the module docstring)."""
+    """Builds MEDN (see the module docstring).
+
+    Args:
+      embed_dim, encoder, latent, decoder: the architecture (`MEDNConfig`).
+      nll_weight: weight of the spread's negative log-likelihood next to the mean's loss.
+      train: optimization settings.
+      recipe: what the network learns and how its interval is set (a `Recipe` or a mapping of
+        its fields; `LEGACY` is recipe 1).
+    """
+    recipe = as_recipe(recipe)
     settings = dict(embed_dim=embed_dim, encoder=tuple(encoder), latent=latent, decoder=tuple(decoder))
     predict = MEDNPredict(**settings)
 
@@ -233,7 +295,7 @@ def medn_regressor(
             ts.append(np.full(len(x), t, np.int32))
         return np.concatenate(xs), np.concatenate(ts), np.concatenate(ys)
 
-    def fit(key, train_data, *, val=None):
+    def fit_legacy(key, train_data, *, val=None):
         tasks = sorted(train_data)
         f = max(x.shape[1] for x, _ in train_data.values())
         stats = {k: np.zeros((len(tasks), f), np.float32) for k in ("x_mean",)}
@@ -261,7 +323,108 @@ def medn_regressor(
         params["tasks"] = tasks  # static metadata, stored in the artifact's JSON
         return params
 
-    return MultiTaskRegressor("medn", fit, predict, config=settings)
+    def fit_recipe(key, train_data, *, val=None):
+        tasks = sorted(train_data)
+        f = max(x.shape[1] for x, _ in train_data.values())
+        width = f + 1 if recipe.prior else f  # the log prior is the last input column
+        n = len(tasks)
+        params: dict[str, Any] = {
+            "x_mean": np.zeros((n, width), np.float32),
+            "x_scale": np.ones((n, width), np.float32),
+            "y_mean": np.zeros(n, np.float32),
+            "y_scale": np.ones(n, np.float32),
+        }
+        if recipe.clip:
+            params["x_min"] = np.zeros((n, width), np.float32)
+            params["x_max"] = np.zeros((n, width), np.float32)
+        priors = []
+
+        def inputs(t, x):
+            """Padded features with the log prior appended, and the log prior (0 without)."""
+            xp = np.zeros((len(x), f), np.float32)
+            xp[:, : x.shape[1]] = x
+            if not recipe.prior:
+                return xp, np.zeros(len(x))
+            lp = roofline_log_ms_host(priors[t], x)
+            return np.concatenate([xp, lp[:, None]], axis=1).astype(np.float32), lp
+
+        for t, name in enumerate(tasks):
+            x, y = (np.asarray(a, np.float32) for a in train_data[name])
+            if recipe.prior:
+                priors.append(fit_roofline(x, y, feature_schema(name).names))
+            xa, lp = inputs(t, x)
+            cols = np.r_[np.arange(x.shape[1]), [f] if recipe.prior else []].astype(int)
+            m, s = standardizer(np.asarray(xa[:, cols], np.float64))
+            params["x_mean"][t, cols], params["x_scale"][t, cols] = m, s
+            r = y - lp
+            params["y_mean"][t], params["y_scale"][t] = np.mean(r), max(np.std(r), 1e-6)
+            if recipe.clip:
+                params["x_min"][t, cols], params["x_max"][t, cols] = xa[:, cols].min(axis=0), xa[:, cols].max(axis=0)
+        if recipe.prior:
+            params["prior"] = {k: np.stack([p[k] for p in priors]) for k in priors[0]}
+
+        def stack(data):
+            zs, ts, ys = [], [], []
+            for t, name in enumerate(tasks):
+                if name not in data:
+                    continue
+                x, y = (np.asarray(a, np.float32) for a in data[name])
+                xa, lp = inputs(t, x)
+                z = (xa - params["x_mean"][t]) / params["x_scale"][t]
+                if recipe.clip:
+                    lo, hi = standardized_bounds(params["x_min"][t], params["x_max"][t], params["x_mean"][t],
+                                                 params["x_scale"][t])
+                    z = np.clip(z, lo, hi)
+                zs.append(z.astype(np.float32))
+                ys.append(((y - lp - params["y_mean"][t]) / params["y_scale"][t]).astype(np.float32))
+                ts.append(np.full(len(x), t, np.int32))
+            return np.concatenate(zs), np.concatenate(ts), np.concatenate(ys)
+
+        init_key, train_key = jax.random.split(key)
+        config = MEDNConfig(n, width, **settings)
+        _, state = nnx.split(MEDN(config, rngs=nnx.Rngs(params=init_key)))
+        val = {k: v for k, v in (val or {}).items() if len(v[1]) > 0 and k in train_data}
+        model = fit_with_adamw(MEDNLoss(config, nll_weight, recipe.loss, recipe.huber_delta), nnx.to_pure_dict(state),
+                               stack(train_data), key=train_key, config=train, val=stack(val) if val else None)
+        params["model"] = jax.tree.map(np.asarray, model)
+        if recipe.conformal:
+            _conformal(params, config, tasks, train_data, val, inputs)
+        params["tasks"] = tasks  # static metadata, stored in the artifact's JSON
+        return params
+
+    def _conformal(params, config, tasks, train_data, val, inputs):
+        """Per task: the conformal shift of the learned spread on in-range validation rows
+        (the training rows where a task has none), and the widening outside the range."""
+        shift = np.zeros(len(tasks), np.float32)
+        kappa = np.zeros_like(params["x_mean"])
+        for t, name in enumerate(tasks):
+            x, y = (np.asarray(a, np.float32) for a in (val[name] if name in val else train_data[name]))
+            out = predict_batch(Regressor("medn", None, TaskPredict(predict, t)), params, x)
+            resid = np.abs(y - out[:, 0])
+            xa, _ = inputs(t, x)
+            z = (xa - params["x_mean"][t]) / params["x_scale"][t]
+            e = np.zeros_like(z)
+            if recipe.clip:
+                lo, hi = standardized_bounds(params["x_min"][t], params["x_max"][t], params["x_mean"][t],
+                                             params["x_scale"][t])
+                e = np.maximum(z - hi, 0) + np.maximum(lo - z, 0)
+                z = np.clip(z, lo, hi)
+            inside = ~(e > OUTSIDE_TOL).any(axis=1)
+            rows = inside if inside.any() else np.ones(len(x), bool)
+            base = np.exp(out[:, 1].astype(np.float64))
+            shift[t] = max(conformal_shift(resid[rows], base[rows]), MIN_LOG_SIGMA - float(np.log(base[rows].max())))
+            k = np.asarray(_rms_sensitivity(config, params["model"], params["y_scale"][t], jnp.asarray(z), task=t),
+                           np.float64)
+            spread = np.sqrt(((k * e) ** 2).sum(axis=1))
+            c = widening_scale(resid, base * np.exp(shift[t]), spread)
+            kappa[t] = k * c
+        params["log_sigma_shift"], params["kappa"] = shift, kappa.astype(np.float32)
+
+    fit = fit_legacy if recipe.version == 1 else fit_recipe
+    config = dict(settings)
+    if recipe.version != 1:  # recipe 1's configuration is what predictors saved before recipes
+        config["recipe"] = recipe.as_config()
+    return MultiTaskRegressor("medn", fit, predict, config=config)
 
 
 def medn_task_view(medn: MultiTaskRegressor, params: Mapping[str, Any], module: str) -> tuple[Regressor, Any]:

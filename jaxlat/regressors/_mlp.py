@@ -1,8 +1,19 @@
-"""Multi-layer perceptron on standardized features, trained with AdamW (jaxlat._train)."""
+"""Multi-layer perceptron on standardized features, trained with AdamW (jaxlat._train).
+
+Two recipes (`jaxlat.regressors._recipe`): recipe 1 maps standardized features to standardized
+log latency by squared error (every MLP saved before recipes were recorded); recipe 2, the
+default, learns the log latency over a roofline prior with a Huber loss, holds its correction
+at the training range's boundary, and sets conformal intervals that widen outside the range.
+The one `predict` serves both: it reads the parts a recipe saved (`prior`, `x_min`/`x_max`,
+`kappa`) from the parameters' structure, which is static under `jit`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +21,20 @@ import numpy as np
 
 from .._base import Regressor, predict_batch, residual_log_sigma, residual_rows, standardizer
 from .._train import TrainConfig, fit_with_adamw
+from ._recipe import (
+    DEFAULT,
+    MIN_LOG_SIGMA,
+    OUTSIDE_TOL,
+    Recipe,
+    as_recipe,
+    conformal_shift,
+    excess,
+    regression_loss,
+    standardized_bounds,
+    widened_log_sigma,
+    widening_scale,
+)
+from ._roofline import fit_roofline, roofline_log_ms, roofline_log_ms_host
 
 _ACTIVATIONS = {"relu": jax.nn.relu, "silu": jax.nn.silu, "gelu": jax.nn.gelu}
 
@@ -29,14 +54,15 @@ def apply_mlp(layers, z, activation=jax.nn.relu):
 
 
 def _mu_std(params, x, activation):
-    """Standardized log latency of one config."""
+    """Standardized log latency of one config (recipe 1)."""
     z = (x - params["x_mean"]) / params["x_scale"]
     return apply_mlp(params["layers"], z, activation)[0]
 
 
 @dataclasses.dataclass(frozen=True)
 class MLPLoss:
-    """Mean squared error of standardized log latency (`aux`: the target's mean and scale)."""
+    """Recipe 1: mean squared error of standardized log latency (`aux`: the target's mean and
+    scale); every parameter, the standardization statistics too, is trained."""
 
     activation: str = "relu"
 
@@ -47,15 +73,139 @@ class MLPLoss:
 
 
 @dataclasses.dataclass(frozen=True)
+class MLPResidualLoss:
+    """Recipe 2: the loss of the layers alone on standardized (and clipped) inputs `z` and the
+    standardized target `t` (log latency over the prior, when there is one)."""
+
+    activation: str = "relu"
+    loss: str = "huber"
+    huber_delta: float = 1.0
+
+    def __call__(self, layers, batch, aux):
+        del aux
+        zb, tb = batch
+        pred = apply_mlp(layers, zb, _ACTIVATIONS[self.activation])[:, 0]
+        return regression_loss(pred, tb, self.loss, self.huber_delta)
+
+
+def _prepare(params, x):
+    """The network's input of one config (standardized; clipped to the training range where
+    the recipe clips), its excess over that range, and the log prior (0 without one)."""
+    if "prior" in params:
+        prior = roofline_log_ms(params["prior"], x)
+        x = jnp.concatenate([x, prior[None]])
+    else:
+        prior = jnp.zeros((), jnp.float32)
+    z = (x - params["x_mean"]) / params["x_scale"]
+    if "x_min" not in params:
+        return z, jnp.zeros_like(z), prior
+    lo, hi = standardized_bounds(params["x_min"], params["x_max"], params["x_mean"], params["x_scale"])
+    return jnp.clip(z, lo, hi), excess(z, lo, hi), prior
+
+
+@dataclasses.dataclass(frozen=True)
 class MLPPredict:
     """The MLP's pure `predict` (a value, so that every fit with the same activation shares
-    one compiled program)."""
+    one compiled program); which recipe's parts apply is read from the parameters' keys."""
 
     activation: str = "relu"
 
     def __call__(self, params, x):
-        mu = _mu_std(params, x, _ACTIVATIONS[self.activation]) * params["y_scale"] + params["y_mean"]
-        return jnp.stack([mu, params["log_sigma"]])
+        act = _ACTIVATIONS[self.activation]
+        if not any(k in params for k in ("prior", "x_min", "kappa")):  # recipe 1, as saved
+            mu = _mu_std(params, x, act) * params["y_scale"] + params["y_mean"]
+            return jnp.stack([mu, params["log_sigma"]])
+        z, e, prior = _prepare(params, x)
+        mu = apply_mlp(params["layers"], z, act)[0] * params["y_scale"] + params["y_mean"] + prior
+        log_sigma = params["log_sigma"]
+        if "kappa" in params:
+            log_sigma = widened_log_sigma(log_sigma, params["kappa"], e)
+        return jnp.stack([mu, log_sigma])
+
+
+@functools.partial(jax.jit, static_argnames=("activation",))
+def _rms_sensitivity(layers, y_scale, z, *, activation: str):
+    """RMS over rows `z [n, f]` of the gradient of the network's correction (log units) with
+    respect to each standardized input: how fast the correction changes along each feature."""
+    f = lambda v: apply_mlp(layers, v, _ACTIVATIONS[activation])[0] * y_scale
+    return jnp.sqrt(jnp.mean(jax.vmap(jax.grad(f))(z) ** 2, axis=0))
+
+
+def _fit_legacy(key, x, y, hidden, activation, train, predict, x_val, y_val):
+    mean, scale = standardizer(np.asarray(x, np.float64))
+    y_mean, y_scale = np.float32(np.mean(y)), np.float32(max(np.std(y), 1e-6))
+    init_key, train_key = jax.random.split(key)
+    params = {
+        "x_mean": jnp.asarray(mean),
+        "x_scale": jnp.asarray(scale),
+        "y_mean": jnp.asarray(y_mean),
+        "y_scale": jnp.asarray(y_scale),
+        "layers": init_mlp(init_key, (x.shape[1], *hidden, 1)),
+        "log_sigma": jnp.asarray(0.0),
+    }
+    val = None if x_val is None or len(x_val) == 0 else (np.asarray(x_val, np.float32), np.asarray(y_val, np.float32))
+    params = fit_with_adamw(MLPLoss(activation), params, (np.asarray(x, np.float32), np.asarray(y, np.float32)),
+                            key=train_key, config=train, val=val, aux=(y_mean, y_scale))
+    xs, ys = residual_rows(x, y, x_val, y_val)
+    pred = predict_batch(Regressor("mlp", None, predict), params, xs)[:, 0]
+    params["log_sigma"] = jnp.asarray(residual_log_sigma(ys, pred))
+    return jax.tree.map(np.asarray, params)
+
+
+def _fit_recipe(key, x, y, names, hidden, activation, train, recipe: Recipe, predict, x_val, y_val):
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.float32)
+    has_val = x_val is not None and len(x_val) > 0
+    params: dict = {}
+    prior_tr = np.zeros(len(x))
+    if recipe.prior:
+        params["prior"] = fit_roofline(x, y, names)
+        prior_tr = roofline_log_ms_host(params["prior"], x)
+    aug = lambda a, p: np.concatenate([a, p[:, None]], axis=1).astype(np.float32) if recipe.prior else a
+    xa = aug(x, prior_tr)
+    mean, scale = standardizer(np.asarray(xa, np.float64))
+    target = y - prior_tr
+    y_mean, y_scale = np.float32(np.mean(target)), np.float32(max(np.std(target), 1e-6))
+    params.update(x_mean=mean, x_scale=scale, y_mean=y_mean, y_scale=y_scale)
+    lo = hi = None
+    if recipe.clip:
+        params["x_min"], params["x_max"] = xa.min(axis=0), xa.max(axis=0)
+        lo, hi = standardized_bounds(params["x_min"], params["x_max"], mean, scale)
+
+    def standardize(a, p, t):
+        z = (aug(a, p) - mean) / scale
+        return (np.clip(z, lo, hi) if lo is not None else z).astype(np.float32), ((t - p - y_mean) / y_scale).astype(np.float32)
+
+    val = None
+    if has_val:
+        x_val, y_val = np.asarray(x_val, np.float32), np.asarray(y_val, np.float32)
+        prior_val = roofline_log_ms_host(params["prior"], x_val) if recipe.prior else np.zeros(len(x_val))
+        val = standardize(x_val, prior_val, y_val)
+    init_key, train_key = jax.random.split(key)
+    layers = init_mlp(init_key, (xa.shape[1], *hidden, 1))
+    loss = MLPResidualLoss(activation, recipe.loss, recipe.huber_delta)
+    layers = fit_with_adamw(loss, layers, standardize(x, prior_tr, y), key=train_key, config=train, val=val)
+    params["layers"] = jax.tree.map(np.asarray, layers)
+    params["log_sigma"] = np.float32(0.0)
+    xs, ys = (x_val, y_val) if has_val else (x, y)
+    out = predict_batch(Regressor("mlp", None, predict), params, xs)
+    resid = np.abs(np.asarray(ys, np.float64) - out[:, 0])
+    if not recipe.conformal:
+        params["log_sigma"] = residual_log_sigma(ys, out[:, 0])
+        return params
+    # Split-conformal spread from the in-range rows; the widening's slopes from the network.
+    za = (aug(xs, roofline_log_ms_host(params["prior"], xs) if recipe.prior else None) - mean) / scale
+    e = np.zeros_like(za) if lo is None else np.maximum(za - hi, 0) + np.maximum(lo - za, 0)
+    inside = ~(e > OUTSIDE_TOL).any(axis=1)
+    rows = inside if inside.any() else np.ones(len(xs), bool)
+    params["log_sigma"] = np.float32(max(conformal_shift(resid[rows], np.ones(rows.sum())), MIN_LOG_SIGMA))
+    zc = za if lo is None else np.clip(za, lo, hi)
+    kappa = np.asarray(_rms_sensitivity(params["layers"], y_scale, jnp.asarray(zc, jnp.float32), activation=activation),
+                       np.float64)
+    spread = np.sqrt(((kappa * e) ** 2).sum(axis=1))
+    c = widening_scale(resid, np.full(len(resid), np.exp(float(params["log_sigma"]))), spread)
+    params["kappa"] = (kappa * c).astype(np.float32)
+    return params
 
 
 def mlp_regressor(
@@ -63,38 +213,28 @@ def mlp_regressor(
     *,
     activation: str = "relu",
     train: TrainConfig = TrainConfig(),
+    recipe: Recipe | Mapping[str, Any] = DEFAULT,
 ) -> Regressor:
-    """MLP from standardized features to standardized log latency (MSE).
+    """MLP from standardized features to log latency.
 
     Args:
       hidden: widths of the hidden layers.
       activation: `relu`, `silu` or `gelu`.
       train: optimization settings (AdamW, warm-up + cosine, early stopping on validation).
+      recipe: what the network learns and how its interval is set (a `Recipe` or a mapping of
+        its fields; `LEGACY` is recipe 1, squared error on standardized log latency).
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation={activation!r} is not valid: expected one of {', '.join(_ACTIVATIONS)}")
+    recipe = as_recipe(recipe)
     predict = MLPPredict(activation)
 
     def fit(key, x, y, *, names, x_val=None, y_val=None):
-        del names
-        mean, scale = standardizer(np.asarray(x, np.float64))
-        y_mean, y_scale = np.float32(np.mean(y)), np.float32(max(np.std(y), 1e-6))
-        init_key, train_key = jax.random.split(key)
-        params = {
-            "x_mean": jnp.asarray(mean),
-            "x_scale": jnp.asarray(scale),
-            "y_mean": jnp.asarray(y_mean),
-            "y_scale": jnp.asarray(y_scale),
-            "layers": init_mlp(init_key, (x.shape[1], *hidden, 1)),
-            "log_sigma": jnp.asarray(0.0),
-        }
+        if recipe.version == 1:
+            return _fit_legacy(key, x, y, hidden, activation, train, predict, x_val, y_val)
+        return _fit_recipe(key, x, y, names, hidden, activation, train, recipe, predict, x_val, y_val)
 
-        val = None if x_val is None or len(x_val) == 0 else (np.asarray(x_val, np.float32), np.asarray(y_val, np.float32))
-        params = fit_with_adamw(MLPLoss(activation), params, (np.asarray(x, np.float32), np.asarray(y, np.float32)),
-                                key=train_key, config=train, val=val, aux=(y_mean, y_scale))
-        xs, ys = residual_rows(x, y, x_val, y_val)
-        pred = predict_batch(Regressor("mlp", fit, predict), params, xs)[:, 0]
-        params["log_sigma"] = jnp.asarray(residual_log_sigma(ys, pred))
-        return jax.tree.map(np.asarray, params)
-
-    return Regressor("mlp", fit, predict, config={"hidden": list(hidden), "activation": activation})
+    config = {"hidden": list(hidden), "activation": activation}
+    if recipe.version != 1:  # recipe 1's configuration is what predictors saved before recipes
+        config["recipe"] = recipe.as_config()
+    return Regressor("mlp", fit, predict, config=config)

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from ._linear import poly_ridge_regressor
 from ._medn import medn_regressor
 from ._mlp import mlp_regressor
+from ._recipe import DEFAULT, LEGACY, Recipe, as_recipe
 from ._roofline import roofline_regressor
 
 
@@ -27,7 +28,8 @@ class RegressorEntry(NamedTuple):
     Attributes:
       name: the registry name, stored in predictor artifacts.
       build: `config -> Regressor` (or `MultiTaskRegressor`), from the configuration saved with
-        the artifact (`{}` builds the defaults).
+        the artifact (`{}` builds the defaults; the MLP and MEDN read their training recipe
+        from it, see `_recipe`).
       multi_task: fitted over all module types at once (MEDN).
     """
 
@@ -36,15 +38,30 @@ class RegressorEntry(NamedTuple):
     multi_task: bool = False
 
 
+def _recipe(c: Mapping[str, Any], architecture: str) -> Recipe:
+    """The training recipe a configuration asks for (`jaxlat.regressors._recipe`).
+
+    Its `recipe` entry (a `Recipe` or its saved settings) where it has one. Without one, a
+    configuration that names the architecture (`architecture`: every MLP and MEDN saved before
+    recipes were recorded has it) is a saved artifact's and gets recipe 1, the one it was
+    trained with; a bare configuration (`{}`, or training overrides alone, as training and
+    selection build regressors) gets the current default.
+    """
+    if c.get("recipe") is not None:
+        return as_recipe(c["recipe"])
+    return LEGACY if architecture in c else DEFAULT
+
+
 def _medn(c: Mapping[str, Any]):
     keys = ("embed_dim", "encoder", "latent", "decoder")
     settings = {k: (tuple(c[k]) if isinstance(c[k], list) else c[k]) for k in keys if k in c}
-    return medn_regressor(**settings, **({"train": c["train"]} if "train" in c else {}))
+    return medn_regressor(**settings, **({"train": c["train"]} if "train" in c else {}), recipe=_recipe(c, "encoder"))
 
 
 def _mlp(c: Mapping[str, Any]):
     kw = {"train": c["train"]} if "train" in c else {}
-    return mlp_regressor(tuple(c.get("hidden", (256, 256, 256))), activation=c.get("activation", "relu"), **kw)
+    return mlp_regressor(tuple(c.get("hidden", (256, 256, 256))), activation=c.get("activation", "relu"),
+                         recipe=_recipe(c, "hidden"), **kw)
 
 
 _REGISTRY: dict[str, RegressorEntry] = {

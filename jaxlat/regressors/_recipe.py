@@ -1,0 +1,166 @@
+"""The training recipe shared by the MLP and MEDN: what they learn, and how their intervals
+are set.
+
+Recipe 1 (what every predictor saved before recipes were recorded used): the network maps
+standardized features to standardized log latency by squared error; the interval is the RMS
+validation residual (MLP) or a learned spread (MEDN).
+
+Recipe 2 (the default for new fits), each part switchable for ablations:
+
+- `prior`: a roofline cost prior per module type (`fit_roofline`: three non-negative
+  coefficients on the training rows). The network reads the log prior as one more input and
+  learns the log latency *over* it, so where the network knows nothing the prior remains.
+- `clip`: the network's standardized inputs are clipped to the training rows' range, so that
+  beyond it the learned correction is held at its value on the boundary and the prior
+  carries the growth with size (monotone in FLOPs and bytes, as the physics is).
+- `loss`: `"huber"` on the standardized target (quadratic within `huber_delta` standard
+  deviations, linear beyond) or `"mse"`.
+- `conformal`: split-conformal 80 % intervals from validation residuals, and widening outside
+  the training range: the interval's log spread becomes
+  `0.5 * log(sigma_in**2 + sum_j (kappa_j * e_j)**2)`, where `e_j` is how far standardized
+  feature `j` lies beyond the training min/max and `kappa_j` the RMS sensitivity of the
+  learned correction to that feature on validation rows: freezing the correction at the
+  boundary errs by about that slope times the distance. Where enough validation rows lie
+  well outside the fitted range, they scale `kappa` up so that 80 % of them are covered too.
+
+References:
+  Lei, G'Sell, Rinaldo, Tibshirani, Wasserman, "Distribution-Free Predictive Inference for
+  Regression", JASA 2018 (split conformal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+#: z-value of a two-sided 80 % Gaussian interval (`mu ± Z80 * sigma`).
+Z80 = 1.2815515655446004
+#: Coverage the conformal intervals are set to.
+COVERAGE = 0.8
+#: Fewest validation rows outside the fitted range that rescale the widening.
+MIN_OUTSIDE_ROWS = 20
+#: Standardized distance beyond the training range below which a row counts as inside
+#: (float32 rounding of rows on the boundary).
+OUTSIDE_TOL = 1e-4
+#: Floor of the log spread (a relative error of 1e-4): intervals never collapse to a point.
+MIN_LOG_SIGMA = float(np.log(1e-4))
+_LOSSES = ("mse", "huber")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How a network regressor learns and sets its interval (see the module docstring).
+
+    Attributes:
+      version: 1 (the recipe of predictors saved before this field existed) or 2.
+      prior: learn the log latency over a roofline prior, read as an input too.
+      clip: clip standardized inputs to the training range (the correction stops growing).
+      loss: `"mse"` or `"huber"` on the standardized target.
+      huber_delta: where the Huber loss turns linear, in standard deviations of the target.
+      conformal: conformal 80 % intervals, widening outside the training range.
+    """
+
+    version: int = 2
+    prior: bool = True
+    clip: bool = True
+    loss: str = "huber"
+    huber_delta: float = 1.0
+    conformal: bool = True
+
+    def __post_init__(self):
+        if self.version not in (1, 2):
+            raise ValueError(f"version={self.version} is not valid: expected 1 or 2")
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss={self.loss!r} is not valid: expected one of {', '.join(_LOSSES)}")
+        if not self.huber_delta > 0:
+            raise ValueError(f"huber_delta={self.huber_delta} is not valid: expected a positive number")
+
+    def as_config(self) -> dict[str, Any]:
+        """The JSON-able settings saved with a predictor."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, c: Mapping[str, Any] | None) -> Recipe:
+        """The recipe a saved configuration describes (`None`: recipe 1, the one predictors
+        saved without a `recipe` entry were trained with)."""
+        return LEGACY if c is None else as_recipe(c)
+
+
+def as_recipe(recipe: Recipe | Mapping[str, Any]) -> Recipe:
+    """A `Recipe`, or one from a mapping of its fields (the rest default: `{"prior": False}`
+    is the default recipe without its prior)."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, Mapping):
+        bad = set(recipe) - {f.name for f in dataclasses.fields(Recipe)}
+        if bad:
+            raise ValueError(f"recipe: {sorted(bad)} are not valid: expected fields of Recipe "
+                             f"({', '.join(f.name for f in dataclasses.fields(Recipe))})")
+        return Recipe(**recipe)
+    raise ValueError(f"recipe={recipe!r} is not valid: expected a Recipe or a mapping of its fields")
+
+
+#: Recipe 1: squared error, no prior, no clipping, RMS-residual (MLP) or learned (MEDN) spread.
+LEGACY = Recipe(version=1, prior=False, clip=False, loss="mse", conformal=False)
+#: Recipe 2 with every component: the default of new fits.
+DEFAULT = Recipe()
+
+
+def regression_loss(pred: jax.Array, target: jax.Array, loss: str, delta: float) -> jax.Array:
+    """Mean loss of standardized predictions. The Huber loss is doubled so that it equals
+    the squared error within `delta` (optax's form is `0.5 * x**2` there)."""
+    if loss == "huber":
+        return 2.0 * jnp.mean(optax.losses.huber_loss(pred, target, delta=delta))
+    return jnp.mean((pred - target) ** 2)
+
+
+def excess(z: jax.Array, z_lo: jax.Array, z_hi: jax.Array) -> jax.Array:
+    """How far each standardized feature lies beyond `[z_lo, z_hi]` (0 inside)."""
+    return jnp.maximum(z - z_hi, 0.0) + jnp.maximum(z_lo - z, 0.0)
+
+
+def widened_log_sigma(log_sigma: jax.Array, kappa: jax.Array, e: jax.Array) -> jax.Array:
+    """`0.5 * log(exp(2 log_sigma) + sum((kappa * e)**2))`: the in-range spread, grown by the
+    first-order error of holding the correction at the boundary. Smooth at `e = 0`."""
+    return 0.5 * jnp.log(jnp.exp(2.0 * log_sigma) + jnp.sum((kappa * e) ** 2))
+
+
+def conformal_quantile(scores: np.ndarray, coverage: float = COVERAGE) -> float:
+    """The split-conformal quantile of nonconformity `scores`: the `ceil((n + 1) * coverage)`-th
+    smallest (the largest score when n is small)."""
+    s = np.sort(np.asarray(scores, np.float64))
+    if len(s) == 0:
+        raise ValueError("conformal_quantile: no scores")
+    k = min(len(s), int(np.ceil((len(s) + 1) * coverage)))
+    return float(s[k - 1])
+
+
+def conformal_shift(abs_resid: np.ndarray, base_sigma: np.ndarray) -> float:
+    """Log factor on `base_sigma` such that `|r| <= Z80 * sigma` on the conformal share of rows."""
+    q = conformal_quantile(np.asarray(abs_resid, np.float64) / np.maximum(base_sigma, 1e-12))
+    return float(np.log(max(q / Z80, 1e-12)))
+
+
+def widening_scale(abs_resid: np.ndarray, sigma_in: np.ndarray, spread: np.ndarray) -> float:
+    """The factor on `kappa` from validation rows well outside the fitted range (where the
+    widening `spread` is at least the in-range `sigma_in`): for each the smallest `c` with
+    `|r| <= Z80 * sqrt(sigma_in**2 + (c * spread)**2)`, then their conformal quantile. At
+    least 1: validation rows near the range only widen the first-order estimate, never
+    narrow it (with fewer than `MIN_OUTSIDE_ROWS` such rows, 1)."""
+    spread, sigma_in = np.asarray(spread, np.float64), np.asarray(sigma_in, np.float64)
+    out = (spread >= sigma_in) & (spread > OUTSIDE_TOL)
+    if out.sum() < MIN_OUTSIDE_ROWS:
+        return 1.0
+    need = np.maximum((np.asarray(abs_resid)[out] / Z80) ** 2 - sigma_in[out] ** 2, 0.0)
+    return max(1.0, conformal_quantile(np.sqrt(need) / spread[out]))
+
+
+def standardized_bounds(x_min, x_max, x_mean, x_scale):
+    """The training range in standardized units."""
+    return (x_min - x_mean) / x_scale, (x_max - x_mean) / x_scale

@@ -1,0 +1,119 @@
+"""The MLP and MEDN training recipe: conformal intervals, widening and the roofline prior
+outside the training range, and old configurations rebuilding the old recipe."""
+
+import jax
+import numpy as np
+import pytest
+
+import jaxlat
+from jaxlat import encode_columns, predict_batch
+from jaxlat.regressors import medn_regressor, medn_task_view, mlp_regressor, regressor_entry
+from jaxlat.regressors._recipe import DEFAULT, LEGACY, Recipe, as_recipe, conformal_quantile
+from jaxlat.regressors._roofline import roofline_log_ms_host
+
+from .helpers import synthetic_arrays
+
+TRAIN = jaxlat.TrainConfig(epochs=120, batch_size=64, learning_rate=3e-3, patience=0)
+
+
+def _bumped(module: str, n: int, seed: int, noise: float = 0.0):
+    """The synthetic roofline law times a concave bump in log FLOPs: inside the sampled range
+    the latency falls again at the largest sizes, so a correction extrapolated beyond it, and
+    not held, would make the latency fall with size."""
+    _, x, y, names = synthetic_arrays(module, n, seed=seed)
+    lf = x[:, names.index("log1p_flops")]
+    y = y - 0.5 * (lf - 14.0) ** 2 / 6.0 + np.random.default_rng(seed).normal(0, noise, n)
+    return x, y.astype(np.float32), names
+
+
+def _matmul_rows(scale: np.ndarray) -> np.ndarray:
+    n = len(scale)
+    cols = {"m": 1024 * scale, "k": 1024 * scale, "n": 1024 * scale, "batch_size": np.ones(n, int)}
+    return np.asarray(encode_columns("matmul", cols), np.float32)
+
+
+def test_conformal_quantile_is_the_finite_sample_quantile():
+    s = np.arange(1, 100)  # 99 scores: ceil(100 * 0.8) = 80th smallest
+    assert conformal_quantile(s) == 80
+    assert conformal_quantile(np.array([3.0, 1.0])) == 3.0  # too few rows: the largest
+    with pytest.raises(ValueError, match="no scores"):
+        conformal_quantile(np.array([]))
+
+
+@pytest.fixture(scope="module")
+def noisy_fits():
+    """Recipe-2 MLP and MEDN on noisy synthetic data: 400 training, 400 validation and 2000
+    test rows of two module types."""
+    data = {m: (_bumped(m, 400, 0, 0.1), _bumped(m, 400, 1, 0.1), _bumped(m, 2000, 2, 0.1)) for m in ("matmul", "linear")}
+    mlp = mlp_regressor((32, 32), train=TRAIN)
+    mlps = {m: mlp.fit(jax.random.key(0), tr[0], tr[1], names=tr[2], x_val=va[0], y_val=va[1]) for m, (tr, va, _) in data.items()}
+    medn = medn_regressor(encoder=(32, 32), latent=16, decoder=(16,), train=TRAIN)
+    mp = medn.fit(jax.random.key(0), {m: d[0][:2] for m, d in data.items()}, val={m: d[1][:2] for m, d in data.items()})
+    return data, (mlp, mlps), (medn, mp)
+
+
+def _coverage(out, y):
+    z = 1.2815515655446004
+    return float(np.mean(np.abs(y - out[:, 0]) <= z * np.exp(out[:, 1])))
+
+
+@pytest.mark.parametrize("module", ["matmul", "linear"])
+def test_conformal_intervals_cover_80_percent_of_new_rows(noisy_fits, module):
+    data, (mlp, mlps), (medn, mp) = noisy_fits
+    x, y, _ = data[module][2]
+    assert 0.72 <= _coverage(predict_batch(mlp, mlps[module], x), y) <= 0.88
+    reg, p = medn_task_view(medn, mp, module)
+    assert 0.72 <= _coverage(predict_batch(reg, p, x), y) <= 0.88
+
+
+def _beyond(reg, params):
+    """Predictions for matmuls 2 to 32 times the largest training size in every dimension."""
+    scale = 2.0 ** np.arange(1, 6)
+    x = _matmul_rows(scale)
+    return x, predict_batch(reg, params, x)
+
+
+def test_beyond_the_range_the_prior_carries_the_growth_and_intervals_widen(noisy_fits):
+    data, (mlp, mlps), (medn, mp) = noisy_fits
+    t = mp["tasks"].index("matmul")
+    views = ((mlp, mlps["matmul"], mlps["matmul"]["prior"]),
+             (*medn_task_view(medn, mp, "matmul"), {k: v[t] for k, v in mp["prior"].items()}))
+    for reg, p, prior in views:
+        x, out = _beyond(reg, p)
+        assert np.all(np.diff(out[:, 0]) > 0), out[:, 0]  # monotone in size (and FLOPs)
+        # The correction is held at the boundary: the predictions grow exactly as the prior.
+        np.testing.assert_allclose(np.diff(out[:, 0]), np.diff(roofline_log_ms_host(prior, x)), rtol=1e-3, atol=1e-4)
+        # The interval widens with the distance from the training range.
+        assert np.all(np.diff(out[:, 1]) > 0), out[:, 1]
+        inside = predict_batch(reg, p, data["matmul"][0][0][:50])
+        assert out[0, 1] > np.median(inside[:, 1])
+
+
+def test_saved_configurations_rebuild_recipe_1_and_bare_ones_the_default():
+    old_mlp = regressor_entry("mlp").build({"activation": "relu", "hidden": [256, 256, 256]})
+    assert "recipe" not in old_mlp.config
+    old_medn = regressor_entry("medn").build({"decoder": [64], "embed_dim": 16, "encoder": [256, 256, 256], "latent": 128})
+    assert "recipe" not in old_medn.config
+    for name in ("mlp", "medn"):
+        new = regressor_entry(name).build({})
+        assert new.config["recipe"] == DEFAULT.as_config()
+        again = regressor_entry(name).build(dict(new.config))  # as a predictor saved now reloads it
+        assert again.config == new.config and again.predict == new.predict
+    # Recipe 1 fits the parameters it always had, and a recipe-2 fit adds its parts.
+    _, x, y, names = synthetic_arrays("linear", 60, seed=0)
+    small = jaxlat.TrainConfig(epochs=3, batch_size=32)
+    legacy = regressor_entry("mlp").build({"activation": "relu", "hidden": [8], "train": small})
+    assert set(legacy.fit(jax.random.key(0), x, y, names=names)) == {"x_mean", "x_scale", "y_mean", "y_scale", "layers", "log_sigma"}
+    new = regressor_entry("mlp").build({"hidden": [8], "train": small, "recipe": {}})
+    assert {"prior", "x_min", "x_max", "kappa"} <= set(new.fit(jax.random.key(0), x, y, names=names))
+
+
+def test_recipe_settings_are_checked():
+    assert as_recipe({"prior": False}) == Recipe(prior=False)
+    assert Recipe.from_config(None) == LEGACY
+    with pytest.raises(ValueError, match=r"recipe: \['bogus'\] are not valid"):
+        as_recipe({"bogus": 1})
+    with pytest.raises(ValueError, match="loss='l1' is not valid"):
+        Recipe(loss="l1")
+    with pytest.raises(ValueError, match="recipe=3 is not valid"):
+        mlp_regressor(recipe=3)
