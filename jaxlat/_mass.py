@@ -89,12 +89,22 @@ def predict_latency_ms(
 
 def single_query(predict: PredictFn, params: Any):
     """A compiled one-config function `x [f] -> (mu, log_sigma)` for adaptive algorithms that
-    ask one configuration at a time. The parameters are compiled in as constants, so a call
-    dispatches one small array and nothing else."""
+    ask one configuration at a time.
+
+    The parameters are compiled in as constants, and the function is compiled ahead of time
+    for the first query's shape (`jax.jit(...).lower(...).compile()`) and its executable called
+    directly: a call converts one small array, runs the executable and reads two numbers
+    back, with no tracing-cache lookup. A query of another shape compiles once more.
+    """
     params = jax.tree.map(jnp.asarray, params)
     fn = jax.jit(lambda x: predict(params, x))
+    compiled: dict[tuple[int, ...], Any] = {}
 
     def query(x: np.ndarray) -> np.ndarray:
-        return np.asarray(fn(x))
+        x = np.asarray(x, np.float32)
+        exe = compiled.get(x.shape)
+        if exe is None:
+            exe = compiled[x.shape] = fn.lower(jax.ShapeDtypeStruct(x.shape, jnp.float32)).compile()
+        return np.asarray(exe(x))
 
     return query

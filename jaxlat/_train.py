@@ -31,6 +31,8 @@ class TrainConfig:
       warmup_frac: share of all steps spent warming up linearly from 0.
       patience: stop after this many epochs without a better validation loss (0: never).
       eval_every: epochs between validation checks.
+      clip_norm: clip each step's gradient to this global norm before AdamW (None: no
+        clipping, as before this setting existed).
     """
 
     epochs: int = 300
@@ -40,6 +42,7 @@ class TrainConfig:
     warmup_frac: float = 0.05
     patience: int = 40
     eval_every: int = 1
+    clip_norm: float | None = None
 
 
 Batch = tuple[Any, ...]
@@ -79,17 +82,18 @@ def _schedule(hyper: jax.Array) -> Callable[[jax.Array], jax.Array]:
     return lr
 
 
-def _optimizer(hyper: jax.Array, weight_decay: float) -> optax.GradientTransformation:
-    return optax.adamw(_schedule(hyper), weight_decay=weight_decay)
+def _optimizer(hyper: jax.Array, weight_decay: float, clip_norm: float | None = None) -> optax.GradientTransformation:
+    adamw = optax.adamw(_schedule(hyper), weight_decay=weight_decay)
+    return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "batch_size", "weight_decay"))
+@functools.partial(jax.jit, static_argnames=("loss_fn", "batch_size", "weight_decay", "clip_norm"))
 def _epoch(loss_fn: LossFn, params, opt_state, key, train: Batch, aux: Batch, hyper, *, batch_size: int,
-           weight_decay: float):
+           weight_decay: float, clip_norm: float | None = None):
     """One pass over `train` in minibatches of a seeded permutation: a compiled `lax.scan`."""
     n = train[0].shape[0]
     steps = max(1, n // batch_size)
-    opt = _optimizer(hyper, weight_decay)
+    opt = _optimizer(hyper, weight_decay, clip_norm)
     perm = jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
 
     def step(carry, idx):
@@ -123,7 +127,8 @@ def fit_with_adamw(
     The epoch is compiled once per (loss, shapes, batch size, weight decay) and reused by later
     fits: the data, the schedule and `aux` are its arguments.
 
-    Returns the parameters with the best validation loss (the last ones without `val`).
+    Returns the parameters with the best validation loss (the last ones without `val`); a
+    non-finite validation loss (divergence) ends the fit there.
     """
     n = int(train[0].shape[0])
     bs = min(config.batch_size, n)
@@ -131,7 +136,7 @@ def fit_with_adamw(
     total = steps_per_epoch * config.epochs
     hyper = jnp.asarray([config.learning_rate, max(1, int(config.warmup_frac * total)), max(2, total),
                          config.learning_rate * 1e-2], jnp.float32)
-    opt_state = _optimizer(hyper, config.weight_decay).init(params)
+    opt_state = _optimizer(hyper, config.weight_decay, config.clip_norm).init(params)
     train = tuple(jnp.asarray(a) for a in train)
     aux = tuple(jnp.asarray(a) for a in aux)
     val = tuple(jnp.asarray(a) for a in val) if val is not None else None
@@ -140,7 +145,8 @@ def fit_with_adamw(
     for e in tqdm(range(config.epochs), desc="epochs", unit="epoch", leave=False, disable=None):
         key, sub = jax.random.split(key)
         params, opt_state, train_loss = _epoch(loss_fn, params, opt_state, sub, train, aux, hyper,
-                                               batch_size=bs, weight_decay=config.weight_decay)
+                                               batch_size=bs, weight_decay=config.weight_decay,
+                                               clip_norm=config.clip_norm)
         if val is None:
             best = params
             continue
@@ -149,6 +155,8 @@ def fit_with_adamw(
         vl = float(_loss(loss_fn, params, val, aux))
         if progress is not None:
             progress(e, float(train_loss), vl)
+        if not np.isfinite(vl):  # diverged: nothing later can beat the best so far
+            break
         if vl < best_loss:
             best, best_loss, since = params, vl, 0
         else:
