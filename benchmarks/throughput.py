@@ -2,11 +2,12 @@
 
 - rows per second on `--rows` conv2d configs (features already encoded) for MEDN, MLP and ridge
   (jit, chunked) against RandomForest (nn-Meter settings) and XGBoost predict;
-- single-query latency (one config, after warm-up) and model size per regressor;
+- single-query latency (one config, after warm-up: `jaxlat.single_query`, an ahead-of-time
+  compiled executable, beside a plain `jax.jit` call) and model size per regressor;
 - peak resident memory while predicting `--mass-rows` configs end to end (configs generated
   in chunks, encoded, predicted), in a fresh process;
-- on a GPU: MEDN rows per second against a plain jit MLP of the same layer sizes (the ceiling
-  for that arithmetic).
+- MLP and MEDN rows per second against a plain jit MLP of the same layer sizes (the ceiling
+  for that arithmetic), on the default JAX device (CPU or GPU).
 
   python benchmarks/throughput.py --data data/cpu_torch_1t.parquet --out benchmarks/results
 """
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import sys
 import time
@@ -59,6 +61,19 @@ def timed(fn, repeats: int = 3) -> list[float]:
     return out
 
 
+def _per_call_us(q, x, reps: int) -> float:
+    """Median over 5 rounds of the mean time of one call (after warm-up), in µs."""
+    for i in range(20):
+        q(x[i % len(x)])
+    rounds = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for i in range(reps):
+            q(x[i % len(x)])
+        rounds.append((time.perf_counter() - t0) / reps * 1e6)
+    return float(np.median(rounds))
+
+
 def fit_all(df, quick: bool):
     data = {m: type_arrays(df, m) for m in sorted(set(df["module"]))}
     x, y = data[MODULE]
@@ -82,54 +97,70 @@ def throughput(fitted, x, rows: int) -> dict:
     out = {}
     for name, (reg, params) in fitted.items():
         if reg.jittable:
-            run = lambda: [o for o in predict_chunks(reg.predict, params, [big], chunk_size=65536)]
+            def run(reg=reg, params=params):
+                return list(predict_chunks(reg.predict, params, [big], chunk_size=65536))
         else:
-            run = lambda: reg.predict(params, big)
+            def run(reg=reg, params=params):
+                return reg.predict(params, big)
         if reg.jittable:
             run()  # compile for this chunk shape
         else:
             reg.predict(params, big[:1000])
         ts = timed(run, repeats=2)
-        q = single_query(reg.predict, params) if reg.jittable else (lambda v: reg.predict(params, v))
-        q(x[0])
-        reps = 2000 if reg.jittable else 50
-        t0 = time.perf_counter()
-        for i in range(reps):
-            q(x[i % len(x)])
-        single_us = (time.perf_counter() - t0) / reps * 1e6
+        q = single_query(reg.predict, params) if reg.jittable else (lambda v, reg=reg, params=params: reg.predict(params, v))
+        single_us = _per_call_us(q, x, 3000 if reg.jittable else 50)
+        jit_us = float("nan")
+        if reg.jittable:  # the plain jit call the single query replaced, for comparison
+            pj = jax.tree.map(jnp.asarray, params)
+            fj = jax.jit(functools.partial(reg.predict, pj))
+            jit_us = _per_call_us(lambda v, fj=fj: np.asarray(fj(v)), x, 3000)
         out[name] = {
             "rows_per_s_median": rows / float(np.median(ts)),
             "rows_per_s_min": rows / max(ts),
             "rows_per_s_max": rows / min(ts),
             "single_query_us": single_us,
+            "single_query_jit_us": jit_us,
             "size_bytes": size_bytes(name, params),
         }
         print(name, {k: round(v, 1) for k, v in out[name].items()}, flush=True)
     return out
 
 
-def gpu_ceiling(fitted, x, rows: int) -> dict:
-    """MEDN's static-task path against a plain MLP with its layer sizes (same FLOPs)."""
-    reg, params = fitted["medn"]
-    big = jnp.asarray(np.resize(x, (rows, x.shape[1])).astype(np.float32))
-    medn_fn = jax.jit(jax.vmap(reg.predict, in_axes=(None, 0)))
+def _layer_sizes(name: str, params) -> tuple[list[int], object]:
+    """The dense layer sizes of a network regressor and its activation."""
+    if name == "mlp":
+        layers = params["layers"]
+        return [layers[0]["w"].shape[0]] + [layer["w"].shape[1] for layer in layers], jax.nn.relu
     f = params["x_mean"].shape[1]
     enc = [v for k, v in sorted(params["model"]["encoder"].items())]
-    sizes = [f + 16] + [e["kernel"].shape[1] for e in enc]
-    dec = [w.shape[1:] for w in params["model"]["decoder_w"].values()] if isinstance(params["model"]["decoder_w"], dict) else []
-    sizes += [d[1] for d in dec]
-    key = jax.random.key(0)
-    layers = [{"w": jax.random.normal(k, (a, b)) * 0.05, "b": jnp.zeros(b)} for k, a, b in zip(jax.random.split(key, len(sizes)), sizes[:-1], sizes[1:])]
-    bigp = jnp.pad(big, ((0, 0), (0, sizes[0] - big.shape[1])))
-    mlp_fn = jax.jit(lambda ls, z: _plain_mlp(ls, z, jax.nn.silu))
+    sizes = [f + params["model"]["embed"]["embedding"].shape[1]] + [e["kernel"].shape[1] for e in enc]
+    dw = params["model"]["decoder_w"]
+    sizes += [w.shape[2] for _, w in sorted(dw.items())]
+    return sizes, jax.nn.silu
+
+
+def ceiling(fitted, x, rows: int) -> dict:
+    """MLP's and MEDN's batched predict against a plain jitted MLP with the same layer sizes (the
+    same matrix arithmetic and nothing else), `rows` rows in one call on the default device."""
+    big = jnp.asarray(np.resize(x, (rows, x.shape[1])).astype(np.float32))
     res = {}
-    for name, fn, args in (("medn", medn_fn, (params, big)), ("plain_mlp_same_layers", mlp_fn, (layers, bigp))):
-        fn(*args).block_until_ready()
-        ts = timed(lambda: fn(*args).block_until_ready(), repeats=10)
-        res[name] = {"rows_per_s_median": rows / float(np.median(ts)), "rows_per_s_max": rows / min(ts)}
-    res["layer_sizes"] = sizes
-    res["ratio"] = res["medn"]["rows_per_s_median"] / res["plain_mlp_same_layers"]["rows_per_s_median"]
-    print("gpu", res, flush=True)
+    for name in ("mlp", "medn"):
+        reg, params = fitted[name]
+        fn = jax.jit(jax.vmap(reg.predict, in_axes=(None, 0)))
+        sizes, act = _layer_sizes(name, params)
+        keys = jax.random.split(jax.random.key(0), len(sizes))
+        layers = [{"w": jax.random.normal(k, (a, b)) * 0.05, "b": jnp.zeros(b)} for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+        bigp = jnp.pad(big, ((0, 0), (0, max(0, sizes[0] - big.shape[1]))))[:, : sizes[0]]
+        plain = jax.jit(lambda ls, z, act=act: _plain_mlp(ls, z, act))
+        out = {}
+        for label, f, args in ((name, fn, (params, big)), ("plain_mlp_same_layers", plain, (layers, bigp))):
+            f(*args).block_until_ready()
+            ts = timed(lambda f=f, args=args: f(*args).block_until_ready(), repeats=7)
+            out[label] = {"rows_per_s_median": rows / float(np.median(ts)), "rows_per_s_max": rows / min(ts)}
+        out["layer_sizes"] = sizes
+        out["ratio"] = out[name]["rows_per_s_median"] / out["plain_mlp_same_layers"]["rows_per_s_median"]
+        res[name] = out
+        print("ceiling", name, out, flush=True)
     return res
 
 
@@ -175,7 +206,8 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--mass-rows", type=int, default=10_000_000)
-    ap.add_argument("--gpu-only", action="store_true", help="only the GPU MEDN-vs-MLP comparison")
+    ap.add_argument("--ceiling-rows", type=int, default=65536, help="rows of the plain-MLP comparison (default 65536)")
+    ap.add_argument("--ceiling-only", action="store_true", help="only the comparison with a plain MLP")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--name", default="throughput")
@@ -185,14 +217,16 @@ def main() -> None:
     fitted, x = fit_all(df, args.quick)
     payload = {"meta": {"machine": machine(), "args": vars(args)}}
     md = ["# Prediction throughput\n\n", machine_markdown(payload["meta"]["machine"]), "\n"]
-    if not args.gpu_only:
+    if not args.ceiling_only:
         payload["cpu"] = throughput(fitted, x, args.rows)
         rf = payload["cpu"]["random_forest"]["rows_per_s_median"]
         md.append(f"Rows per second on {args.rows:,} {MODULE} configs (median of 2 passes, min..max), single-query latency, model size:\n\n")
-        md.append("| regressor | rows/s | vs RandomForest | single query µs | size bytes |\n|---|---|---|---|---|\n")
+        md.append("| regressor | rows/s | vs RandomForest | single query µs (`jaxlat.single_query`) | plain `jax.jit` call µs | size bytes |\n"
+                  "|---|---|---|---|---|---|\n")
         for k, v in payload["cpu"].items():
             md.append(f"| {k} | {v['rows_per_s_median']:,.0f} ({v['rows_per_s_min']:,.0f}..{v['rows_per_s_max']:,.0f}) | "
-                      f"{v['rows_per_s_median'] / rf:.1f}x | {v['single_query_us']:.1f} | {v['size_bytes']:,} |\n")
+                      f"{v['rows_per_s_median'] / rf:.1f}x | {v['single_query_us']:.1f} | {v['single_query_jit_us']:.1f} | "
+                      f"{v['size_bytes']:,} |\n")
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -200,11 +234,13 @@ def main() -> None:
         m = payload["mass"]
         md.append(f"\nEnd to end, {m['rows']:,} generated conv2d configs encoded and predicted by MEDN in chunks: "
                   f"{m['seconds']:.1f} s ({m['rows_per_s']:,.0f} rows/s), peak resident memory {m['peak_rss_mib']:.0f} MiB.\n")
-    if any(d.platform == "gpu" for d in jax.devices()):
-        payload["gpu"] = g = gpu_ceiling(fitted, x, args.rows)
-        md.append(f"\nGPU ({jax.devices()[0].device_kind}), {args.rows:,} rows in one call: MEDN {g['medn']['rows_per_s_median']:,.0f} rows/s, "
-                  f"plain jit MLP with the same layer sizes {g['layer_sizes']} {g['plain_mlp_same_layers']['rows_per_s_median']:,.0f} rows/s: "
-                  f"ratio {g['ratio']:.2f}.\n")
+    payload["ceiling"] = c = ceiling(fitted, x, args.ceiling_rows)
+    md.append(f"\nMass prediction against a plain jitted MLP of the same layer sizes ({jax.devices()[0].device_kind}, "
+              f"{args.ceiling_rows:,} rows in one call, median of 7):\n\n"
+              "| regressor | layer sizes | its rows/s | plain MLP rows/s | ratio |\n|---|---|---|---|---|\n")
+    for name, v in c.items():
+        md.append(f"| {name} | {v['layer_sizes']} | {v[name]['rows_per_s_median']:,.0f} | "
+                  f"{v['plain_mlp_same_layers']['rows_per_s_median']:,.0f} | {v['ratio']:.2f} |\n")
     path = write_results(args.out, args.name, payload, "".join(md))
     print(path.read_text())
 
