@@ -117,3 +117,14 @@ def test_recipe_settings_are_checked():
         Recipe(loss="l1")
     with pytest.raises(ValueError, match="recipe=3 is not valid"):
         mlp_regressor(recipe=3)
+
+
+def test_without_clipping_the_range_still_widens_the_interval(noisy_fits):
+    data, _, _ = noisy_fits
+    tr, va, _ = data["matmul"]
+    reg = mlp_regressor((32, 32), train=TRAIN, recipe={"clip": False})
+    p = reg.fit(jax.random.key(0), tr[0], tr[1], names=tr[2], x_val=va[0], y_val=va[1])
+    assert "range_min" in p and "x_min" not in p
+    _, out = _beyond(reg, p)
+    assert np.all(np.diff(out[:, 1]) > 0), out[:, 1]
+    assert out[0, 1] > float(p["log_sigma"])

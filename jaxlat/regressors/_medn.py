@@ -144,7 +144,8 @@ def medn_forward(config: MEDNConfig, params: Mapping[str, Any], x: jax.Array, ta
         `[n_tasks]`, the network's `model` state, and `device_vec` for a device-aware MEDN.
         Recipe 2 adds, each where its part is on: `prior` (per-task roofline coefficients and
         feature indices; the log prior is the last input column), `x_min`, `x_max`
-        `[n_tasks, f]` (the training range the inputs are clipped to), `log_sigma_shift`
+        `[n_tasks, f]` (the training range the inputs are clipped to) or `range_min`,
+        `range_max` (the range that widens the interval alone), `log_sigma_shift`
         `[n_tasks]` (the conformal factor) and `kappa` `[n_tasks, f]` (the widening).
       x: encoded features of one config; zero-padded to the common width.
       task: the module type's index in the MEDN's tasks.
@@ -158,10 +159,14 @@ def medn_forward(config: MEDNConfig, params: Mapping[str, Any], x: jax.Array, ta
         xp = jnp.concatenate([xp, prior[None]])
     z = (xp - params["x_mean"][task]) / params["x_scale"][task]
     e = None
-    if "x_min" in params:
+    if "x_min" in params:  # clipped to the training range
         lo, hi = standardized_bounds(params["x_min"][task], params["x_max"][task], params["x_mean"][task],
                                      params["x_scale"][task])
         z, e = jnp.clip(z, lo, hi), excess(z, lo, hi)
+    elif "range_min" in params:  # the range widens the interval only
+        lo, hi = standardized_bounds(params["range_min"][task], params["range_max"][task], params["x_mean"][task],
+                                     params["x_scale"][task])
+        e = excess(z, lo, hi)
     device = params["device_vec"] if config.device_dim else None
     out = nnx.merge(_graphdef(config), params["model"])(z, task, device)
     mu = out[0] * params["y_scale"][task] + params["y_mean"][task]
@@ -334,9 +339,11 @@ def medn_regressor(
             "y_mean": np.zeros(n, np.float32),
             "y_scale": np.ones(n, np.float32),
         }
-        if recipe.clip:
-            params["x_min"] = np.zeros((n, width), np.float32)
-            params["x_max"] = np.zeros((n, width), np.float32)
+        ranged = recipe.clip or recipe.conformal  # the range clips the inputs, or widens the interval only
+        rkeys = ("x_min", "x_max") if recipe.clip else ("range_min", "range_max")
+        if ranged:
+            params[rkeys[0]] = np.zeros((n, width), np.float32)
+            params[rkeys[1]] = np.zeros((n, width), np.float32)
         priors = []
 
         def inputs(t, x):
@@ -358,8 +365,8 @@ def medn_regressor(
             params["x_mean"][t, cols], params["x_scale"][t, cols] = m, s
             r = y - lp
             params["y_mean"][t], params["y_scale"][t] = np.mean(r), max(np.std(r), 1e-6)
-            if recipe.clip:
-                params["x_min"][t, cols], params["x_max"][t, cols] = xa[:, cols].min(axis=0), xa[:, cols].max(axis=0)
+            if ranged:
+                params[rkeys[0]][t, cols], params[rkeys[1]][t, cols] = xa[:, cols].min(axis=0), xa[:, cols].max(axis=0)
         if recipe.prior:
             params["prior"] = {k: np.stack([p[k] for p in priors]) for k in priors[0]}
 
@@ -403,11 +410,11 @@ def medn_regressor(
             resid = np.abs(y - out[:, 0])
             xa, _ = inputs(t, x)
             z = (xa - params["x_mean"][t]) / params["x_scale"][t]
-            e = np.zeros_like(z)
+            rkeys = ("x_min", "x_max") if recipe.clip else ("range_min", "range_max")
+            lo, hi = standardized_bounds(params[rkeys[0]][t], params[rkeys[1]][t], params["x_mean"][t],
+                                         params["x_scale"][t])
+            e = np.maximum(z - hi, 0) + np.maximum(lo - z, 0)
             if recipe.clip:
-                lo, hi = standardized_bounds(params["x_min"][t], params["x_max"][t], params["x_mean"][t],
-                                             params["x_scale"][t])
-                e = np.maximum(z - hi, 0) + np.maximum(lo - z, 0)
                 z = np.clip(z, lo, hi)
             inside = ~(e > OUTSIDE_TOL).any(axis=1)
             rows = inside if inside.any() else np.ones(len(x), bool)

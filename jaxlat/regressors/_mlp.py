@@ -97,10 +97,13 @@ def _prepare(params, x):
     else:
         prior = jnp.zeros((), jnp.float32)
     z = (x - params["x_mean"]) / params["x_scale"]
-    if "x_min" not in params:
-        return z, jnp.zeros_like(z), prior
-    lo, hi = standardized_bounds(params["x_min"], params["x_max"], params["x_mean"], params["x_scale"])
-    return jnp.clip(z, lo, hi), excess(z, lo, hi), prior
+    if "x_min" in params:  # clipped to the training range
+        lo, hi = standardized_bounds(params["x_min"], params["x_max"], params["x_mean"], params["x_scale"])
+        return jnp.clip(z, lo, hi), excess(z, lo, hi), prior
+    if "range_min" in params:  # the range widens the interval only
+        lo, hi = standardized_bounds(params["range_min"], params["range_max"], params["x_mean"], params["x_scale"])
+        return z, excess(z, lo, hi), prior
+    return z, jnp.zeros_like(z), prior
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +115,7 @@ class MLPPredict:
 
     def __call__(self, params, x):
         act = _ACTIVATIONS[self.activation]
-        if not any(k in params for k in ("prior", "x_min", "kappa")):  # recipe 1, as saved
+        if not any(k in params for k in ("prior", "x_min", "range_min", "kappa")):  # recipe 1, as saved
             mu = _mu_std(params, x, act) * params["y_scale"] + params["y_mean"]
             return jnp.stack([mu, params["log_sigma"]])
         z, e, prior = _prepare(params, x)
@@ -168,13 +171,14 @@ def _fit_recipe(key, x, y, names, hidden, activation, train, recipe: Recipe, pre
     y_mean, y_scale = np.float32(np.mean(target)), np.float32(max(np.std(target), 1e-6))
     params.update(x_mean=mean, x_scale=scale, y_mean=y_mean, y_scale=y_scale)
     lo = hi = None
-    if recipe.clip:
-        params["x_min"], params["x_max"] = xa.min(axis=0), xa.max(axis=0)
-        lo, hi = standardized_bounds(params["x_min"], params["x_max"], mean, scale)
+    if recipe.clip or recipe.conformal:  # the range clips the inputs, or widens the interval only
+        keys = ("x_min", "x_max") if recipe.clip else ("range_min", "range_max")
+        params[keys[0]], params[keys[1]] = xa.min(axis=0), xa.max(axis=0)
+        lo, hi = standardized_bounds(params[keys[0]], params[keys[1]], mean, scale)
 
     def standardize(a, p, t):
         z = (aug(a, p) - mean) / scale
-        return (np.clip(z, lo, hi) if lo is not None else z).astype(np.float32), ((t - p - y_mean) / y_scale).astype(np.float32)
+        return (np.clip(z, lo, hi) if recipe.clip else z).astype(np.float32), ((t - p - y_mean) / y_scale).astype(np.float32)
 
     val = None
     if has_val:
@@ -199,7 +203,7 @@ def _fit_recipe(key, x, y, names, hidden, activation, train, recipe: Recipe, pre
     inside = ~(e > OUTSIDE_TOL).any(axis=1)
     rows = inside if inside.any() else np.ones(len(xs), bool)
     params["log_sigma"] = np.float32(max(conformal_shift(resid[rows], np.ones(rows.sum())), MIN_LOG_SIGMA))
-    zc = za if lo is None else np.clip(za, lo, hi)
+    zc = np.clip(za, lo, hi) if recipe.clip else za
     kappa = np.asarray(_rms_sensitivity(params["layers"], y_scale, jnp.asarray(zc, jnp.float32), activation=activation),
                        np.float64)
     spread = np.sqrt(((kappa * e) ** 2).sum(axis=1))

@@ -60,7 +60,8 @@ class Recipe:
     Attributes:
       version: 1 (the recipe of predictors saved before this field existed) or 2.
       prior: learn the log latency over a roofline prior, read as an input too.
-      clip: clip standardized inputs to the training range (the correction stops growing).
+      clip: clip standardized inputs to the training range (the correction stops growing);
+        without it, the range still widens the interval (with `conformal`).
       loss: `"mse"` or `"huber"` on the standardized target.
       huber_delta: where the Huber loss turns linear, in standard deviations of the target.
       conformal: conformal 80 % intervals, widening outside the training range.
