@@ -9,6 +9,7 @@ from ._medn import MultiTaskRegressor as MultiTaskRegressor
 from ._medn import medn_regressor as medn_regressor
 from ._medn import medn_task_view as medn_task_view
 from ._mlp import mlp_regressor as mlp_regressor
+from ._recipe import Recipe as Recipe
 from ._reference import random_forest_regressor as random_forest_regressor
 from ._reference import xgboost_regressor as xgboost_regressor
 from ._registry import RegressorEntry as RegressorEntry
