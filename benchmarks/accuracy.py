@@ -9,7 +9,7 @@ parameter count.
 
 Writes accuracy.json and accuracy.md. `--quick` shrinks every training for a smoke run.
 
-The training recipe of the MLP and MEDN (`jaxlat.regressors._recipe`) is chosen on the
+The training recipe of the MLP and MEDN (`jaxlat.regressors.Recipe`) is chosen on the
 validation rows (15 % of the training configs): `--ablation` adds, beside the default recipe 2
 (`mlp`, `medn`), recipe 1 (`mlp_recipe1`, `medn_recipe1`) and recipe 2 without each of its
 parts (`mlp_mse`, `mlp_no_prior`, `mlp_no_clip`, `mlp_no_conformal`), each scored on the

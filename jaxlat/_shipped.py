@@ -263,7 +263,7 @@ def default_predictor() -> tuple[str, LatencyPredictor]:
 
     chosen = matching_reference()
     if chosen in reference_names():
-        _log.info("predictor: %s (shipped)", chosen)
+        _log.debug("predictor: %s (shipped)", chosen)  # a calibrated one is logged at INFO
         return chosen, reference_predictor(chosen)
     try:
         return chosen, LatencyPredictor.load(chosen)

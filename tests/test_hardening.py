@@ -48,6 +48,8 @@ def _write_table(path: Path, rows: list[dict], meta: dict) -> None:
     for k, v in cols.items():
         try:
             arrays[k] = pa.array(v)
+            if pa.types.is_struct(arrays[k].type) and arrays[k].type.num_fields == 0:
+                raise pa.ArrowInvalid("Parquet cannot store a struct without fields (a column of {} and None)")
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             arrays[k] = pa.array([None if x is None else str(x) for x in v])
     table = pa.table(arrays).replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
