@@ -134,12 +134,13 @@ def fit_with_adamw(
     bs = min(config.batch_size, n)
     steps_per_epoch = max(1, n // bs)
     total = steps_per_epoch * config.epochs
-    hyper = jnp.asarray([config.learning_rate, max(1, int(config.warmup_frac * total)), max(2, total),
-                         config.learning_rate * 1e-2], jnp.float32)
+    # device_put, not jnp.asarray: on host data jnp.asarray compiles a program per shape.
+    hyper = jax.device_put(np.asarray([config.learning_rate, max(1, int(config.warmup_frac * total)), max(2, total),
+                                       config.learning_rate * 1e-2], np.float32))
     opt_state = _optimizer(hyper, config.weight_decay, config.clip_norm).init(params)
-    train = tuple(jnp.asarray(a) for a in train)
-    aux = tuple(jnp.asarray(a) for a in aux)
-    val = tuple(jnp.asarray(a) for a in val) if val is not None else None
+    train = tuple(jax.device_put(a) for a in train)
+    aux = tuple(jax.device_put(a) for a in aux)
+    val = tuple(jax.device_put(a) for a in val) if val is not None else None
     best, best_loss, since = params, np.inf, 0
     # A progress bar on a terminal only (disable=None), gone when the fit ends.
     for e in tqdm(range(config.epochs), desc="epochs", unit="epoch", leave=False, disable=None):
