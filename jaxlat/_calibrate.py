@@ -848,7 +848,8 @@ def _retest(plan: Mapping[str, Any], settings: SuiteSettings, paths: _Paths, pro
 
 def agreement(first_ms: np.ndarray, second_ms: np.ndarray) -> dict[str, Any]:
     """How two measurements of the same items agree: `n`, the share within ±10 % and ±20 % of
-    the first, and the median ratio second / first.
+    the first, the median ratio second / first (the machine's drift) and the ±10 % share with
+    that drift divided out (`profilers.retest_agreement`).
 
     Examples:
       >>> agreement(np.array([1.0, 2.0, 4.0]), np.array([1.05, 2.5, 4.0]))["acc10"]
@@ -856,14 +857,10 @@ def agreement(first_ms: np.ndarray, second_ms: np.ndarray) -> dict[str, Any]:
     """
     a, b = np.asarray(first_ms, float), np.asarray(second_ms, float)
     if len(a) == 0:
-        return {"n": 0, "acc10": None, "acc20": None, "median_ratio": None}
-    rel = b / a - 1
-    return {
-        "n": len(a),
-        "acc10": float(np.mean(np.abs(rel) <= 0.10)),
-        "acc20": float(np.mean(np.abs(rel) <= 0.20)),
-        "median_ratio": float(np.median(b / a)),
-    }
+        return {"n": 0, "acc10": None, "acc20": None, "median_ratio": None, "acc10_drift_removed": None}
+    r = profilers.retest_agreement(a, b)
+    return {"n": len(a), "acc10": r["acc10"], "acc20": r["acc20"], "median_ratio": r["ratio"],
+            "acc10_drift_removed": r["acc10_drift_removed"]}
 
 
 def retest_agreement(paths: _Paths) -> dict[str, Any]:
@@ -1265,17 +1262,23 @@ def card_markdown(card: Mapping[str, Any]) -> str:
             "than its labels repeat."
         ),
         "",
-        "| | n | median within ±10 % | ±20 % | p10 within ±10 % | ±20 % |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| | n | median within ±10 % | ±20 % | p10 within ±10 % | ±20 % | second / first | "
+        "median ±10 %, drift removed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for what in ("modules", "networks"):
         r = rt.get(what) or {}
         med, p10 = r.get("median") or {}, r.get("p10") or {}
         lines.append(
             f"| {what} | {med.get('n', 0)} | {_fmt(med.get('acc10'))} | {_fmt(med.get('acc20'))} | "
-            f"{_fmt(p10.get('acc10'))} | {_fmt(p10.get('acc20'))} |"
+            f"{_fmt(p10.get('acc10'))} | {_fmt(p10.get('acc20'))} | {_fmt(med.get('median_ratio'), '.3f')} | "
+            f"{_fmt(med.get('acc10_drift_removed'))} |"
         )
     lines += [
+        "",
+        ("'Second / first' is the median ratio of the two measurements: the machine's speed moving "
+         "between them, common to every config. 'Drift removed' divides it out: what is left is each "
+         "config's own noise."),
         "",
         f"Latency statistic learned: **{stat}** ({card['statistic_reason']}).",
         "",

@@ -58,6 +58,7 @@ from ._device import MEASUREMENT_ENV as MEASUREMENT_ENV
 from ._device import host_fingerprint as host_fingerprint
 from ._onnx import capture_onnx as capture_onnx
 from ._runner import RunSummary as RunSummary
+from ._runner import retest_agreement as retest_agreement
 from ._runner import retest_ceiling as retest_ceiling
 from ._runner import retest_summary as retest_summary
 from ._runner import run_profile as run_profile

@@ -205,6 +205,33 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, disable=not enabled, unit="cfg", dynamic_ncols=True, smoothing=0.05)
 
 
+def retest_agreement(first_ms: Sequence[float], second_ms: Sequence[float]) -> dict[str, float]:
+    """How well a second measurement of the same configs repeats the first: the share within
+    ±10 % and ±20 % (`acc10`, `acc20`), the median ratio second / first (`ratio`: the machine's
+    drift, common to every config), and the ±10 % share once that drift is divided out
+    (`acc10_drift_removed`: each config's own noise; the gap to `acc10` is the machine's
+    speed moving between the two).
+
+    Raises:
+      ValueError: the two differ in length, are empty, or hold a latency that is not > 0.
+    """
+    import numpy as np
+
+    a, b = np.asarray(first_ms, np.float64), np.asarray(second_ms, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"retest_agreement: expected two equally long, non-empty lists of latencies, got {a.shape}, {b.shape}")
+    if not (np.all(a > 0) and np.all(b > 0) and np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("retest_agreement: latencies must be finite and > 0")
+    ratio = b / a
+    common = float(np.median(ratio))
+    return {
+        "acc10": float(np.mean(np.abs(ratio - 1) <= 0.10)),
+        "acc20": float(np.mean(np.abs(ratio - 1) <= 0.20)),
+        "ratio": common,
+        "acc10_drift_removed": float(np.mean(np.abs(ratio / common - 1) <= 0.10)),
+    }
+
+
 def _retest(configs: Sequence[ModuleConfig], writer: DatasetWriter, measure_once, rounds: int,
             load: Any) -> dict[str, Any]:
     """Measure `configs` again (their rounds round-robin, as in the run) and compare the pooled
@@ -234,17 +261,14 @@ def _retest(configs: Sequence[ModuleConfig], writer: DatasetWriter, measure_once
                           float(old["latency_ms_p10"]), float(np.percentile(s, 10))))
     if not pairs:
         return {"n": 0}
-    med = np.array([[p[1], p[2]] for p in pairs])
-    p10 = np.array([[p[3], p[4]] for p in pairs])
-    rel_med, rel_p10 = med[:, 1] / med[:, 0] - 1, p10[:, 1] / p10[:, 0] - 1
+    med = retest_agreement([p[1] for p in pairs], [p[2] for p in pairs])
+    p10 = retest_agreement([p[3] for p in pairs], [p[4] for p in pairs])
     return {
         "n": len(pairs),
         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "median_acc10": float(np.mean(np.abs(rel_med) <= 0.10)),
-        "median_acc20": float(np.mean(np.abs(rel_med) <= 0.20)),
-        "p10_acc10": float(np.mean(np.abs(rel_p10) <= 0.10)),
-        "p10_acc20": float(np.mean(np.abs(rel_p10) <= 0.20)),
-        "median_ratio": float(np.median(med[:, 1] / med[:, 0])),
+        **{f"median_{k}": v for k, v in med.items() if k != "ratio"},
+        **{f"p10_{k}": v for k, v in p10.items() if k != "ratio"},
+        "median_ratio": med["ratio"],
         "pairs": [{"config_key": k, "median_ms": [a, b], "p10_ms": [c, d]} for k, a, b, c, d in pairs],
     }
 
@@ -252,7 +276,10 @@ def _retest(configs: Sequence[ModuleConfig], writer: DatasetWriter, measure_once
 def retest_summary(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The test-retest entries of a dataset's runs (`run_profile(retest=...)`), newest last: per
     run, how many configs were measured again and the share whose median (and 10th percentile)
-    repeated within ±10 % and ±20 %."""
+    repeated within ±10 % and ±20 %, the median ratio second / first (`median_ratio`: the
+    machine's drift, common to all configs) and the ±10 % shares with that drift removed
+    (`*_acc10_drift_removed`; absent from entries written before they were recorded). See
+    `retest_agreement`."""
     from ._dataset import read_metadata
 
     return [{k: v for k, v in r["retest"].items() if k != "pairs"} | {"run_id": r.get("run_id")}

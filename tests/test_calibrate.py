@@ -408,7 +408,7 @@ def test_a_broken_calibrated_predictor_falls_back_to_a_shipped_one(tmp_path, mon
 
 def test_agreement_of_two_measurements():
     r = cal.agreement(np.array([1.0, 2.0, 4.0, 10.0]), np.array([1.05, 2.3, 4.0, 7.0]))
-    assert r == {"n": 4, "acc10": 0.5, "acc20": 0.75, "median_ratio": pytest.approx(1.025)}
+    assert r == {"n": 4, "acc10": 0.5, "acc20": 0.75, "median_ratio": pytest.approx(1.025), "acc10_drift_removed": 0.5}
     assert cal.agreement(np.array([]), np.array([]))["n"] == 0
 
 

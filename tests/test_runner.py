@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -42,6 +43,7 @@ def test_a_run_measures_a_sample_again_and_records_its_test_retest_agreement(tmp
     (entry,) = profilers.retest_summary(out)
     assert entry["n"] == 3 and 0.0 <= entry["median_acc10"] <= entry["median_acc20"] <= 1.0
     assert 0.5 < entry["median_ratio"] < 2.0  # the same configs, minutes apart at most
+    assert 0 <= entry["median_acc10"] <= entry["median_acc20"] <= 1 and "p10_acc10_drift_removed" in entry
     meta = read_dataset(out).attrs["jaxlat"][0]
     assert meta["runs"][0]["sampler"] == "test" and len(meta["runs"][0]["retest"]["pairs"]) == 3
     keys = set(read_dataset(out)["config_key"])
@@ -245,3 +247,19 @@ def test_an_unavailable_device_is_a_value_error_naming_it(tmp_path):
     with pytest.raises(ValueError, match="the torch worker on device='cuda' did not start: .*is device 'cuda' visible"):
         run_profile([make_config("add", channels=8, h=4, w=4)], tmp_path / "g.parquet", device="cuda",
                     progress=False, describe=False)
+
+
+def test_retest_agreement_separates_the_machines_drift_from_each_configs_noise():
+    first = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    # The machine ran 25 % slower the second time, and one config moved on its own too.
+    second = first * 1.25 * np.array([1.0, 1.0, 1.0, 1.0, 1.5])
+    a = profilers.retest_agreement(first, second)
+    assert a["acc10"] == 0.0 and a["acc20"] == 0.0
+    assert a["ratio"] == pytest.approx(1.25)
+    assert a["acc10_drift_removed"] == pytest.approx(0.8)
+    same = profilers.retest_agreement(first, first * np.array([1.05, 0.95, 1.0, 1.15, 0.85]))
+    assert same["acc10"] == pytest.approx(0.6) and same["acc20"] == 1.0 and same["ratio"] == 1.0
+    with pytest.raises(ValueError, match="equally long"):
+        profilers.retest_agreement(first, first[:3])
+    with pytest.raises(ValueError, match="finite and > 0"):
+        profilers.retest_agreement(first, -first)
