@@ -8,7 +8,11 @@ budgets on prediction time per query and model size.
 Every candidate is scored on the same out-of-fold predictions (K folds by config group, so a
 held-out config never has a near-twin in training). Modes:
 
-- `accuracy`: the highest ±10 % accuracy (ties: R², then time) among candidates in budget.
+- `accuracy`: the highest ±10 % accuracy (ties: R², then time) among candidates in budget,
+  if it beats the first candidate in budget (MEDN by default) by more than `min_gain_se`
+  standard errors of their paired out-of-fold difference; otherwise that first candidate. On
+  noisy labels the out-of-fold ranking of close candidates is mostly noise, and a choice made
+  on it loses on new configs as often as it wins (`benchmarks/results/selection.md`).
 - `time`: the fastest candidate whose accuracy is within `tolerance` of that type's best.
 - `space`: the smallest candidate whose accuracy is within `tolerance` of that type's best.
 """
@@ -167,6 +171,7 @@ def select_regressors(
     tolerance: float = 0.01,
     progress: bool = True,
     statistic: str = "median",
+    min_gain_se: float = 2.0,
 ) -> Selection:
     """Score `candidates` per module type by K-fold cross-validation and choose per `mode`.
 
@@ -178,6 +183,9 @@ def select_regressors(
       folds: cross-validation folds (by config group).
       tolerance: accuracy slack (±10 % accuracy, absolute) of the `time` and `space` modes.
       statistic: the latency statistic learned and scored (`jaxlat._data.STATISTICS`).
+      min_gain_se: `accuracy` mode: how many standard errors of the paired out-of-fold
+        difference in ±10 % hits the best candidate must lead the first candidate in budget
+        by to be chosen over it (0: always the best).
 
     Raises:
       ValueError: an unknown mode or candidate, or a module type no candidate fits the
@@ -196,6 +204,8 @@ def select_regressors(
         raise ValueError("candidates is empty: expected at least one of " + ", ".join(regressor_names()))
     if folds < 2:
         raise ValueError(f"folds={folds} is not valid: expected at least 2")
+    if isinstance(min_gain_se, bool) or not isinstance(min_gain_se, (int, float)) or not 0 <= min_gain_se < np.inf:
+        raise ValueError(f"min_gain_se={min_gain_se!r} is not valid: expected a number >= 0")
     column = statistic_column(statistic)
     df = df.reset_index(drop=True)
     mods = sorted(set(df["module"]))
@@ -234,6 +244,15 @@ def select_regressors(
             rows.append(row)
     table = pd.DataFrame(rows)
     choice = {m: _choose(table[table["module"] == m], mode, tolerance, budgets, m) for m in mods}
+    if mode == "accuracy":
+        for m in mods:
+            admitted = set(table.loc[(table["module"] == m) & table["admitted"], "regressor"])
+            first = next(c for c in candidates if c in admitted)
+            hits = {c: np.abs(np.exp(oof[(m, c)]) / truth[m] - 1) <= 0.10 for c in (choice[m], first)}
+            if not significant_gain(hits[choice[m]], hits[first], min_gain_se):
+                _log.info("selection: %s keeps %s (%s's out-of-fold lead is within %g standard errors)",
+                          m, first, choice[m], min_gain_se)
+                choice[m] = first
     overall = {}
     for name, pick in (("selected", choice), ("medn_all", {m: "medn" for m in mods} if "medn" in candidates else None)):
         if pick is None:
@@ -242,6 +261,23 @@ def select_regressors(
         p = np.concatenate([np.exp(oof[(m, pick[m])]) for m in mods])
         overall[name] = evaluate(t, p)
     return Selection(choice, table, overall, mode, budgets)
+
+
+def significant_gain(hits: np.ndarray, reference_hits: np.ndarray, min_gain_se: float) -> bool:
+    """Whether `hits` (bools per row: within ±10 %) beat `reference_hits` on the same rows by
+    more than `min_gain_se` standard errors of the paired difference.
+
+    Examples:
+      >>> significant_gain(np.array([1, 1, 1, 0] * 50, bool), np.array([1, 0, 0, 0] * 50, bool), 2.0)
+      True
+      >>> significant_gain(np.array([1, 0] * 10, bool), np.array([0, 1] * 9 + [0, 0], bool), 2.0)
+      False
+    """
+    d = np.asarray(hits, np.float64) - np.asarray(reference_hits, np.float64)
+    if len(d) < 2:
+        return bool(d.sum() > 0) and min_gain_se == 0
+    se = float(d.std(ddof=1)) / np.sqrt(len(d))
+    return bool(float(d.mean()) > min_gain_se * se)
 
 
 def _choose(rows, mode: str, tolerance: float, budgets: Budgets, module: str) -> str:
