@@ -26,11 +26,12 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 # train a predictor with per-type auto-selection on this project's reference datasets and fit the
 # whole-model correction on the generated networks' end-to-end measurements; check it on the
 # fresh modules; then measure real architectures end to end and print predicted against measured.
+# The fresh sample is timed in one window a config (--protocol single), as the reference data were.
 DEMO_MODELS := resnet18,mobilenet_v2,efficientnet_b0,convnext_tiny,deit_small,bert_base
 
 demo: $(STAMP)
 	$(BIN)/python -m profilers._cli torch --module all --n 20 --sampler lhs --seed 7 --max-gflops 0.5 \
-	  --threads 1 --utilization 0,0.5 --min-run-time 0.1 --out runs/demo/cpu_torch.parquet
+	  --threads 1 --utilization 0,0.5 --protocol single --min-run-time 0.1 --out runs/demo/cpu_torch.parquet
 	$(BIN)/python -m profilers._cli summary runs/demo/cpu_torch.parquet
 	$(BIN)/python -m jaxlat._cli train --data data/cpu_torch_1t.parquet --data data/cpu_torch_1t_arch.parquet \
 	  --select accuracy --folds 2 --epochs 150 --archs data/cpu_generated_models.jsonl --out runs/demo/predictor

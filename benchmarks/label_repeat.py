@@ -12,9 +12,10 @@ pass 2 / pass 1 (drift common to all configs) and the seconds of measurement per
 
 The protocols (`--protocols`, comma-separated):
 - `plain`: one window of 0.1 s per config (what `jaxlat calibrate` measures by default);
-- `default`: `jaxlat-profile torch`'s defaults (one window of 0.2 s);
+- `single`: `jaxlat-profile torch --protocol single` (one window of 0.2 s);
 - `spread5`: five rounds of 0.05 s, round-robin over all configs, so that a config's rounds lie
-  a minute or more apart and a slow spell of the machine touches one of them.
+  a minute or more apart and a slow spell of the machine touches one of them (what
+  `jaxlat-profile torch` does by default, `--protocol spread`).
 
 Resumable: run the same command again after an interruption (each pass resumes its file, and
 the pass-1 start times are kept in WORK/state.json). Nothing else should run on the machine
@@ -41,9 +42,9 @@ from _common import cli, machine, machine_markdown, write_results
 import profilers
 
 PROTOCOLS: dict[str, list[str]] = {
-    "plain": ["--min-run-time", "0.1"],
-    "default": [],
-    "spread5": ["--min-run-time", "0.25", "--rounds", "5", "--chunk-size", "100000"],
+    "plain": ["--protocol", "single", "--min-run-time", "0.1"],
+    "single": ["--protocol", "single"],
+    "spread5": ["--protocol", "spread", "--min-run-time", "0.25", "--rounds", "5", "--chunk-size", "100000"],
 }
 STATISTICS = {"median": "latency_ms_median", "p10": "latency_ms_p10"}
 
@@ -102,16 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, state_file)
 
-    for proto in protocols:
+    for proto in protocols:  # a pass whose wall time is recorded is complete
         s = state.setdefault(proto, {})
+        if "pass1_wall_s" in s:
+            continue
         s.setdefault("pass1_start", time.time())
         save()
         s["pass1_wall_s"] = measure(work / f"{proto}_1.parquet", proto, args.per_type, args.seed, args.retest)
         save()
     for proto in protocols:
         s = state[proto]
+        if "pass2_wall_s" in s:
+            continue
         wait = s["pass1_start"] + 60 * args.gap_min - time.time()
-        if wait > 0 and "pass2_wall_s" not in s:
+        if wait > 0:
             print(f"{time.strftime('%H:%M:%S')} {proto}: pass 2 waits {wait / 60:.1f} min "
                   f"(until {time.strftime('%H:%M:%S', time.localtime(time.time() + wait))})", flush=True)
             time.sleep(wait)
@@ -139,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         (f"{args.per_type} Latin-hypercube configs per module type and batch size (1 and 8), 1 thread, seed "
          f"{args.seed}; each protocol's configs measured, then measured again into a second file from "
          f"{args.gap_min:g} minutes after the first pass began. 'In-run' is the pass's own retest of "
-         f"{args.retest} configs at its end (minutes apart).\n"),
+         f"{args.retest} configs at its end.\n"),
+        ("Measured " + time.strftime("%Y-%m-%d %H:%M", time.gmtime(min(state[p]["pass1_start"] for p in protocols)))
+         + " to " + time.strftime("%H:%M UTC", time.gmtime(max(state[p]["pass2_start"] + state[p]["pass2_wall_s"]
+                                                             for p in protocols))) + ".\n"),
         "| protocol | flags | s per config | gap min | n | median ±10 % | median ±20 % | p10 ±10 % | p10 ±20 % | "
         "ratio later/first (median) | median ±10 %, drift removed | p10 ±10 %, drift removed | "
         "in-run median ±10 % | in-run p10 ±10 % |",

@@ -333,6 +333,18 @@ def _arch_configs(args: argparse.Namespace) -> list:
     return configs  # batch sizes come from the records; threads, dtype and utilization from the options
 
 
+#: The profiling protocols of `--protocol` (explicit `--rounds`, `--min-run-time` or
+#: `--chunk-size` override a preset's value). `spread`: five rounds of 0.05 s, round-robin over
+#: all configs of the run (a chunk size of 0 here), so that a config's rounds lie a minute or
+#: more apart; its pooled 10th percentile is the label that repeats on a shared machine
+#: (`benchmarks/results/label_repeat.md`: 0.896 of 308 configs within ±10 % 30 minutes later,
+#: against 0.45 for one 0.1 s window). `single`: one window of 0.2 s, a third of the time.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "spread": {"rounds": 5, "min_run_time": 0.25, "chunk_size": 0},
+    "single": {"rounds": 1, "min_run_time": 0.2, "chunk_size": 8},
+}
+
+
 def _profile_configs(
     args: argparse.Namespace,
     configs: list,
@@ -352,7 +364,11 @@ def _profile_configs(
         if expand_batch:
             settings["batch_size"] = args.batch
     configs = expand(configs, **settings)
-    timer = TimerConfig(min_run_time_s=args.min_run_time, min_repeats=args.min_repeats)
+    preset = PROTOCOLS[args.protocol]
+    rounds = preset["rounds"] if args.rounds is None else args.rounds
+    min_run_time = preset["min_run_time"] if args.min_run_time is None else args.min_run_time
+    chunk_size = (preset["chunk_size"] or len(configs)) if args.chunk_size is None else args.chunk_size
+    timer = TimerConfig(min_run_time_s=min_run_time, min_repeats=args.min_repeats)
     device = getattr(args, "device", "cpu")
     _log.info(
         "profiling %d configs of %d module types with %s on %s -> %s",
@@ -373,12 +389,13 @@ def _profile_configs(
         load_workers=args.load_workers,
         retry_failed=args.retry_failed,
         plugins=plugins,
-        rounds=args.rounds,
-        chunk_size=args.chunk_size,
+        rounds=rounds,
+        chunk_size=chunk_size,
         retest=getattr(args, "retest", None),
         progress=not args.no_progress,
         run_info={
             **info,
+            "protocol": args.protocol,
             "seed": getattr(args, "seed", None),
             "command": shlex.join(["jaxlat-profile", *sys.argv[1:]]),
         },
@@ -760,10 +777,18 @@ def build_parser() -> argparse.ArgumentParser:
         )
         q.add_argument("--timeout", type=float, default=120.0, help="seconds per config before it is failed")
         q.add_argument(
+            "--protocol",
+            choices=sorted(PROTOCOLS),
+            default="spread",
+            help="spread (default): 5 rounds of 0.05 s a config, round-robin over the whole run, labels that "
+            "repeat (train on p10); single: one 0.2 s window a config, 3x faster, labels that move with the "
+            "machine's speed",
+        )
+        q.add_argument(
             "--min-run-time",
             type=float,
-            default=TimerConfig().min_run_time_s,
-            help="seconds of timing per config",
+            default=None,
+            help="seconds of timing per config, all rounds (default: the protocol's, 0.25 spread, 0.2 single)",
         )
         q.add_argument(
             "--min-repeats",
@@ -777,8 +802,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument(
             "--rounds",
             type=int,
-            default=1,
-            help="measure each config in N rounds seconds apart, samples pooled (noisy machines)",
+            default=None,
+            help="measure each config in N rounds spread in time, samples pooled (default: the protocol's, "
+            "5 spread, 1 single)",
         )
         q.add_argument(
             "--retest",
@@ -791,10 +817,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument(
             "--chunk-size",
             type=int,
-            default=8,
+            default=None,
             help="with --rounds: configs measured round-robin together; a larger chunk spaces a "
             "config's rounds further apart (a chunk of 200 at 0.1 s a config: about 20 s), so "
-            "that a slow spell of the machine touches one round, not all",
+            "that a slow spell of the machine touches one round, not all (default: the protocol's, "
+            "every config of the run for spread)",
         )
         q.add_argument(
             "--retry-failed", action="store_true", help="measure (or export) configs that failed before again"

@@ -8,6 +8,7 @@ failed row with its error, and the run goes on with a fresh worker.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -232,16 +233,28 @@ def retest_agreement(first_ms: Sequence[float], second_ms: Sequence[float]) -> d
     }
 
 
+#: Longest pause between two rounds of the retest sample.
+MAX_RETEST_ROUND_GAP_S = 60.0
+
+
 def _retest(configs: Sequence[ModuleConfig], writer: DatasetWriter, measure_once, rounds: int,
-            load: Any) -> dict[str, Any]:
-    """Measure `configs` again (their rounds round-robin, as in the run) and compare the pooled
-    median and 10th percentile with the rows just written."""
+            load: Any, round_gap_s: float = 0.0) -> dict[str, Any]:
+    """Measure `configs` again (their rounds round-robin, as in the run, each round starting
+    `round_gap_s` after the previous one, as a chunk's rounds did in the run, at most
+    `MAX_RETEST_ROUND_GAP_S`) and compare the pooled median and 10th percentile with the rows
+    just written."""
     import numpy as np
 
     rows = {r["config_key"]: r for r in writer.rows()}
     pooled: dict[str, list[float]] = {c.key: [] for c in configs}
     level = None
-    for _ in range(rounds):
+    gap_s = min(max(round_gap_s, 0.0), MAX_RETEST_ROUND_GAP_S)
+    for r in range(rounds):
+        started = time.monotonic()
+        if r:
+            time.sleep(max(0.0, gap_s - (started - previous)))
+            started = time.monotonic()
+        previous = started
         for cfg in configs:
             if load is not None:
                 if cfg["utilization"] != level:
@@ -355,7 +368,8 @@ def run_profile(
         round is journaled, so an interruption loses at most one round of one config.
       describe: measure the device descriptor (`profilers._descriptor`: matmul peak, copy
         bandwidth, caches; a few seconds, CPU only) into the metadata.
-      retest: configs of this run measured again at its end, in the same protocol, to record
+      retest: configs of this run measured again at its end, in the same protocol (with
+        `rounds`, each round starting as long after the previous one as in the run), to record
         the labels' test-retest agreement in the run's metadata entry (`runs[i]["retest"]`,
         see `retest_summary`): the ceiling any prediction of these labels is read against.
         Default: a tenth of the configs measured, at most 30 (none below 10 configs).
@@ -447,6 +461,8 @@ def run_profile(
             worker = None
             return None, error
 
+        round_s: list[float] = []  # how long each round of a chunk took: its rounds' spacing
+        credited: collections.Counter[str] = collections.Counter()  # progress shown per round
         for chunk in _chunks(todo, chunk_size if rounds > 1 else 1):
             u = chunk[0]["utilization"]
             if load is not None and u != level:
@@ -458,6 +474,7 @@ def run_profile(
             # Round-robin over the chunk: each config's rounds lie seconds apart, so a passing
             # disturbance (another process, a frequency change) touches one round, not all.
             for r in range(rounds):
+                round_started = time.monotonic()
                 for cfg in chunk:
                     if cfg.key in errors or r in pooled[cfg.key]:
                         continue
@@ -475,6 +492,9 @@ def run_profile(
                     pooled[cfg.key][r] = rec
                     if rounds > 1:
                         writer.append_partial(cfg.key, r, rec)
+                        bar.update(1 / rounds)  # a whole-run chunk writes its rows at its end
+                        credited[cfg.key] += 1 / rounds
+                round_s.append(time.monotonic() - round_started)
             for cfg in chunk:
                 recs = list(pooled[cfg.key].values())
                 error = errors.get(cfg.key)
@@ -497,7 +517,7 @@ def run_profile(
                     failed += 1
                 else:
                     measured += 1
-                bar.update(1)
+                bar.update(1 - credited.pop(cfg.key, 0.0))
                 bar.set_postfix(module=cfg.module, failed=failed, refresh=False)
         n_retest = min(30, measured // 10) if retest is None else retest
         fresh = [c for c in todo if c.key in writer.done_keys(include_failed=False)]
@@ -505,7 +525,8 @@ def run_profile(
             import numpy as np
 
             picked = [fresh[i] for i in np.random.default_rng(len(fresh)).permutation(len(fresh))[:n_retest]]
-            writer.annotate_run({"retest": _retest(picked, writer, measure_once, rounds, load)})
+            gap_s = statistics.median(round_s) if rounds > 1 and round_s else 0.0
+            writer.annotate_run({"retest": _retest(picked, writer, measure_once, rounds, load, gap_s)})
     except KeyboardInterrupt:
         interrupted = True
     finally:

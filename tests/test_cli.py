@@ -76,7 +76,7 @@ def test_every_option_has_help_and_help_shows_defaults():
     assert "(default: median)" in helps["jaxlat train"]
     assert "(default: 0.9)" in helps["jaxlat transfer adapt"]  # --threshold
     assert "(default: 120.0)" in helps["jaxlat-profile torch"]  # --timeout
-    assert "(default: 0.2)" in helps["jaxlat-profile torch"]  # --min-run-time
+    assert "(default: the protocol's, 0.25 spread, 0.2 single)" in helps["jaxlat-profile torch"]  # --min-run-time
     assert "comma-separated or repeated (default: 1)" in helps["jaxlat-profile torch"]  # --threads
     assert "(default: None)" not in "".join(helps.values())
 

@@ -120,11 +120,12 @@ def test_utilization_is_recorded_beside_the_request(tmp_path):
     assert 0.15 <= df.loc[0.5, "utilization_achieved"] <= 0.6
 
 
-def test_sigkill_mid_run_then_resume_measures_every_config_exactly_once(tmp_path):
+@pytest.mark.parametrize("protocol", ["single", "spread"])
+def test_sigkill_mid_run_then_resume_measures_every_config_exactly_once(tmp_path, protocol):
     out = tmp_path / "r.parquet"
     cmd = [
         sys.executable, "-m", "profilers._cli", "torch", "--module", "add,activation", "--n", "12",
-        "--min-run-time", "0.01", "--min-repeats", "3", "--out", str(out), "--no-progress",
+        "--min-run-time", "0.01", "--min-repeats", "3", "--out", str(out), "--no-progress", "--protocol", protocol,
     ]
     journal = tmp_path / "r.parquet.journal.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -136,10 +137,15 @@ def test_sigkill_mid_run_then_resume_measures_every_config_exactly_once(tmp_path
     os.killpg(proc.pid, signal.SIGKILL)  # the runner and its worker, mid-run
     proc.wait()
     before = profilers._dataset._read_journal(journal)
-    assert 3 <= len(before) < 24, "the run must be killed mid-way for this test to mean anything"
+    # single: rows; spread: each config's finished rounds (rows come when its last round is done)
+    assert 3 <= len(before) < 24 * (1 if protocol == "single" else 5), "the run must be killed mid-way"
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     df = read_dataset(out, include_failed=True)
     assert len(df) == 24 and df["config_key"].is_unique and (df["status"] == "ok").all()
+    if protocol == "spread":
+        assert (df["n_repeats"] >= 5).all()  # five rounds pooled, those before the kill among them
+        assert not journal.exists()
+        return
     # What was measured before the kill is kept, not measured again.
     kept = df.set_index("config_key").loc[[r["config_key"] for r in before], "measured_at"]
     assert list(kept) == [r["measured_at"] for r in before]
