@@ -15,7 +15,8 @@ The protocols (`--protocols`, comma-separated):
 - `single`: `jaxlat-profile torch --protocol single` (one window of 0.2 s);
 - `spread5`: five rounds of 0.05 s, round-robin over all configs, so that a config's rounds lie
   a minute or more apart and a slow spell of the machine touches one of them (what
-  `jaxlat-profile torch` does by default, `--protocol spread`).
+  `jaxlat-profile torch` does by default);
+- `spread`: `jaxlat-profile torch --protocol spread`, the default, as it is.
 
 Resumable: run the same command again after an interruption (each pass resumes its file, and
 the pass-1 start times are kept in WORK/state.json). Nothing else should run on the machine
@@ -45,6 +46,7 @@ PROTOCOLS: dict[str, list[str]] = {
     "plain": ["--protocol", "single", "--min-run-time", "0.1"],
     "single": ["--protocol", "single"],
     "spread5": ["--protocol", "spread", "--min-run-time", "0.25", "--rounds", "5", "--chunk-size", "100000"],
+    "spread": ["--protocol", "spread"],
 }
 STATISTICS = {"median": "latency_ms_median", "p10": "latency_ms_p10"}
 

@@ -338,7 +338,8 @@ def _arch_configs(args: argparse.Namespace) -> list:
 #: all configs of the run (a chunk size of 0 here), so that a config's rounds lie a minute or
 #: more apart; its pooled 10th percentile is the label that repeats on a shared machine
 #: (`benchmarks/results/label_repeat.md`: 0.896 of 308 configs within ±10 % 30 minutes later,
-#: against 0.45 for one 0.1 s window). `single`: one window of 0.2 s, a third of the time.
+#: against 0.45 for one 0.1 s window; 0.54 in a second run whose machine slowed 19 % between
+#: the passes). `single`: one window of 0.2 s, a third of the time.
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "spread": {"rounds": 5, "min_run_time": 0.25, "chunk_size": 0},
     "single": {"rounds": 1, "min_run_time": 0.2, "chunk_size": 8},
