@@ -781,9 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--protocol",
             choices=sorted(PROTOCOLS),
             default="spread",
-            help="spread (default): 5 rounds of 0.05 s a config, round-robin over the whole run, labels that "
-            "repeat (train on p10); single: one 0.2 s window a config, 3x faster, labels that move with the "
-            "machine's speed",
+            help="spread (default): 5 rounds of 0.05 s a config, round-robin over the whole run, the labels "
+            "that repeat best on a shared machine (train on p10); single: one 0.2 s window a config, 3x faster",
         )
         q.add_argument(
             "--min-run-time",
