@@ -248,6 +248,8 @@ def select_regressors(
         for m in mods:
             admitted = set(table.loc[(table["module"] == m) & table["admitted"], "regressor"])
             first = next(c for c in candidates if c in admitted)
+            if choice[m] == first:
+                continue
             hits = {c: np.abs(np.exp(oof[(m, c)]) / truth[m] - 1) <= 0.10 for c in (choice[m], first)}
             if not significant_gain(hits[choice[m]], hits[first], min_gain_se):
                 _log.info("selection: %s keeps %s (%s's out-of-fold lead is within %g standard errors)",
@@ -274,8 +276,8 @@ def significant_gain(hits: np.ndarray, reference_hits: np.ndarray, min_gain_se: 
       False
     """
     d = np.asarray(hits, np.float64) - np.asarray(reference_hits, np.float64)
-    if len(d) < 2:
-        return bool(d.sum() > 0) and min_gain_se == 0
+    if len(d) < 2:  # no standard error: only the plain rule (min_gain_se=0) can tell
+        return min_gain_se == 0 and bool(d.sum() > 0)
     se = float(d.std(ddof=1)) / np.sqrt(len(d))
     return bool(float(d.mean()) > min_gain_se * se)
 

@@ -474,13 +474,14 @@ def run_profile(
             # Round-robin over the chunk: each config's rounds lie seconds apart, so a passing
             # disturbance (another process, a frequency change) touches one round, not all.
             for r in range(rounds):
-                round_started = time.monotonic()
+                round_started, timed = time.monotonic(), False
                 for cfg in chunk:
                     if cfg.key in errors or r in pooled[cfg.key]:
                         continue
                     if load is not None:
                         load.reset()
                     reply, error = measure_once(cfg)
+                    timed = True
                     achieved = load.achieved() if load is not None else (reply or {}).get("utilization_achieved")
                     if achieved is None and device == "cpu":
                         achieved = 0.0
@@ -494,7 +495,8 @@ def run_profile(
                         writer.append_partial(cfg.key, r, rec)
                         bar.update(1 / rounds)  # a whole-run chunk writes its rows at its end
                         credited[cfg.key] += 1 / rounds
-                round_s.append(time.monotonic() - round_started)
+                if timed:  # a round resumed from the journal took no time: not a spacing
+                    round_s.append(time.monotonic() - round_started)
             for cfg in chunk:
                 recs = list(pooled[cfg.key].values())
                 error = errors.get(cfg.key)
