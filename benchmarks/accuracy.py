@@ -11,9 +11,11 @@ Writes accuracy.json and accuracy.md. `--quick` shrinks every training for a smo
 
 The training recipe of the MLP and MEDN (`jaxlat.regressors.Recipe`) is chosen on the
 validation rows (15 % of the training configs): `--ablation` adds, beside the default recipe 2
-(`mlp`, `medn`), recipe 1 (`mlp_recipe1`, `medn_recipe1`) and recipe 2 without each of its
-parts (`mlp_mse`, `mlp_no_prior`, `mlp_no_clip`, `mlp_no_conformal`), each scored on the
-validation and the test rows. `--only` restricts to some regressors; `--merge` adds the rows
+(`mlp`, `medn`), recipe 1 (`mlp_recipe1`, `medn_recipe1`), recipe 2 without each of its
+parts (`mlp_mse`, `mlp_no_prior`, `mlp_no_conformal`) and with inputs clipped to the training
+range (`mlp_clip`, `medn_clip`, the default before), each scored on the validation and the
+test rows. `--edge log_cin,log_cout` adds `mlp_edge` and `medn_edge`: the widening outside
+the range calibrated along the features the test extrapolates in (`Recipe.edge`). `--only` restricts to some regressors; `--merge` adds the rows
 to an earlier run's file of the same `--name` (replacing rows of the same regressor), so that
 a long comparison can run in parts.
 """
@@ -70,14 +72,17 @@ MLP_RECIPES = {
     "mlp_recipe1": RECIPE1,
     "mlp_mse": {"loss": "mse"},
     "mlp_no_prior": {"prior": False},
-    "mlp_no_clip": {"clip": False},
+    "mlp_clip": {"clip": True},
     "mlp_no_conformal": {"conformal": False},
 }
-MEDN_RECIPES = {"medn": {}, "medn_recipe1": RECIPE1}
+MEDN_RECIPES = {"medn": {}, "medn_recipe1": RECIPE1, "medn_clip": {"clip": True}}
 
 
-def factories(quick: bool, mlp_train: TrainConfig, ablation: bool):
+
+def factories(quick: bool, mlp_train: TrainConfig, ablation: bool, edge: tuple[str, ...] = ()):
     mlps = {k: v for k, v in MLP_RECIPES.items() if ablation or k == "mlp"}
+    if edge:
+        mlps["mlp_edge"] = {"edge": edge}
     return {
         "ridge": lambda: ridge_regressor(),
         "poly2": lambda: poly_ridge_regressor(2),
@@ -96,12 +101,28 @@ def _row(dataset, split, module, regressor, y_true_ms, pred, fit_s, nbytes):
     return {"dataset": dataset, "split": split, "module": module, "regressor": regressor, "fit_s": fit_s, "size_bytes": nbytes, **m}
 
 
+def _wider(test: pd.DataFrame, module: str):
+    """Features of `module`'s test rows with the channels doubled (the V100 conv types: output
+    channels; depthwise: input, output channels and groups), or None for other types."""
+    import tinynas
+
+    sub = test[test["module"] == module].copy()
+    if module == tinynas.REGULAR:
+        sub["cout"] *= 2
+    elif module == tinynas.DEPTHWISE:
+        for c in ("cin", "cout", "groups"):
+            sub[c] *= 2
+    else:
+        return None
+    return type_arrays(sub, module)[0]
+
+
 def _wanted(name: str, only) -> bool:
     return not only or name in only
 
 
 def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, quick: bool, mlp_train: TrainConfig,
-        medn_train: TrainConfig, only=None, ablation: bool = False, val_seed: int = 0):
+        medn_train: TrainConfig, only=None, ablation: bool = False, val_seed: int = 0, edge: tuple[str, ...] = ()):
     """Fit every regressor on 85 % of `train`'s configs, validate on the rest (`val_seed` seeds
     that split: it must differ from the seed of a by-config test split, whose hash would
     otherwise put no training config in validation), score on `test`."""
@@ -110,22 +131,28 @@ def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, qu
         raise ValueError(f"{dataset}/{split}: no module type has both training and test rows")
     fit_df, val_df = split_by_config(train, test_frac=0.15, seed=val_seed)
     data = {m: (type_arrays(fit_df, m), type_arrays(val_df, m), type_arrays(test, m)) for m in modules}
+    wider = {m: _wider(test, m) for m in modules}
     rows, preds = [], {}
 
     def score(name, m, reg, p, fit_s, nbytes):
         (_, _), (xv, yv), (xt, yt) = data[m]
         pred = predict_batch(reg, p, xt)
         preds[(name, m)] = pred
+        if wider[m] is not None:  # does the prediction rise when the layer's channels double?
+            rises = predict_batch(reg, p, wider[m])[:, 0] > pred[:, 0]
+            preds[("rises", name, m)] = rises
         val = _row(dataset, split, m, name, np.exp(yv), predict_batch(reg, p, xv), fit_s, nbytes) if len(yv) else {}
         rows.append({**_row(dataset, split, m, name, np.exp(yt), pred, fit_s, nbytes),
+                     "rises_2x_channels": float(np.mean(preds[("rises", name, m)])) if wider[m] is not None else float("nan"),
                      "val_acc10": val.get("acc10", float("nan")), "val_coverage": val.get("coverage", float("nan"))})
         print(f"{dataset}/{split} {m:<16} {name:<16} acc10={rows[-1]['acc10']:.3f} val_acc10={rows[-1]['val_acc10']:.3f} "
               f"r2={rows[-1]['r2']:.4f} coverage={rows[-1]['coverage']:.3f} ({fit_s:.1f}s)", flush=True)
 
     # MEDN over all module types at once (the default recipe, and recipe 1 in the ablation).
     n_medn = None
-    for name, recipe in MEDN_RECIPES.items():
-        if not _wanted(name, only) or (name != "medn" and not ablation):
+    medn_recipes = {**MEDN_RECIPES, **({"medn_edge": {"edge": edge}} if edge else {})}
+    for name, recipe in medn_recipes.items():
+        if not _wanted(name, only) or (name not in ("medn", "medn_edge") and not ablation):
             continue
         medn = medn_regressor(train=medn_train, recipe=recipe)
         t0 = time.perf_counter()
@@ -148,7 +175,7 @@ def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, qu
             p = reg.fit(jax.random.key(100 + i), x, y, names=feature_schema(m).names, x_val=xv, y_val=yv)
             total += param_count(p["layers"])
             score("mlp_equal_params", m, reg, p, time.perf_counter() - t0, size_bytes("mlp", p))
-    for name, make in factories(quick, mlp_train, ablation).items():
+    for name, make in factories(quick, mlp_train, ablation, edge).items():
         if not _wanted(name, only):
             continue
         for i, m in enumerate(modules):
@@ -158,13 +185,15 @@ def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, qu
             params = reg.fit(jax.random.key(i), x, y, names=feature_schema(m).names, x_val=xv, y_val=yv)
             score(name, m, reg, params, time.perf_counter() - t0, size_bytes(name, params))
     # Overall rows: every module type's test rows together.
-    for name in sorted({r for r, _ in preds}):
+    for name in sorted({k[0] for k in preds if len(k) == 2}):
         yt = np.concatenate([np.exp(data[m][2][1]) for m in modules if (name, m) in preds])
         pr = np.concatenate([preds[(name, m)] for m in modules if (name, m) in preds])
         per = [r for r in rows if r["regressor"] == name]
         n_val = [len(data[r["module"]][1][1]) for r in per]
         fit_s = max(r["fit_s"] for r in per) if name.startswith("medn") else sum(r["fit_s"] for r in per)  # MEDN: one fit
         overall = _row(dataset, split, "all", name, yt, pr, float(fit_s), 0)
+        rises = [preds[("rises", name, m)] for m in modules if ("rises", name, m) in preds]
+        overall["rises_2x_channels"] = float(np.mean(np.concatenate(rises))) if rises else float("nan")
         # Validation figures of all types together: the row-weighted mean of the per-type ones.
         for k in ("val_acc10", "val_coverage"):
             overall[k] = float(np.average([r[k] for r in per], weights=n_val)) if sum(n_val) else float("nan")
@@ -175,16 +204,21 @@ def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, qu
 
 
 ORDER = ["ridge", "poly2", "poly3", "roofline", "random_forest", "xgboost", "mlp", "mlp_equal_params", "medn"]
-ABLATION_ORDER = ["mlp_recipe1", "mlp_mse", "mlp_no_prior", "mlp_no_clip", "mlp_no_conformal", "mlp", "medn_recipe1", "medn"]
+ABLATION_ORDER = ["mlp_recipe1", "mlp_mse", "mlp_no_prior", "mlp_no_clip", "mlp_clip", "mlp_no_conformal", "mlp", "mlp_edge",
+                  "medn_recipe1", "medn_clip", "medn", "medn_edge"]
 RECIPE_WORDS = {
     "mlp_recipe1": "recipe 1: MSE on standardized log latency, RMS-residual interval",
     "mlp_mse": "recipe 2 with squared error instead of Huber",
     "mlp_no_prior": "recipe 2 without the roofline prior",
-    "mlp_no_clip": "recipe 2 without clipping inputs to the training range",
+    "mlp_no_clip": "recipe 2 without clipping inputs to the training range (now the default)",
+    "mlp_clip": "recipe 2 with inputs clipped to the training range (the default before)",
+    "mlp_edge": "recipe 2, the widening calibrated on the edge rows of a first fit along `--edge`",
     "mlp_no_conformal": "recipe 2 with the RMS-residual interval instead of conformal + widening",
-    "mlp": "recipe 2: roofline prior (input and residual), Huber, clipped inputs, conformal + widening",
+    "mlp": "recipe 2: roofline prior (input and residual), Huber, conformal + widening outside the range",
     "medn_recipe1": "recipe 1: MSE, learned spread (NLL)",
-    "medn": "recipe 2: per-type prior, Huber, clipped inputs, learned spread scaled by conformal + widening",
+    "medn_clip": "recipe 2 with inputs clipped to the training range (the default before)",
+    "medn": "recipe 2: per-type prior, Huber, learned spread scaled by conformal + widening outside the range",
+    "medn_edge": "recipe 2, the widening calibrated on the edge rows of a first fit along `--edge`",
 }
 
 
@@ -217,10 +251,16 @@ def markdown(results: pd.DataFrame, ablations: dict, meta: dict) -> str:
         out.append("\n80 % interval coverage of the test rows (all types), and of the validation rows that set it:\n\n")
         regs_all = [r for r in ORDER + ABLATION_ORDER if r in set(allr.regressor)]
         regs_all = list(dict.fromkeys(regs_all))
-        out.append("| regressor | test coverage | validation coverage |\n|---|---|---|\n")
+        rises = "rises_2x_channels" in allr and allr["rises_2x_channels"].notna().any()
+        out.append("| regressor | test coverage | validation coverage |" + (" rises with 2x channels |" if rises else "")
+                   + "\n|---|---|---|" + ("---|" if rises else "") + "\n")
         for r in regs_all:
             x = allr[allr.regressor == r]
-            out.append(f"| {r} | {_cell(x, 'coverage')} | {_cell(x, 'val_coverage')} |\n")
+            out.append(f"| {r} | {_cell(x, 'coverage')} | {_cell(x, 'val_coverage')} |"
+                       + (f" {_cell(x, 'rises_2x_channels')} |" if rises else "") + "\n")
+        if rises:
+            out.append("\n(rises with 2x channels: share of test configs whose predicted latency grows when the output "
+                       "channels double, depthwise: all channels; physics says it should.)\n")
         variants = [r for r in ABLATION_ORDER if r in set(allr.regressor)]
         if len(variants) > 2 or any(v.endswith("recipe1") for v in variants):
             out.append("\nRecipe ablation (each choice is made on the validation column; the test column is beside it):\n\n")
@@ -261,6 +301,9 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true", help="add to the rows of an earlier run with the same --name")
     ap.add_argument("--v100-split", choices=("random", "extrapolation", "both"), default="both")
     ap.add_argument("--name", default="accuracy", help="output file stem")
+    ap.add_argument("--edge", default="", metavar="FEATURES",
+                    help="comma-separated feature names along which the test extrapolates (e.g. log_cin,log_cout): "
+                         "adds mlp_edge and medn_edge, whose widening is calibrated along them (Recipe.edge)")
     args = ap.parse_args()
     rows, ablations = [], {}
     if args.quick:
@@ -270,7 +313,8 @@ def main() -> None:
                                 patience=args.patience, clip_norm=args.clip_norm)
         medn_train = TrainConfig(epochs=args.medn_epochs, batch_size=args.batch_size, learning_rate=args.medn_lr or args.lr,
                                  patience=0, clip_norm=args.clip_norm)
-    kw = dict(quick=args.quick, mlp_train=mlp_train, medn_train=medn_train, only=args.only, ablation=args.ablation)
+    edge = tuple(n for n in args.edge.split(",") if n)
+    kw = dict(quick=args.quick, mlp_train=mlp_train, medn_train=medn_train, only=args.only, ablation=args.ablation, edge=edge)
     datasets = ([("cpu_torch_1t", args.cpu_data)] if args.cpu_data else []) + [tuple(d.split("=", 1)) for d in args.dataset]
     for name, path in datasets:
         df = profilers.read_dataset(path)

@@ -3,7 +3,10 @@
 - rows per second on `--rows` conv2d configs (features already encoded) for MEDN, MLP and ridge
   (jit, chunked) against RandomForest (nn-Meter settings) and XGBoost predict;
 - single-query latency (one config, after warm-up: `jaxlat.single_query`, an ahead-of-time
-  compiled executable, beside a plain `jax.jit` call) and model size per regressor;
+  compiled executable, beside a plain `jax.jit` call) and model size per regressor; and the
+  single query again in a fresh process with JAX's CPU async dispatch off
+  (`jax_cpu_enable_async_dispatch=False`: each call runs on the calling thread, no hand-off
+  to a worker thread), the setting for one-config-at-a-time loops;
 - peak resident memory while predicting `--mass-rows` configs end to end (configs generated
   in chunks, encoded, predicted), in a fresh process;
 - MLP and MEDN rows per second against a plain jit MLP of the same layer sizes (the ceiling
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import subprocess
 import sys
 import time
@@ -72,6 +76,20 @@ def _per_call_us(q, x, reps: int) -> float:
             q(x[i % len(x)])
         rounds.append((time.perf_counter() - t0) / reps * 1e6)
     return float(np.median(rounds))
+
+
+def single_queries(fitted, x) -> dict:
+    """µs per `jaxlat.single_query` call of each jittable regressor."""
+    return {name: _per_call_us(single_query(reg.predict, params), x, 3000)
+            for name, (reg, params) in fitted.items() if reg.jittable}
+
+
+def sync_single_queries(data: str) -> dict:
+    """`single_queries` in a fresh process with async dispatch off (regressors trained 5
+    epochs there: the time of a query does not depend on the weights)."""
+    cmd = [sys.executable, __file__, "--data", data, "--sync-single-query"]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def fit_all(df, quick: bool):
@@ -211,22 +229,37 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--name", default="throughput")
+    ap.add_argument("--sync-single-query", action="store_true",
+                    help="only print the single-query µs as JSON, with async dispatch off (used by the main run)")
     args = ap.parse_args()
+    if args.sync_single_query:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)  # before the CPU client exists
     df = profilers.read_dataset(args.data)
     df = df[df["utilization"] == 0] if "utilization" in df else df
+    if args.sync_single_query:
+        fitted, x = fit_all(df, quick=True)
+        print(json.dumps(single_queries(fitted, x)))
+        return
     fitted, x = fit_all(df, args.quick)
     payload = {"meta": {"machine": machine(), "args": vars(args)}}
     md = ["# Prediction throughput\n\n", machine_markdown(payload["meta"]["machine"]), "\n"]
     if not args.ceiling_only:
         payload["cpu"] = throughput(fitted, x, args.rows)
+        payload["single_query_sync_us"] = sync = sync_single_queries(args.data)
+        print("single query, async dispatch off", sync, flush=True)
         rf = payload["cpu"]["random_forest"]["rows_per_s_median"]
         md.append(f"Rows per second on {args.rows:,} {MODULE} configs (median of 2 passes, min..max), single-query latency, model size:\n\n")
-        md.append("| regressor | rows/s | vs RandomForest | single query µs (`jaxlat.single_query`) | plain `jax.jit` call µs | size bytes |\n"
-                  "|---|---|---|---|---|---|\n")
+        md.append("| regressor | rows/s | vs RandomForest | single query µs (`jaxlat.single_query`) | "
+                  "the same, async dispatch off | plain `jax.jit` call µs | size bytes |\n"
+                  "|---|---|---|---|---|---|---|\n")
         for k, v in payload["cpu"].items():
+            sync_us = f"{sync[k]:.1f}" if k in sync else ""
             md.append(f"| {k} | {v['rows_per_s_median']:,.0f} ({v['rows_per_s_min']:,.0f}..{v['rows_per_s_max']:,.0f}) | "
-                      f"{v['rows_per_s_median'] / rf:.1f}x | {v['single_query_us']:.1f} | {v['single_query_jit_us']:.1f} | "
-                      f"{v['size_bytes']:,} |\n")
+                      f"{v['rows_per_s_median'] / rf:.1f}x | {v['single_query_us']:.1f} | {sync_us} | "
+                      f"{v['single_query_jit_us']:.1f} | {v['size_bytes']:,} |\n")
+        md.append("\nSingle queries with async dispatch off ran in a fresh process "
+                  "(`jax.config.update(\"jax_cpu_enable_async_dispatch\", False)` before the first JAX call): each call "
+                  "runs on the calling thread.\n")
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -95,6 +95,11 @@ def single_query(predict: PredictFn, params: Any):
     for the first query's shape (`jax.jit(...).lower(...).compile()`) and its executable called
     directly: a call converts one small array, runs the executable and reads two numbers
     back, with no tracing-cache lookup. A query of another shape compiles once more.
+
+    On CPU, most of a small network's query time is JAX handing the call to a worker thread
+    and back; a process that asks one config at a time runs faster with that off:
+    `jax.config.update("jax_cpu_enable_async_dispatch", False)` before its first JAX call
+    (process-wide; `benchmarks/results/throughput.md` has both).
     """
     params = jax.tree.map(jnp.asarray, params)
     fn = jax.jit(lambda x: predict(params, x))

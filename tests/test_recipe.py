@@ -8,7 +8,16 @@ import pytest
 import jaxlat
 from jaxlat import encode_columns, predict_batch
 from jaxlat.regressors import medn_regressor, medn_task_view, mlp_regressor, regressor_entry
-from jaxlat.regressors._recipe import DEFAULT, LEGACY, Recipe, as_recipe, conformal_quantile
+from jaxlat.regressors._recipe import (
+    DEFAULT,
+    LEGACY,
+    Recipe,
+    as_recipe,
+    check_edge,
+    conformal_quantile,
+    edge_rows,
+    widening_scale,
+)
 from jaxlat.regressors._roofline import roofline_log_ms_host
 
 from .helpers import synthetic_arrays
@@ -52,6 +61,18 @@ def noisy_fits():
     return data, (mlp, mlps), (medn, mp)
 
 
+@pytest.fixture(scope="module")
+def clipped_fits(noisy_fits):
+    """The same fits with inputs clipped to the training range (`clip=True`)."""
+    data = noisy_fits[0]
+    mlp = mlp_regressor((32, 32), train=TRAIN, recipe={"clip": True})
+    tr, va, _ = data["matmul"]
+    mlps = {"matmul": mlp.fit(jax.random.key(0), tr[0], tr[1], names=tr[2], x_val=va[0], y_val=va[1])}
+    medn = medn_regressor(encoder=(32, 32), latent=16, decoder=(16,), train=TRAIN, recipe={"clip": True})
+    mp = medn.fit(jax.random.key(0), {m: d[0][:2] for m, d in data.items()}, val={m: d[1][:2] for m, d in data.items()})
+    return data, (mlp, mlps), (medn, mp)
+
+
 def _coverage(out, y):
     z = 1.2815515655446004
     return float(np.mean(np.abs(y - out[:, 0]) <= z * np.exp(out[:, 1])))
@@ -73,8 +94,8 @@ def _beyond(reg, params):
     return x, predict_batch(reg, params, x)
 
 
-def test_beyond_the_range_the_prior_carries_the_growth_and_intervals_widen(noisy_fits):
-    data, (mlp, mlps), (medn, mp) = noisy_fits
+def test_clipped_beyond_the_range_the_prior_carries_the_growth_and_intervals_widen(clipped_fits):
+    data, (mlp, mlps), (medn, mp) = clipped_fits
     t = mp["tasks"].index("matmul")
     views = ((mlp, mlps["matmul"], mlps["matmul"]["prior"]),
              (*medn_task_view(medn, mp, "matmul"), {k: v[t] for k, v in mp["prior"].items()}))
@@ -105,7 +126,7 @@ def test_saved_configurations_rebuild_recipe_1_and_bare_ones_the_default():
     legacy = regressor_entry("mlp").build({"activation": "relu", "hidden": [8], "train": small})
     assert set(legacy.fit(jax.random.key(0), x, y, names=names)) == {"x_mean", "x_scale", "y_mean", "y_scale", "layers", "log_sigma"}
     new = regressor_entry("mlp").build({"hidden": [8], "train": small, "recipe": {}})
-    assert {"prior", "x_min", "x_max", "kappa"} <= set(new.fit(jax.random.key(0), x, y, names=names))
+    assert {"prior", "range_min", "range_max", "kappa"} <= set(new.fit(jax.random.key(0), x, y, names=names))
 
 
 def test_recipe_settings_are_checked():
@@ -117,14 +138,62 @@ def test_recipe_settings_are_checked():
         Recipe(loss="l1")
     with pytest.raises(ValueError, match="recipe=3 is not valid"):
         mlp_regressor(recipe=3)
+    with pytest.raises(ValueError, match="edge='log_m' is not valid"):
+        Recipe(edge="log_m")
+    with pytest.raises(ValueError, match="edge_frac=0.6 is not valid"):
+        Recipe(edge_frac=0.6)
+    # A recipe saved before `edge` existed reads back with no edge fit (and its own `clip`).
+    saved = {"version": 2, "prior": True, "clip": True, "loss": "huber", "huber_delta": 1.0, "conformal": True}
+    assert Recipe.from_config(saved) == Recipe(clip=True, edge=())
+    assert Recipe.from_config(Recipe(edge=["log_m"]).as_config()).edge == ("log_m",)
 
 
-def test_without_clipping_the_range_still_widens_the_interval(noisy_fits):
-    data, _, _ = noisy_fits
-    tr, va, _ = data["matmul"]
-    reg = mlp_regressor((32, 32), train=TRAIN, recipe={"clip": False})
-    p = reg.fit(jax.random.key(0), tr[0], tr[1], names=tr[2], x_val=va[0], y_val=va[1])
+def test_by_default_inputs_are_not_clipped_and_the_range_widens_the_interval(noisy_fits):
+    data, (mlp, mlps), _ = noisy_fits
+    p = mlps["matmul"]
     assert "range_min" in p and "x_min" not in p
-    _, out = _beyond(reg, p)
+    _, out = _beyond(mlp, p)
     assert np.all(np.diff(out[:, 1]) > 0), out[:, 1]
     assert out[0, 1] > float(p["log_sigma"])
+
+
+def test_edge_rows_and_scale():
+    x = np.stack([np.arange(200.0), np.zeros(200)], axis=1)
+    mask = edge_rows(x, ("a", "b"), ("a",), 0.1)
+    assert mask.sum() == 20 and mask[-20:].all()
+    assert edge_rows(x, ("a", "b"), ("c",), 0.1) is None  # not a feature of this type
+    assert edge_rows(x[:60], ("a", "b"), ("a",), 0.1) is None  # too few rows
+    with pytest.raises(ValueError, match=r"recipe edge: \['c'\] are not features of matmul: expected some of a, b"):
+        check_edge(("c",), {"matmul": ("a", "b")})
+    # Edge rows may narrow the first-order widening; validation rows only widen it.
+    resid, sigma, spread = np.full(40, 0.5), np.full(40, 0.1), np.full(40, 4.0)
+    assert widening_scale(resid, sigma, spread, narrow=True) < 0.2
+    assert widening_scale(resid, sigma, spread) == 1.0
+    assert widening_scale(resid[:5], sigma[:5], spread[:5], narrow=True) is None
+
+
+@pytest.mark.parametrize("kind", ["mlp", "medn"])
+def test_an_edge_fit_rescales_the_widening_of_the_same_network(noisy_fits, kind):
+    """With `edge`, the final network is the one fitted without it (same key); only its
+    widening slopes change, all by one factor: the one that covers the rows a first fit
+    left out."""
+    data, (mlp, mlps), (medn, mp) = noisy_fits
+    names = data["matmul"][0][2]
+    if kind == "mlp":
+        tr, va, _ = data["matmul"]
+        reg = mlp_regressor((32, 32), train=TRAIN, recipe={"edge": ("log_m",)})
+        p = reg.fit(jax.random.key(0), tr[0], tr[1], names=names, x_val=va[0], y_val=va[1])
+        before, after = mlps["matmul"], p
+    else:
+        reg = medn_regressor(encoder=(32, 32), latent=16, decoder=(16,), train=TRAIN, recipe={"edge": ("log_m",)})
+        p = reg.fit(jax.random.key(0), {m: d[0][:2] for m, d in data.items()}, val={m: d[1][:2] for m, d in data.items()})
+        t = p["tasks"].index("matmul")
+        before, after = {"kappa": mp["kappa"][t], "layers": mp["model"]}, {"kappa": p["kappa"][t], "layers": p["model"]}
+        with pytest.raises(ValueError, match=r"recipe edge: \['log_q'\] are not features"):
+            medn_regressor(encoder=(8,), latent=4, decoder=(4,), train=TRAIN, recipe={"edge": ("log_q",)}).fit(
+                jax.random.key(0), {m: d[0][:2] for m, d in data.items()})
+    jax.tree.map(np.testing.assert_array_equal, before["layers"], after["layers"])
+    ratio = np.asarray(after["kappa"], np.float64) / np.asarray(before["kappa"], np.float64)
+    ratio = ratio[np.isfinite(ratio) & (np.asarray(before["kappa"]) > 0)]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)
+    assert not np.isclose(ratio[0], 1.0, rtol=0.01), ratio[0]

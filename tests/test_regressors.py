@@ -28,7 +28,7 @@ from .helpers import SMALL_TRAIN, synthetic_arrays
 ALL = {
     **{name: (lambda name=name: regressor_entry(name).build({"hidden": [32, 32], "train": SMALL_TRAIN}))
        for name in regressor_names() if not regressor_entry(name).multi_task},
-    # The MLP as a fresh fit builds it (recipe 2: prior, clipped inputs, conformal widening).
+    # The MLP as a fresh fit builds it (recipe 2: prior, conformal widening outside the range).
     "mlp[recipe 2]": lambda: regressor_entry("mlp").build({"hidden": [32, 32], "train": SMALL_TRAIN, "recipe": {}}),
     "random_forest": lambda: random_forest_regressor(n_estimators=20, max_features=None, oob_score=False),
     "xgboost": lambda: xgboost_regressor(n_estimators=50),

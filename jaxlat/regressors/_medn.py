@@ -9,8 +9,9 @@ the interval never pulls on the point estimate.
 
 Recipe 2 (`jaxlat.regressors._recipe`, the default of new fits) adds, per module type, a
 roofline cost prior that the network reads as an input and learns the log latency over, a
-Huber loss, inputs clipped to the training range (beyond it the prior carries the growth),
-and split-conformal intervals per type that widen outside the range. Parameters saved by
+Huber loss, and split-conformal intervals per type that widen outside the training range
+(optionally calibrated on the edge rows of a first fit, `Recipe.edge`); with `clip`, inputs
+are clipped to that range (beyond it the prior carries the growth). Parameters saved by
 recipe 1 have none of those parts, and `medn_forward` reads them as before.
 
 The network is an `nnx.Module`; prediction crosses into pure JAX with `nnx.merge` of a cached
@@ -39,7 +40,9 @@ from ._recipe import (
     OUTSIDE_TOL,
     Recipe,
     as_recipe,
+    check_edge,
     conformal_shift,
+    edge_rows,
     excess,
     regression_loss,
     standardized_bounds,
@@ -329,6 +332,26 @@ def medn_regressor(
         return params
 
     def fit_recipe(key, train_data, *, val=None):
+        params, edges, config, inputs, val = fit_network(key, train_data, val)
+        if not recipe.conformal:
+            return params
+        tasks = params["tasks"]
+        scales = {}
+        if edges:  # a first fit without the edge rows; each task's widening calibrated on its own
+            first_data = {n: tuple(a[~edges[n]] for a in d) if n in edges else d for n, d in train_data.items()}
+            first, _, _, first_inputs, _ = fit_network(jax.random.fold_in(key, 1), first_data, val)
+            _conformal(first, config, tasks, first_data, val, first_inputs, raw=True)
+            for t, name in enumerate(tasks):
+                if name in edges:
+                    x, y = (np.asarray(a, np.float32)[edges[name]] for a in train_data[name])
+                    resid, base, spread = _resid_spread(first, t, x, y, first_inputs)
+                    scales[t] = widening_scale(resid, base * np.exp(first["log_sigma_shift"][t]), spread, narrow=True)
+        _conformal(params, config, tasks, train_data, val, inputs, scales=scales)
+        return params
+
+    def fit_network(key, train_data, val):
+        """Recipe 2's parameters up to the interval, the edge rows of each task (with
+        `recipe.edge`), the architecture, the input function and the validation rows used."""
         tasks = sorted(train_data)
         f = max(x.shape[1] for x, _ in train_data.values())
         width = f + 1 if recipe.prior else f  # the log prior is the last input column
@@ -394,36 +417,59 @@ def medn_regressor(
         model = fit_with_adamw(MEDNLoss(config, nll_weight, recipe.loss, recipe.huber_delta), nnx.to_pure_dict(state),
                                stack(train_data), key=train_key, config=train, val=stack(val) if val else None)
         params["model"] = jax.tree.map(np.asarray, model)
-        if recipe.conformal:
-            _conformal(params, config, tasks, train_data, val, inputs)
         params["tasks"] = tasks  # static metadata, stored in the artifact's JSON
-        return params
+        edges = {}
+        if recipe.edge and recipe.conformal:
+            check_edge(recipe.edge, {name: feature_schema(name).names for name in tasks})
+            for name in tasks:
+                mask = edge_rows(train_data[name][0], feature_schema(name).names, recipe.edge, recipe.edge_frac)
+                if mask is not None:
+                    edges[name] = mask
+        return params, edges, config, inputs, val
 
-    def _conformal(params, config, tasks, train_data, val, inputs):
+    def _standardized(params, t, x, inputs):
+        """Task `t`'s network inputs of rows `x` (clipped where the recipe clips) and their
+        excess over the training range."""
+        xa, _ = inputs(t, x)
+        z = (xa - params["x_mean"][t]) / params["x_scale"][t]
+        rkeys = ("x_min", "x_max") if recipe.clip else ("range_min", "range_max")
+        lo, hi = standardized_bounds(params[rkeys[0]][t], params[rkeys[1]][t], params["x_mean"][t], params["x_scale"][t])
+        e = np.maximum(z - hi, 0) + np.maximum(lo - z, 0)
+        return (np.clip(z, lo, hi) if recipe.clip else z), e
+
+    def _resid_spread(params, t, x, y, inputs):
+        """Task `t`'s absolute log residuals of rows `x`, `y`, the learned spread before the
+        conformal shift, and the widening spread `|kappa * e|` (zeros without `kappa`)."""
+        bare = {k: v for k, v in params.items() if k not in ("kappa", "log_sigma_shift", "tasks")}
+        out = predict_batch(Regressor("medn", None, TaskPredict(predict, t)), bare, x)
+        _, e = _standardized(params, t, x, inputs)
+        k = np.asarray(params["kappa"][t], np.float64) if "kappa" in params else np.zeros(e.shape[1])
+        spread = np.sqrt(((k * e) ** 2).sum(axis=1))
+        return np.abs(y - out[:, 0]), np.exp(out[:, 1].astype(np.float64)), spread
+
+    def _conformal(params, config, tasks, train_data, val, inputs, *, raw=False, scales=None):
         """Per task: the conformal shift of the learned spread on in-range validation rows
-        (the training rows where a task has none), and the widening outside the range."""
+        (the training rows where a task has none), and the widening outside the range: its
+        first-order slopes times `scales[t]` where given (edge-calibrated), else times the
+        validation rows' `widening_scale` (1 with `raw`)."""
         shift = np.zeros(len(tasks), np.float32)
         kappa = np.zeros_like(params["x_mean"])
+        params.pop("kappa", None)
         for t, name in enumerate(tasks):
             x, y = (np.asarray(a, np.float32) for a in (val[name] if name in val else train_data[name]))
-            out = predict_batch(Regressor("medn", None, TaskPredict(predict, t)), params, x)
-            resid = np.abs(y - out[:, 0])
-            xa, _ = inputs(t, x)
-            z = (xa - params["x_mean"][t]) / params["x_scale"][t]
-            rkeys = ("x_min", "x_max") if recipe.clip else ("range_min", "range_max")
-            lo, hi = standardized_bounds(params[rkeys[0]][t], params[rkeys[1]][t], params["x_mean"][t],
-                                         params["x_scale"][t])
-            e = np.maximum(z - hi, 0) + np.maximum(lo - z, 0)
-            if recipe.clip:
-                z = np.clip(z, lo, hi)
+            resid, base, _ = _resid_spread(params, t, x, y, inputs)
+            z, e = _standardized(params, t, x, inputs)
             inside = ~(e > OUTSIDE_TOL).any(axis=1)
             rows = inside if inside.any() else np.ones(len(x), bool)
-            base = np.exp(out[:, 1].astype(np.float64))
             shift[t] = max(conformal_shift(resid[rows], base[rows]), MIN_LOG_SIGMA - float(np.log(base[rows].max())))
             k = np.asarray(_rms_sensitivity(config, params["model"], params["y_scale"][t], jnp.asarray(z), task=t),
                            np.float64)
-            spread = np.sqrt(((k * e) ** 2).sum(axis=1))
-            c = widening_scale(resid, base * np.exp(shift[t]), spread)
+            if scales and t in scales and scales[t] is not None:
+                c = scales[t]
+            elif raw:
+                c = 1.0
+            else:
+                c = widening_scale(resid, base * np.exp(shift[t]), np.sqrt(((k * e) ** 2).sum(axis=1)))
             kappa[t] = k * c
         params["log_sigma_shift"], params["kappa"] = shift, kappa.astype(np.float32)
 

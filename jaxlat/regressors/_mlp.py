@@ -2,10 +2,11 @@
 
 Two recipes (`jaxlat.regressors._recipe`): recipe 1 maps standardized features to standardized
 log latency by squared error (every MLP saved before recipes were recorded); recipe 2, the
-default, learns the log latency over a roofline prior with a Huber loss, holds its correction
-at the training range's boundary, and sets conformal intervals that widen outside the range.
-The one `predict` serves both: it reads the parts a recipe saved (`prior`, `x_min`/`x_max`,
-`kappa`) from the parameters' structure, which is static under `jit`.
+default, learns the log latency over a roofline prior with a Huber loss and sets conformal
+intervals that widen outside the training range (with `clip`, it also holds its correction at
+the range's boundary). The one `predict` serves both: it reads the parts a recipe saved
+(`prior`, `x_min`/`x_max` or `range_min`/`range_max`, `kappa`) from the parameters' structure,
+which is static under `jit`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ._recipe import (
     Recipe,
     as_recipe,
     conformal_shift,
+    edge_rows,
     excess,
     regression_loss,
     standardized_bounds,
@@ -155,60 +157,106 @@ def _fit_legacy(key, x, y, hidden, activation, train, predict, x_val, y_val):
     return jax.tree.map(np.asarray, params)
 
 
-def _fit_recipe(key, x, y, names, hidden, activation, train, recipe: Recipe, predict, x_val, y_val):
-    x = np.asarray(x, np.float32)
-    y = np.asarray(y, np.float32)
-    has_val = x_val is not None and len(x_val) > 0
+def _fit_network(key, x, y, names, hidden, activation, train, recipe: Recipe, x_val, y_val):
+    """Recipe 2's parameters up to the interval: the prior, the standardization, the range
+    and the trained layers (`log_sigma` 0, no `kappa`)."""
     params: dict = {}
     prior_tr = np.zeros(len(x))
     if recipe.prior:
         params["prior"] = fit_roofline(x, y, names)
         prior_tr = roofline_log_ms_host(params["prior"], x)
-    aug = lambda a, p: np.concatenate([a, p[:, None]], axis=1).astype(np.float32) if recipe.prior else a
-    xa = aug(x, prior_tr)
+    xa = _augment(params, x, prior_tr)
     mean, scale = standardizer(np.asarray(xa, np.float64))
     target = y - prior_tr
     y_mean, y_scale = np.float32(np.mean(target)), np.float32(max(np.std(target), 1e-6))
     params.update(x_mean=mean, x_scale=scale, y_mean=y_mean, y_scale=y_scale)
-    lo = hi = None
     if recipe.clip or recipe.conformal:  # the range clips the inputs, or widens the interval only
         keys = ("x_min", "x_max") if recipe.clip else ("range_min", "range_max")
         params[keys[0]], params[keys[1]] = xa.min(axis=0), xa.max(axis=0)
-        lo, hi = standardized_bounds(params[keys[0]], params[keys[1]], mean, scale)
 
-    def standardize(a, p, t):
-        z = (aug(a, p) - mean) / scale
-        return (np.clip(z, lo, hi) if recipe.clip else z).astype(np.float32), ((t - p - y_mean) / y_scale).astype(np.float32)
+    def standardize(a, t):
+        z, _ = _standardized(params, a)
+        p = roofline_log_ms_host(params["prior"], a) if recipe.prior else 0.0
+        return z.astype(np.float32), ((t - p - y_mean) / y_scale).astype(np.float32)
 
-    val = None
-    if has_val:
-        x_val, y_val = np.asarray(x_val, np.float32), np.asarray(y_val, np.float32)
-        prior_val = roofline_log_ms_host(params["prior"], x_val) if recipe.prior else np.zeros(len(x_val))
-        val = standardize(x_val, prior_val, y_val)
+    val = standardize(x_val, y_val) if x_val is not None and len(x_val) > 0 else None
     init_key, train_key = jax.random.split(key)
     layers = init_mlp(init_key, (xa.shape[1], *hidden, 1))
     loss = MLPResidualLoss(activation, recipe.loss, recipe.huber_delta)
-    layers = fit_with_adamw(loss, layers, standardize(x, prior_tr, y), key=train_key, config=train, val=val)
+    layers = fit_with_adamw(loss, layers, standardize(x, y), key=train_key, config=train, val=val)
     params["layers"] = jax.tree.map(np.asarray, layers)
     params["log_sigma"] = np.float32(0.0)
-    xs, ys = (x_val, y_val) if has_val else (x, y)
+    return params
+
+
+def _augment(params, x, prior=None):
+    """Features with the log prior appended (where the recipe has one)."""
+    if "prior" not in params:
+        return np.asarray(x, np.float32)
+    prior = roofline_log_ms_host(params["prior"], x) if prior is None else prior
+    return np.concatenate([x, prior[:, None]], axis=1).astype(np.float32)
+
+
+def _standardized(params, x):
+    """The network's standardized inputs of rows `x` (clipped where the recipe clips) and
+    their excess over the training range (zeros without a range)."""
+    z = (_augment(params, x) - params["x_mean"]) / params["x_scale"]
+    keys = ("x_min", "x_max") if "x_min" in params else ("range_min", "range_max")
+    if keys[0] not in params:
+        return z, np.zeros_like(z)
+    lo, hi = standardized_bounds(params[keys[0]], params[keys[1]], params["x_mean"], params["x_scale"])
+    e = np.maximum(z - hi, 0) + np.maximum(lo - z, 0)
+    return (np.clip(z, lo, hi) if "x_min" in params else z), e
+
+
+def _resid_spread(params, xs, ys, predict):
+    """Absolute log residuals of rows `xs`, `ys` and their widening spread `|kappa * e|`
+    (zeros without `kappa`)."""
     out = predict_batch(Regressor("mlp", None, predict), params, xs)
-    resid = np.abs(np.asarray(ys, np.float64) - out[:, 0])
-    if not recipe.conformal:
-        params["log_sigma"] = residual_log_sigma(ys, out[:, 0])
-        return params
-    # Split-conformal spread from the in-range rows; the widening's slopes from the network.
-    za = (aug(xs, roofline_log_ms_host(params["prior"], xs) if recipe.prior else None) - mean) / scale
-    e = np.zeros_like(za) if lo is None else np.maximum(za - hi, 0) + np.maximum(lo - za, 0)
+    _, e = _standardized(params, xs)
+    kappa = np.asarray(params.get("kappa", np.zeros(e.shape[1])), np.float64)
+    return np.abs(np.asarray(ys, np.float64) - out[:, 0]), np.sqrt(((kappa * e) ** 2).sum(axis=1))
+
+
+def _set_interval(params, xs, ys, activation, predict):
+    """Split-conformal `log_sigma` from the in-range rows of `xs`, `ys` and the first-order
+    widening slopes `kappa` (unscaled); returns the rows' absolute residuals and spreads."""
+    params.pop("kappa", None)
+    resid, _ = _resid_spread(params, xs, ys, predict)
+    z, e = _standardized(params, xs)
     inside = ~(e > OUTSIDE_TOL).any(axis=1)
     rows = inside if inside.any() else np.ones(len(xs), bool)
     params["log_sigma"] = np.float32(max(conformal_shift(resid[rows], np.ones(rows.sum())), MIN_LOG_SIGMA))
-    zc = np.clip(za, lo, hi) if recipe.clip else za
-    kappa = np.asarray(_rms_sensitivity(params["layers"], y_scale, jnp.asarray(zc, jnp.float32), activation=activation),
-                       np.float64)
-    spread = np.sqrt(((kappa * e) ** 2).sum(axis=1))
-    c = widening_scale(resid, np.full(len(resid), np.exp(float(params["log_sigma"]))), spread)
-    params["kappa"] = (kappa * c).astype(np.float32)
+    kappa = np.asarray(_rms_sensitivity(params["layers"], params["y_scale"], jnp.asarray(z, jnp.float32),
+                                        activation=activation), np.float64)
+    params["kappa"] = kappa.astype(np.float32)
+    return resid, np.sqrt(((kappa * e) ** 2).sum(axis=1))
+
+
+def _fit_recipe(key, x, y, names, hidden, activation, train, recipe: Recipe, predict, x_val, y_val):
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.float32)
+    has_val = x_val is not None and len(x_val) > 0
+    if has_val:
+        x_val, y_val = np.asarray(x_val, np.float32), np.asarray(y_val, np.float32)
+    params = _fit_network(key, x, y, names, hidden, activation, train, recipe, x_val, y_val)
+    xs, ys = (x_val, y_val) if has_val else (x, y)
+    if not recipe.conformal:
+        out = predict_batch(Regressor("mlp", None, predict), params, xs)
+        params["log_sigma"] = residual_log_sigma(ys, out[:, 0])
+        return params
+    resid, spread = _set_interval(params, xs, ys, activation, predict)
+    c = None
+    edge = edge_rows(x, names, recipe.edge, recipe.edge_frac) if recipe.edge else None
+    if edge is not None:  # a first fit without the edge rows, its widening calibrated on them
+        first = _fit_network(jax.random.fold_in(key, 1), x[~edge], y[~edge], names, hidden, activation, train, recipe,
+                             x_val, y_val)
+        _set_interval(first, xs, ys, activation, predict)
+        resid_e, spread_e = _resid_spread(first, x[edge], y[edge], predict)
+        c = widening_scale(resid_e, np.full(len(resid_e), np.exp(float(first["log_sigma"]))), spread_e, narrow=True)
+    if c is None:
+        c = widening_scale(resid, np.full(len(resid), np.exp(float(params["log_sigma"]))), spread)
+    params["kappa"] = (params["kappa"] * c).astype(np.float32)
     return params
 
 

@@ -12,7 +12,11 @@ Recipe 2 (the default for new fits), each part switchable for ablations:
   learns the log latency *over* it, so where the network knows nothing the prior remains.
 - `clip`: the network's standardized inputs are clipped to the training rows' range, so that
   beyond it the learned correction is held at its value on the boundary and the prior
-  carries the growth with size (monotone in FLOPs and bytes, as the physics is).
+  carries the growth with size (monotone in FLOPs and bytes, as the physics is). Off by
+  default for new fits (saved recipes record their `clip`): on a validation split
+  that mirrors extrapolation (fitted below 512 channels, scored at 512) the unclipped
+  network was the more accurate (`docs/results.md`); the range then only widens the
+  interval.
 - `loss`: `"huber"` on the standardized target (quadratic within `huber_delta` standard
   deviations, linear beyond) or `"mse"`.
 - `conformal`: split-conformal 80 % intervals from validation residuals, and widening outside
@@ -22,6 +26,14 @@ Recipe 2 (the default for new fits), each part switchable for ablations:
   learned correction to that feature on validation rows: freezing the correction at the
   boundary errs by about that slope times the distance. Where enough validation rows lie
   well outside the fitted range, they scale `kappa` up so that 80 % of them are covered too.
+- `edge`: calibrates how fast the interval widens along the features a user will
+  extrapolate in (e.g. `("log_cin", "log_cout")` for wider layers than measured): a first
+  fit leaves out the training rows in the top `edge_frac` of any of those features, and the
+  factor on its `kappa` that covers 80 % of the rows it left out (conformal, up or down)
+  scales the final fit's `kappa`. Doubles the training time. Without it (the default) the
+  first-order `kappa` stands, which covered more than asked out of range (0.93 on the V100
+  extrapolation split, `docs/results.md`): no direction-free edge calibrated both module
+  types there (the largest-cost rows and the rows extreme in any feature were tried).
 
 References:
   Lei, G'Sell, Rinaldo, Tibshirani, Wasserman, "Distribution-Free Predictive Inference for
@@ -65,14 +77,19 @@ class Recipe:
       loss: `"mse"` or `"huber"` on the standardized target.
       huber_delta: where the Huber loss turns linear, in standard deviations of the target.
       conformal: conformal 80 % intervals, widening outside the training range.
+      edge: feature names (`jaxlat.feature_schema(module).names`) along which the widening
+        is calibrated on rows a first fit leaves out (with `conformal`; empty: no first fit).
+      edge_frac: the share of each `edge` feature's largest values that first fit leaves out.
     """
 
     version: int = 2
     prior: bool = True
-    clip: bool = True
+    clip: bool = False
     loss: str = "huber"
     huber_delta: float = 1.0
     conformal: bool = True
+    edge: tuple[str, ...] = ()
+    edge_frac: float = 0.1
 
     def __post_init__(self):
         if self.version not in (1, 2):
@@ -81,6 +98,11 @@ class Recipe:
             raise ValueError(f"loss={self.loss!r} is not valid: expected one of {', '.join(_LOSSES)}")
         if not self.huber_delta > 0:
             raise ValueError(f"huber_delta={self.huber_delta} is not valid: expected a positive number")
+        if isinstance(self.edge, str) or not all(isinstance(n, str) for n in self.edge):
+            raise ValueError(f"edge={self.edge!r} is not valid: expected a sequence of feature names")
+        object.__setattr__(self, "edge", tuple(self.edge))
+        if not 0 < self.edge_frac < 0.5:
+            raise ValueError(f"edge_frac={self.edge_frac} is not valid: expected a number in (0, 0.5)")
 
     def as_config(self) -> dict[str, Any]:
         """The JSON-able settings saved with a predictor."""
@@ -89,7 +111,8 @@ class Recipe:
     @classmethod
     def from_config(cls, c: Mapping[str, Any] | None) -> Recipe:
         """The recipe a saved configuration describes (`None`: recipe 1, the one predictors
-        saved without a `recipe` entry were trained with)."""
+        saved without a `recipe` entry were trained with); fields added since take their
+        defaults (a saved recipe records every field it had, `clip` among them)."""
         return LEGACY if c is None else as_recipe(c)
 
 
@@ -109,7 +132,7 @@ def as_recipe(recipe: Recipe | Mapping[str, Any]) -> Recipe:
 
 #: Recipe 1: squared error, no prior, no clipping, RMS-residual (MLP) or learned (MEDN) spread.
 LEGACY = Recipe(version=1, prior=False, clip=False, loss="mse", conformal=False)
-#: Recipe 2 with every component: the default of new fits.
+#: Recipe 2 as new fits use it.
 DEFAULT = Recipe()
 
 
@@ -148,18 +171,48 @@ def conformal_shift(abs_resid: np.ndarray, base_sigma: np.ndarray) -> float:
     return float(np.log(max(q / Z80, 1e-12)))
 
 
-def widening_scale(abs_resid: np.ndarray, sigma_in: np.ndarray, spread: np.ndarray) -> float:
-    """The factor on `kappa` from validation rows well outside the fitted range (where the
-    widening `spread` is at least the in-range `sigma_in`): for each the smallest `c` with
-    `|r| <= Z80 * sqrt(sigma_in**2 + (c * spread)**2)`, then their conformal quantile. At
-    least 1: validation rows near the range only widen the first-order estimate, never
-    narrow it (with fewer than `MIN_OUTSIDE_ROWS` such rows, 1)."""
+def widening_scale(abs_resid: np.ndarray, sigma_in: np.ndarray, spread: np.ndarray, *,
+                    narrow: bool = False) -> float | None:
+    """The factor on `kappa` from rows outside the fitted range: for each the smallest `c`
+    with `|r| <= Z80 * sqrt(sigma_in**2 + (c * spread)**2)`, then their conformal quantile.
+
+    With `narrow=False` (validation rows, which lie near the range if at all) only rows well
+    outside (`spread >= sigma_in`) count, and the factor is at least 1: they only widen the
+    first-order estimate; with fewer than `MIN_OUTSIDE_ROWS` such rows, 1. With
+    `narrow=True` (the edge rows a first fit left out) every row outside counts and the
+    quantile stands as it is (at least 1e-3), or None with too few rows."""
     spread, sigma_in = np.asarray(spread, np.float64), np.asarray(sigma_in, np.float64)
-    out = (spread >= sigma_in) & (spread > OUTSIDE_TOL)
+    out = (spread > OUTSIDE_TOL) & (True if narrow else spread >= sigma_in)
     if out.sum() < MIN_OUTSIDE_ROWS:
-        return 1.0
+        return None if narrow else 1.0
     need = np.maximum((np.asarray(abs_resid)[out] / Z80) ** 2 - sigma_in[out] ** 2, 0.0)
-    return max(1.0, conformal_quantile(np.sqrt(need) / spread[out]))
+    c = conformal_quantile(np.sqrt(need) / spread[out])
+    return max(c, 1e-3) if narrow else max(1.0, c)
+
+
+def edge_rows(x: np.ndarray, names, edge, frac: float) -> np.ndarray | None:
+    """Mask of the rows of `x [n, f]` in the top `frac` of any `edge` feature (ties at the
+    threshold included), or None where none of those features is in `names` or too few rows
+    lie on either side to fit without them and calibrate on them."""
+    cols = [list(names).index(n) for n in edge if n in names]
+    if not cols:
+        return None
+    x = np.asarray(x, np.float64)
+    mask = np.zeros(len(x), bool)
+    for j in cols:
+        mask |= x[:, j] >= np.quantile(x[:, j], 1.0 - frac)
+    if int(mask.sum()) < MIN_OUTSIDE_ROWS or int((~mask).sum()) < 4 * MIN_OUTSIDE_ROWS:
+        return None
+    return mask
+
+
+def check_edge(edge, names_per_type: Mapping[str, Any]) -> None:
+    """`ValueError` when an `edge` feature is a feature of none of the module types."""
+    known = {n for names in names_per_type.values() for n in names}
+    bad = [n for n in edge if n not in known]
+    if bad:
+        raise ValueError(f"recipe edge: {bad} are not features of "
+                         f"{', '.join(sorted(names_per_type))}: expected some of {', '.join(sorted(known))}")
 
 
 def standardized_bounds(x_min, x_max, x_mean, x_scale):
