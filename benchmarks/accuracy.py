@@ -15,7 +15,8 @@ validation rows (15 % of the training configs): `--ablation` adds, beside the de
 parts (`mlp_mse`, `mlp_no_prior`, `mlp_no_conformal`) and with inputs clipped to the training
 range (`mlp_clip`, `medn_clip`, the default before), each scored on the validation and the
 test rows. `--edge log_cin,log_cout` adds `mlp_edge` and `medn_edge`: the widening outside
-the range calibrated along the features the test extrapolates in (`Recipe.edge`). `--only` restricts to some regressors; `--merge` adds the rows
+the range calibrated along the features the test extrapolates in (`Recipe.edge`).
+`--members N` adds `mlp_ensemble` and `medn_ensemble`: ensembles of N networks. `--only` restricts to some regressors; `--merge` adds the rows
 to an earlier run's file of the same `--name` (replacing rows of the same regressor), so that
 a long comparison can run in parts.
 """
@@ -79,16 +80,18 @@ MEDN_RECIPES = {"medn": {}, "medn_recipe1": RECIPE1, "medn_clip": {"clip": True}
 
 
 
-def factories(quick: bool, mlp_train: TrainConfig, ablation: bool, edge: tuple[str, ...] = ()):
+def factories(quick: bool, mlp_train: TrainConfig, ablation: bool, edge: tuple[str, ...] = (), members: int = 1):
     mlps = {k: v for k, v in MLP_RECIPES.items() if ablation or k == "mlp"}
     if edge:
         mlps["mlp_edge"] = {"edge": edge}
+    ensemble = {"mlp_ensemble": lambda: mlp_regressor((256, 256, 256), train=mlp_train, members=members)} if members > 1 else {}
     return {
         "ridge": lambda: ridge_regressor(),
         "poly2": lambda: poly_ridge_regressor(2),
         "poly3": lambda: poly_ridge_regressor(3),
         "roofline": lambda: roofline_regressor(),
         **{name: (lambda r=r: mlp_regressor((256, 256, 256), train=mlp_train, recipe=r)) for name, r in mlps.items()},
+        **ensemble,
         "random_forest": lambda: random_forest_regressor(n_jobs=-1, **({"n_estimators": 20} if quick else {})),
         "xgboost": lambda: xgboost_regressor(n_jobs=-1, **({"n_estimators": 50} if quick else {})),
     }
@@ -122,7 +125,8 @@ def _wanted(name: str, only) -> bool:
 
 
 def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, quick: bool, mlp_train: TrainConfig,
-        medn_train: TrainConfig, only=None, ablation: bool = False, val_seed: int = 0, edge: tuple[str, ...] = ()):
+        medn_train: TrainConfig, only=None, ablation: bool = False, val_seed: int = 0, edge: tuple[str, ...] = (),
+        members: int = 1):
     """Fit every regressor on 85 % of `train`'s configs, validate on the rest (`val_seed` seeds
     that split: it must differ from the seed of a by-config test split, whose hash would
     otherwise put no training config in validation), score on `test`."""
@@ -150,11 +154,12 @@ def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, qu
 
     # MEDN over all module types at once (the default recipe, and recipe 1 in the ablation).
     n_medn = None
-    medn_recipes = {**MEDN_RECIPES, **({"medn_edge": {"edge": edge}} if edge else {})}
+    medn_recipes = {**MEDN_RECIPES, **({"medn_edge": {"edge": edge}} if edge else {}),
+                    **({"medn_ensemble": {}} if members > 1 else {})}
     for name, recipe in medn_recipes.items():
-        if not _wanted(name, only) or (name not in ("medn", "medn_edge") and not ablation):
+        if not _wanted(name, only) or (name not in ("medn", "medn_edge", "medn_ensemble") and not ablation):
             continue
-        medn = medn_regressor(train=medn_train, recipe=recipe)
+        medn = medn_regressor(train=medn_train, recipe=recipe, members=members if name == "medn_ensemble" else 1)
         t0 = time.perf_counter()
         params = medn.fit(jax.random.key(0), {m: data[m][0] for m in modules}, val={m: data[m][1] for m in modules})
         fit_s = time.perf_counter() - t0
@@ -175,7 +180,7 @@ def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, qu
             p = reg.fit(jax.random.key(100 + i), x, y, names=feature_schema(m).names, x_val=xv, y_val=yv)
             total += param_count(p["layers"])
             score("mlp_equal_params", m, reg, p, time.perf_counter() - t0, size_bytes("mlp", p))
-    for name, make in factories(quick, mlp_train, ablation, edge).items():
+    for name, make in factories(quick, mlp_train, ablation, edge, members).items():
         if not _wanted(name, only):
             continue
         for i, m in enumerate(modules):
@@ -203,7 +208,8 @@ def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, qu
     return rows, ablation_info
 
 
-ORDER = ["ridge", "poly2", "poly3", "roofline", "random_forest", "xgboost", "mlp", "mlp_equal_params", "medn"]
+ORDER = ["ridge", "poly2", "poly3", "roofline", "random_forest", "xgboost", "mlp", "mlp_ensemble", "mlp_equal_params", "medn",
+         "medn_ensemble"]
 ABLATION_ORDER = ["mlp_recipe1", "mlp_mse", "mlp_no_prior", "mlp_no_clip", "mlp_clip", "mlp_no_conformal", "mlp", "mlp_edge",
                   "medn_recipe1", "medn_clip", "medn", "medn_edge"]
 RECIPE_WORDS = {
@@ -301,6 +307,8 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true", help="add to the rows of an earlier run with the same --name")
     ap.add_argument("--v100-split", choices=("random", "extrapolation", "both"), default="both")
     ap.add_argument("--name", default="accuracy", help="output file stem")
+    ap.add_argument("--members", type=int, default=1,
+                    help="with N > 1, add mlp_ensemble and medn_ensemble: ensembles of N networks (members=N)")
     ap.add_argument("--edge", default="", metavar="FEATURES",
                     help="comma-separated feature names along which the test extrapolates (e.g. log_cin,log_cout): "
                          "adds mlp_edge and medn_edge, whose widening is calibrated along them (Recipe.edge)")
@@ -314,7 +322,8 @@ def main() -> None:
         medn_train = TrainConfig(epochs=args.medn_epochs, batch_size=args.batch_size, learning_rate=args.medn_lr or args.lr,
                                  patience=0, clip_norm=args.clip_norm)
     edge = tuple(n for n in args.edge.split(",") if n)
-    kw = dict(quick=args.quick, mlp_train=mlp_train, medn_train=medn_train, only=args.only, ablation=args.ablation, edge=edge)
+    kw = dict(quick=args.quick, mlp_train=mlp_train, medn_train=medn_train, only=args.only, ablation=args.ablation, edge=edge,
+              members=args.members)
     datasets = ([("cpu_torch_1t", args.cpu_data)] if args.cpu_data else []) + [tuple(d.split("=", 1)) for d in args.dataset]
     for name, path in datasets:
         df = profilers.read_dataset(path)

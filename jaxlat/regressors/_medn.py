@@ -171,7 +171,7 @@ def medn_forward(config: MEDNConfig, params: Mapping[str, Any], x: jax.Array, ta
                                      params["x_scale"][task])
         e = excess(z, lo, hi)
     device = params["device_vec"] if config.device_dim else None
-    out = nnx.merge(_graphdef(config), params["model"])(z, task, device)
+    out = _network(config, params["model"], z, task, device)
     mu = out[0] * params["y_scale"][task] + params["y_mean"][task]
     log_sigma = out[1] + jnp.log(params["y_scale"][task])
     if prior is not None:
@@ -183,11 +183,19 @@ def medn_forward(config: MEDNConfig, params: Mapping[str, Any], x: jax.Array, ta
     return jnp.stack([mu, log_sigma])
 
 
+def _network(config: MEDNConfig, model, z, task, device=None) -> jax.Array:
+    """The network's `(mu, log_sigma)` in standardized units; an ensemble's (every state
+    array stacked along a leading members axis) is the mean of its members'."""
+    if model["embed"]["embedding"].ndim == 3:  # [members, n_tasks, embed_dim]: static under jit
+        return jnp.mean(jax.vmap(lambda m: nnx.merge(_graphdef(config), m)(z, task, device))(model), axis=0)
+    return nnx.merge(_graphdef(config), model)(z, task, device)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "task"))
 def _rms_sensitivity(config: MEDNConfig, model, y_scale, z, *, task: int):
     """RMS over rows `z [n, f]` of the gradient of one task's correction (log units) with
     respect to each standardized input."""
-    f = lambda v: nnx.merge(_graphdef(config), model)(v, task)[0] * y_scale
+    f = lambda v: _network(config, model, v, task)[0] * y_scale
     return jnp.sqrt(jnp.mean(jax.vmap(jax.grad(f))(z) ** 2, axis=0))
 
 
@@ -276,6 +284,7 @@ def medn_regressor(
     nll_weight: float = 0.1,
     train: TrainConfig = TrainConfig(epochs=500, batch_size=256, learning_rate=1e-3, patience=0),
     recipe: Recipe | Mapping[str, Any] = DEFAULT,
+    members: int = 1,
 ) -> MultiTaskRegressor:
     """Builds MEDN (see the module docstring).
 
@@ -285,8 +294,15 @@ def medn_regressor(
       train: optimization settings.
       recipe: what the network learns and how its interval is set (a `Recipe` or a mapping of
         its fields; `LEGACY` is recipe 1).
+      members: networks in the ensemble (recipe 2): each trained from its own seed on the same
+        inputs, the prediction their mean and the interval set for that mean; training and
+        prediction cost grow with it.
     """
     recipe = as_recipe(recipe)
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+        raise ValueError(f"members={members!r} is not valid: expected an integer >= 1")
+    if members > 1 and recipe.version == 1:
+        raise ValueError(f"members={members} is not valid with recipe 1: ensembles need recipe 2")
     settings = dict(embed_dim=embed_dim, encoder=tuple(encoder), latent=latent, decoder=tuple(decoder))
     predict = MEDNPredict(**settings)
 
@@ -410,13 +426,17 @@ def medn_regressor(
                 ts.append(np.full(len(x), t, np.int32))
             return np.concatenate(zs), np.concatenate(ts), np.concatenate(ys)
 
-        init_key, train_key = jax.random.split(key)
         config = MEDNConfig(n, width, **settings)
-        _, state = nnx.split(MEDN(config, rngs=nnx.Rngs(params=init_key)))
         val = {k: v for k, v in (val or {}).items() if len(v[1]) > 0 and k in train_data}
-        model = fit_with_adamw(MEDNLoss(config, nll_weight, recipe.loss, recipe.huber_delta), nnx.to_pure_dict(state),
-                               stack(train_data), key=train_key, config=train, val=stack(val) if val else None)
-        params["model"] = jax.tree.map(np.asarray, model)
+        loss = MEDNLoss(config, nll_weight, recipe.loss, recipe.huber_delta)
+        rows, val_rows = stack(train_data), (stack(val) if val else None)
+        trained = []
+        for i in range(members):
+            init_key, train_key = jax.random.split(key if i == 0 else jax.random.fold_in(key, 1000 + i))
+            _, state = nnx.split(MEDN(config, rngs=nnx.Rngs(params=init_key)))
+            model = fit_with_adamw(loss, nnx.to_pure_dict(state), rows, key=train_key, config=train, val=val_rows)
+            trained.append(jax.tree.map(np.asarray, model))
+        params["model"] = trained[0] if members == 1 else jax.tree.map(lambda *a: np.stack(a), *trained)
         params["tasks"] = tasks  # static metadata, stored in the artifact's JSON
         edges = {}
         if recipe.edge and recipe.conformal:
@@ -475,6 +495,8 @@ def medn_regressor(
 
     fit = fit_legacy if recipe.version == 1 else fit_recipe
     config = dict(settings)
+    if members > 1:
+        config["members"] = members
     if recipe.version != 1:  # recipe 1's configuration is what predictors saved before recipes
         config["recipe"] = recipe.as_config()
     return MultiTaskRegressor("medn", fit, predict, config=config)

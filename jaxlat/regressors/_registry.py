@@ -55,13 +55,14 @@ def _recipe(c: Mapping[str, Any], architecture: str) -> Recipe:
 def _medn(c: Mapping[str, Any]):
     keys = ("embed_dim", "encoder", "latent", "decoder")
     settings = {k: (tuple(c[k]) if isinstance(c[k], list) else c[k]) for k in keys if k in c}
-    return medn_regressor(**settings, **({"train": c["train"]} if "train" in c else {}), recipe=_recipe(c, "encoder"))
+    return medn_regressor(**settings, **({"train": c["train"]} if "train" in c else {}), recipe=_recipe(c, "encoder"),
+                          members=c.get("members", 1))
 
 
 def _mlp(c: Mapping[str, Any]):
     kw = {"train": c["train"]} if "train" in c else {}
     return mlp_regressor(tuple(c.get("hidden", (256, 256, 256))), activation=c.get("activation", "relu"),
-                         recipe=_recipe(c, "hidden"), **kw)
+                         recipe=_recipe(c, "hidden"), members=c.get("members", 1), **kw)
 
 
 _REGISTRY: dict[str, RegressorEntry] = {
