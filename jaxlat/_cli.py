@@ -131,6 +131,7 @@ def _train(args: argparse.Namespace, choice, train, select):
     """Read the data and records, train, save to `args.out` (checked); the predictor."""
     import profilers
 
+    from ._data import check_count
     from ._predictor import train_predictor
 
     df = profilers.read_dataset(args.data, allow_mixed_devices=args.allow_mixed_devices)
@@ -154,6 +155,7 @@ def _train(args: argparse.Namespace, choice, train, select):
         select=select,
         archs=archs or None,
         statistic=args.statistic,
+        members=check_count(args.members, name="--members"),
     )
     pred.save(args.out)
     return pred
@@ -705,6 +707,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="training epochs for MLP and MEDN (default: the training config's)",
+    )
+    t.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="train MLP and MEDN as ensembles of N networks, predicting their mean (N times the training "
+        "time; default 1)",
     )
     t.add_argument("--seed", type=int, default=0, help="random seed of splits and initialization")
     t.add_argument(

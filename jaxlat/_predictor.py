@@ -31,7 +31,7 @@ from profilers import SCHEMA_VERSION, ArchRecord, ModuleConfig
 
 from ._base import Regressor
 from ._composition import IDENTITY, TERMS, Composition, count_rows, fit_composition
-from ._data import STATISTICS, measured_ms, split_by_config, statistic_column, type_arrays
+from ._data import STATISTICS, check_count, measured_ms, split_by_config, statistic_column, type_arrays
 from ._features import (
     FEATURE_SCHEMA_VERSION,
     check_columns,
@@ -647,6 +647,7 @@ def train_predictor(
     select: Mapping[str, Any] | None = None,
     archs: Sequence[ArchRecord] | None = None,
     statistic: str = "median",
+    members: int = 1,
 ) -> LatencyPredictor:
     """Fit a predictor on a dataset frame (from `profilers.read_dataset`).
 
@@ -665,8 +666,12 @@ def train_predictor(
       statistic: the latency statistic to learn (`jaxlat._data.STATISTICS`): `"median"`, or
         `"p10"` for data measured in rounds on a machine whose speed wanders; the composition
         is fitted on the same statistic of the records.
+      members: MLP and MEDN as ensembles of this many networks (their mean; `members` times
+        the training time and the prediction arithmetic; other regressors ignore it). Applies
+        to the regressors named; `"auto"` selection scores single networks.
     """
     column = statistic_column(statistic)
+    members = check_count(members, name="members") or 1
     mods = sorted(set(df["module"]) if modules is None else set(modules))
     if not mods:
         raise ValueError("train_predictor: the dataset has no rows")
@@ -692,7 +697,7 @@ def train_predictor(
     key = jax.random.key(seed)
     models: dict[str, TypeModel] = {}
     arrays = {m: (type_arrays(tr, m, column), type_arrays(va, m, column)) for m in mods}
-    overrides = {} if train is None else {"train": train}
+    overrides = ({} if train is None else {"train": train}) | ({"members": members} if members > 1 else {})
     shared_mods = [m for m in mods if entries[m].multi_task]
     medn = None
     if shared_mods:

@@ -326,11 +326,25 @@ def test_train_refuses_epochs_0_and_bad_outputs_before_training(small_data, tmp_
         (["train", "--data", str(small_data / "train.parquet"), "--select", "accuracy", "--max-query-us", "0",
           "--out", str(tmp_path / "p")], ["--max-query-us=0.0 is not valid: expected a finite number > 0"]),
         ([*data, "--max-bytes", "0", "--out", str(tmp_path / "p")], ["need --select"]),
+        ([*data, "--members", "0", "--out", str(tmp_path / "p")], ["--members=0 is not valid: expected an int >= 1"]),
     ]:
         _one_error(jaxlat_main, argv, capsys, "jaxlat: error: ", *expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no predictor directory left behind
     if Path("/proc/self").is_dir():  # a place nobody can write, even root
         _one_error(jaxlat_main, [*data, "--out", "/proc/jaxlat-p"], capsys, "--out /proc/jaxlat-p: cannot write here")
+
+
+def test_train_members_saves_an_ensemble_that_reloads(small_data, tmp_path):
+    from jaxlat import LatencyPredictor
+    from jaxlat._cli import main as jaxlat_main
+
+    out = tmp_path / "ens"
+    assert jaxlat_main(["train", "--data", str(small_data / "train.parquet"), "--regressor", "mlp", "--members", "2",
+                        "--epochs", "3", "--out", str(out), "-q"]) == 0
+    pred = LatencyPredictor.load(out)
+    m = pred.models["conv2d"]
+    assert m.regressor.config["members"] == 2 and m.params["layers"][0]["w"].shape[0] == 2
+    assert np.isfinite(pred.predict(profilers.read_dataset(small_data / "train.parquet"))["latency_ms"]).all()
 
 
 def test_evaluate_names_both_type_sets_and_writes_valid_json(small_data, capsys):
