@@ -79,6 +79,8 @@ class Recipe:
       conformal: conformal 80 % intervals, widening outside the training range.
       edge: feature names (`jaxlat.feature_schema(module).names`) along which the widening
         is calibrated on rows a first fit leaves out (with `conformal`; empty: no first fit).
+        A module type with none of them, or too few rows, is fitted once; MEDN raises
+        `ValueError` for a name that no type has.
       edge_frac: the share of each `edge` feature's largest values that first fit leaves out.
     """
 
