@@ -156,9 +156,20 @@ def _train(args: argparse.Namespace, choice, train, select):
         archs=archs or None,
         statistic=args.statistic,
         members=check_count(args.members, name="--members"),
+        recipe=_recipe_args(args),
     )
     pred.save(args.out)
     return pred
+
+
+def _recipe_args(args: argparse.Namespace):
+    """The recipe fields `--edge` and `--clip-inputs` ask for (None: the default recipe)."""
+    fields = {}
+    if args.edge:
+        fields["edge"] = tuple(args.edge)
+    if args.clip_inputs:
+        fields["clip"] = True
+    return fields or None
 
 
 def _reg_name(pred, module: str) -> str:
@@ -714,6 +725,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="train MLP and MEDN as ensembles of N networks, predicting their mean (N times the training "
         "time; default 1)",
+    )
+    t.add_argument(
+        "--edge",
+        type=csv_list(str),
+        default=None,
+        metavar="FEATURES",
+        help="MLP and MEDN: calibrate the 80 %% interval outside the training range along these features "
+        "(names from `jaxlat.feature_schema(module).names`, e.g. log_cin,log_cout): one more fit without "
+        "their largest values; twice the training time",
+    )
+    t.add_argument(
+        "--clip-inputs",
+        action="store_true",
+        help="MLP and MEDN: hold the learned correction at the training range's boundary, so predictions "
+        "beyond it grow as the roofline prior (monotone in size; less accurate out of range)",
     )
     t.add_argument("--seed", type=int, default=0, help="random seed of splits and initialization")
     t.add_argument(

@@ -60,6 +60,7 @@ from ._predict import (
 )
 from ._train import TrainConfig
 from .regressors import MultiTaskRegressor, medn_task_view, regressor_entry
+from .regressors._recipe import Recipe, as_recipe, check_edge
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -648,6 +649,7 @@ def train_predictor(
     archs: Sequence[ArchRecord] | None = None,
     statistic: str = "median",
     members: int = 1,
+    recipe: Recipe | Mapping[str, Any] | None = None,
 ) -> LatencyPredictor:
     """Fit a predictor on a dataset frame (from `profilers.read_dataset`).
 
@@ -669,6 +671,8 @@ def train_predictor(
       members: MLP and MEDN as ensembles of this many networks (their mean; `members` times
         the training time and the prediction arithmetic; other regressors ignore it). Applies
         to the regressors named; `"auto"` selection scores single networks.
+      recipe: the training recipe of MLP and MEDN (a `jaxlat.regressors.Recipe` or a mapping
+        of its fields, e.g. `{"edge": ("log_cin", "log_cout")}`; default: the current one).
     """
     column = statistic_column(statistic)
     members = check_count(members, name="members") or 1
@@ -698,6 +702,9 @@ def train_predictor(
     models: dict[str, TypeModel] = {}
     arrays = {m: (type_arrays(tr, m, column), type_arrays(va, m, column)) for m in mods}
     overrides = ({} if train is None else {"train": train}) | ({"members": members} if members > 1 else {})
+    if recipe is not None:  # checked before any training
+        overrides["recipe"] = as_recipe(recipe)
+        check_edge(overrides["recipe"].edge, {m: feature_schema(m).names for m in mods})
     shared_mods = [m for m in mods if entries[m].multi_task]
     medn = None
     if shared_mods:

@@ -340,11 +340,22 @@ def test_train_members_saves_an_ensemble_that_reloads(small_data, tmp_path):
 
     out = tmp_path / "ens"
     assert jaxlat_main(["train", "--data", str(small_data / "train.parquet"), "--regressor", "mlp", "--members", "2",
-                        "--epochs", "3", "--out", str(out), "-q"]) == 0
+                        "--epochs", "3", "--edge", "log_cin,log_cout", "--clip-inputs", "--out", str(out), "-q"]) == 0
     pred = LatencyPredictor.load(out)
     m = pred.models["conv2d"]
     assert m.regressor.config["members"] == 2 and m.params["layers"][0]["w"].shape[0] == 2
+    assert tuple(m.regressor.config["recipe"]["edge"]) == ("log_cin", "log_cout")
+    assert m.regressor.config["recipe"]["clip"] is True and "x_min" in m.params
     assert np.isfinite(pred.predict(profilers.read_dataset(small_data / "train.parquet"))["latency_ms"]).all()
+
+
+def test_train_refuses_an_edge_feature_no_type_has(small_data, tmp_path, capsys):
+    from jaxlat._cli import main as jaxlat_main
+
+    _one_error(jaxlat_main, ["train", "--data", str(small_data / "train.parquet"), "--regressor", "mlp",
+                             "--edge", "log_cinn", "--out", str(tmp_path / "p")], capsys,
+               "jaxlat: error: ", "recipe edge: ['log_cinn'] are not features of add, conv2d: expected some of")
+    assert not (tmp_path / "p").exists()
 
 
 def test_evaluate_names_both_type_sets_and_writes_valid_json(small_data, capsys):

@@ -369,6 +369,8 @@ def medn_regressor(
         """Recipe 2's parameters up to the interval, the edge rows of each task (with
         `recipe.edge`), the architecture, the input function and the validation rows used."""
         tasks = sorted(train_data)
+        if recipe.edge and recipe.conformal:
+            check_edge(recipe.edge, {name: feature_schema(name).names for name in tasks})
         f = max(x.shape[1] for x, _ in train_data.values())
         width = f + 1 if recipe.prior else f  # the log prior is the last input column
         n = len(tasks)
@@ -440,7 +442,6 @@ def medn_regressor(
         params["tasks"] = tasks  # static metadata, stored in the artifact's JSON
         edges = {}
         if recipe.edge and recipe.conformal:
-            check_edge(recipe.edge, {name: feature_schema(name).names for name in tasks})
             for name in tasks:
                 mask = edge_rows(train_data[name][0], feature_schema(name).names, recipe.edge, recipe.edge_frac)
                 if mask is not None:
