@@ -149,7 +149,7 @@ def test_recipe_settings_are_checked():
 
 
 def test_by_default_inputs_are_not_clipped_and_the_range_widens_the_interval(noisy_fits):
-    data, (mlp, mlps), _ = noisy_fits
+    _, (mlp, mlps), _ = noisy_fits
     p = mlps["matmul"]
     assert "range_min" in p and "x_min" not in p
     _, out = _beyond(mlp, p)
@@ -177,7 +177,7 @@ def test_an_edge_fit_rescales_the_widening_of_the_same_network(noisy_fits, kind)
     """With `edge`, the final network is the one fitted without it (same key); only its
     widening slopes change, all by one factor: the one that covers the rows a first fit
     left out."""
-    data, (mlp, mlps), (medn, mp) = noisy_fits
+    data, (_, mlps), (_, mp) = noisy_fits
     names = data["matmul"][0][2]
     if kind == "mlp":
         tr, va, _ = data["matmul"]
@@ -202,7 +202,7 @@ def test_an_edge_fit_rescales_the_widening_of_the_same_network(noisy_fits, kind)
 def test_an_ensemble_predicts_the_mean_of_its_members(noisy_fits):
     """`members=2`: the first member is the single network of the same key, the prediction
     is the members' mean, and the ensemble saves and reloads through the registry."""
-    data, (mlp, mlps), _ = noisy_fits
+    data, (_, mlps), _ = noisy_fits
     tr, va, te = data["matmul"]
     reg = mlp_regressor((32, 32), train=TRAIN, members=2)
     p = reg.fit(jax.random.key(0), tr[0], tr[1], names=tr[2], x_val=va[0], y_val=va[1])
@@ -226,7 +226,7 @@ def test_an_ensemble_predicts_the_mean_of_its_members(noisy_fits):
 
 
 def test_a_medn_ensemble_predicts_the_mean_of_its_members(noisy_fits):
-    data, _, (medn, mp) = noisy_fits
+    data, _, (_, mp) = noisy_fits
     reg = medn_regressor(encoder=(32, 32), latent=16, decoder=(16,), train=TRAIN, members=2)
     p = reg.fit(jax.random.key(0), {m: d[0][:2] for m, d in data.items()}, val={m: d[1][:2] for m, d in data.items()})
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(lambda a: a[0], p["model"]), mp["model"])
