@@ -360,7 +360,9 @@ def medn_regressor(
             for t, name in enumerate(tasks):
                 if name in edges:
                     x, y = (np.asarray(a, np.float32)[edges[name]] for a in train_data[name])
-                    resid, base, spread = _resid_spread(first, t, x, y, first_inputs)
+                    resid, base = _residuals(first, t, x, y)
+                    spread = np.linalg.norm(first["kappa"][t].astype(np.float64) * _standardized(first, t, x, first_inputs)[1],
+                                            axis=1)
                     scales[t] = widening_scale(resid, base * np.exp(first["log_sigma_shift"][t]), spread, narrow=True)
         _conformal(params, config, tasks, train_data, val, inputs, scales=scales)
         return params
@@ -458,15 +460,12 @@ def medn_regressor(
         e = np.maximum(z - hi, 0) + np.maximum(lo - z, 0)
         return (np.clip(z, lo, hi) if recipe.clip else z), e
 
-    def _resid_spread(params, t, x, y, inputs):
-        """Task `t`'s absolute log residuals of rows `x`, `y`, the learned spread before the
-        conformal shift, and the widening spread `|kappa * e|` (zeros without `kappa`)."""
+    def _residuals(params, t, x, y):
+        """Task `t`'s absolute log residuals of rows `x`, `y` and its learned spread there,
+        before the conformal shift and the widening."""
         bare = {k: v for k, v in params.items() if k not in ("kappa", "log_sigma_shift", "tasks")}
         out = predict_batch(Regressor("medn", None, TaskPredict(predict, t)), bare, x)
-        _, e = _standardized(params, t, x, inputs)
-        k = np.asarray(params["kappa"][t], np.float64) if "kappa" in params else np.zeros(e.shape[1])
-        spread = np.sqrt(((k * e) ** 2).sum(axis=1))
-        return np.abs(y - out[:, 0]), np.exp(out[:, 1].astype(np.float64)), spread
+        return np.abs(y - out[:, 0]), np.exp(out[:, 1].astype(np.float64))
 
     def _conformal(params, config, tasks, train_data, val, inputs, *, raw=False, scales=None):
         """Per task: the conformal shift of the learned spread on in-range validation rows
@@ -478,7 +477,7 @@ def medn_regressor(
         params.pop("kappa", None)
         for t, name in enumerate(tasks):
             x, y = (np.asarray(a, np.float32) for a in (val[name] if name in val else train_data[name]))
-            resid, base, _ = _resid_spread(params, t, x, y, inputs)
+            resid, base = _residuals(params, t, x, y)
             z, e = _standardized(params, t, x, inputs)
             inside = ~(e > OUTSIDE_TOL).any(axis=1)
             rows = inside if inside.any() else np.ones(len(x), bool)
@@ -490,7 +489,7 @@ def medn_regressor(
             elif raw:
                 c = 1.0
             else:
-                c = widening_scale(resid, base * np.exp(shift[t]), np.sqrt(((k * e) ** 2).sum(axis=1)))
+                c = widening_scale(resid, base * np.exp(shift[t]), np.linalg.norm(k * e, axis=1))
             kappa[t] = k * c
         params["log_sigma_shift"], params["kappa"] = shift, kappa.astype(np.float32)
 

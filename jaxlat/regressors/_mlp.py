@@ -218,20 +218,17 @@ def _standardized(params, x):
     return (np.clip(z, lo, hi) if "x_min" in params else z), e
 
 
-def _resid_spread(params, xs, ys, predict):
-    """Absolute log residuals of rows `xs`, `ys` and their widening spread `|kappa * e|`
-    (zeros without `kappa`)."""
+def _residuals(params, xs, ys, predict):
+    """Absolute log residuals of the point predictions of rows `xs`, `ys`."""
     out = predict_batch(Regressor("mlp", None, predict), params, xs)
-    _, e = _standardized(params, xs)
-    kappa = np.asarray(params.get("kappa", np.zeros(e.shape[1])), np.float64)
-    return np.abs(np.asarray(ys, np.float64) - out[:, 0]), np.sqrt(((kappa * e) ** 2).sum(axis=1))
+    return np.abs(np.asarray(ys, np.float64) - out[:, 0])
 
 
 def _set_interval(params, xs, ys, activation, predict):
     """Split-conformal `log_sigma` from the in-range rows of `xs`, `ys` and the first-order
     widening slopes `kappa` (unscaled); returns the rows' absolute residuals and spreads."""
     params.pop("kappa", None)
-    resid, _ = _resid_spread(params, xs, ys, predict)
+    resid = _residuals(params, xs, ys, predict)
     z, e = _standardized(params, xs)
     inside = ~(e > OUTSIDE_TOL).any(axis=1)
     rows = inside if inside.any() else np.ones(len(xs), bool)
@@ -239,7 +236,7 @@ def _set_interval(params, xs, ys, activation, predict):
     kappa = np.asarray(_rms_sensitivity(params["layers"], params["y_scale"], jnp.asarray(z, jnp.float32),
                                         activation=activation), np.float64)
     params["kappa"] = kappa.astype(np.float32)
-    return resid, np.sqrt(((kappa * e) ** 2).sum(axis=1))
+    return resid, np.linalg.norm(kappa * e, axis=1)
 
 
 def _fit_recipe(key, x, y, names, hidden, activation, train, recipe: Recipe, predict, x_val, y_val, members=1):
@@ -261,7 +258,8 @@ def _fit_recipe(key, x, y, names, hidden, activation, train, recipe: Recipe, pre
         first = _fit_network(jax.random.fold_in(key, 1), x[~edge], y[~edge], names, hidden, activation, train, recipe,
                              x_val, y_val, members)
         _set_interval(first, xs, ys, activation, predict)
-        resid_e, spread_e = _resid_spread(first, x[edge], y[edge], predict)
+        resid_e = _residuals(first, x[edge], y[edge], predict)
+        spread_e = np.linalg.norm(np.asarray(first["kappa"], np.float64) * _standardized(first, x[edge])[1], axis=1)
         c = widening_scale(resid_e, np.full(len(resid_e), np.exp(float(first["log_sigma"]))), spread_e, narrow=True)
     if c is None:
         c = widening_scale(resid, np.full(len(resid), np.exp(float(params["log_sigma"]))), spread)
