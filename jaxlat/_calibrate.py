@@ -13,12 +13,15 @@ Run on the target machine, it
    inverted residuals with depthwise convolutions, ViTs, text transformers; some with
    TensorFlow-style pad operators), at the same batch sizes. The plan is `OUT/data/plan.json`.
 2. **measures** it: module configs through `profilers.run_profile` (worker processes, the
-   resumable dataset writer), the networks in blocks between them (`profilers.profile_many` in a
+   resumable dataset writer; by default each config in 3 rounds, round-robin over chunks of
+   `MODULE_CHUNK` configs, so that its rounds lie seconds apart), the networks in blocks between them (`profilers.profile_many` in a
    subprocess with the measurement environment; the records file resumes by name), so that a
    drift of the machine's speed touches both alike. At the end a sample drawn over the whole
    suite is measured again: the test-retest ceiling. Interrupt it at any point and run the same
    command again: nothing measured is measured again.
-3. **adapts** every base predictor (the shipped ones, or `base`) with candidate corrections: the
+3. **adapts** every base predictor (the shipped ones, or `base`), and each base's networks
+   fine-tuned on the calibration's module rows (`jaxlat._finetune.fine_tuned`, out of fold; not
+   with `tune=False`), with candidate corrections: the
    module predictions kept, scaled by one factor, or scaled per module type (a multiplicative
    factor fitted on the calibration rows of each type); the whole-model composition kept,
    rescaled or refitted (`jaxlat.fit_composition`, the base's coefficients as prior). The choice
@@ -71,6 +74,7 @@ import profilers
 
 from ._composition import IDENTITY, TERMS, Composition, count_rows, fit_composition
 from ._data import STATISTICS, measured_ms, statistic_column
+from ._finetune import fine_tuned, trainable_keys
 from ._io import check_output_dir, write_json
 from ._metrics import evaluate, metrics_for_json
 from ._predict import module_sum
@@ -118,6 +122,10 @@ _MAX_PREDICTED_MS = 250.0
 #: Cost guesses when the probe measured nothing (a resumed probe): seconds per module config,
 #: per network record, and to start a measuring process.
 _DEFAULT_COST = {"s_per_config": 0.4, "s_per_network": 3.0, "s_startup": 4.0}
+#: Module configs measured round-robin together when `rounds > 1`: a config's rounds then lie
+#: this many configs apart (seconds), and rows (which start the network blocks due) come out
+#: in bursts of this many.
+MODULE_CHUNK = 24
 #: `fit_composition` needs at least this many networks.
 _MIN_REFIT_NETWORKS = 6
 
@@ -170,7 +178,7 @@ def check_settings(
     seed: int = 0,
     min_run_time_s: float = 0.1,
     network_min_run_time_s: float = 0.5,
-    rounds: int = 1,
+    rounds: int = 3,
 ) -> SuiteSettings:
     """The suite's settings, checked: each bad value is a `ValueError` naming the argument (and
     its command-line flag) and what is allowed."""
@@ -795,6 +803,7 @@ def _measure(
                     retest=0,
                     describe=False,
                     rounds=settings.rounds,
+                    chunk_size=MODULE_CHUNK,
                     on_row=on_row,
                     run_info={"calibrate": "suite", "sampler": "lhs", "seed": settings.seed},
                 )
@@ -1165,6 +1174,32 @@ def base_arrays(
     return BaseArrays(name, log_pred, tuple(predictor.modules), types, sums, comp.coef_array.astype(float))
 
 
+#: Suffix of a base fine-tuned on the calibration's module rows (`tuned_arrays`).
+TUNED = " fine-tuned"
+
+
+def tuned_arrays(
+    name: str,
+    predictor: LatencyPredictor,
+    df: pd.DataFrame,
+    records: Sequence[profilers.ArchRecord],
+    row_fold: np.ndarray,
+    report_rows: np.ndarray,
+    statistic: str,
+) -> BaseArrays:
+    """`base_arrays` of `predictor` fine-tuned on the module rows (`jaxlat._finetune.fine_tuned`),
+    named `name + TUNED`: each selection row predicted by a fit without its fold, the report
+    rows and the networks' modules by a fit on every selection row (never on a report row)."""
+    log_pred = np.full(len(df), np.nan)
+    for k in np.unique(row_fold[row_fold >= 0]):
+        fit = fine_tuned(predictor, df[(row_fold >= 0) & (row_fold != k)], statistic=statistic)
+        log_pred[row_fold == k] = np.log(fit.predict(df[row_fold == k])["latency_ms"].to_numpy(float))
+    on_selection = fine_tuned(predictor, df[~report_rows], statistic=statistic)
+    arrays = base_arrays(name + TUNED, on_selection, df, records)
+    log_pred[report_rows] = arrays.log_pred[report_rows]
+    return dataclasses.replace(arrays, log_pred=log_pred)
+
+
 def with_module_log_scale(predictor: LatencyPredictor, shift: Mapping[str, float]) -> LatencyPredictor:
     """A copy of `predictor` whose predictions of module type `t` are `exp(shift[t])` times its
     own: `LatencyPredictor.with_type_scales`, factors that are part of its parameters (any
@@ -1507,9 +1542,12 @@ def adapt(
     *,
     statistic: str,
     seed: int,
+    tune: bool = True,
 ) -> Adaptation:
     """Choose and fit the calibration of `bases` to the module rows `df` and the measured
-    network `records` (see the module docstring).
+    network `records` (see the module docstring). With `tune`, each base with network
+    regressors is also a candidate fine-tuned on the module rows (`jaxlat._finetune`), scored
+    out of fold like the others.
 
     Raises:
       ValueError: no base can predict the suite, or too few networks to hold any out.
@@ -1534,12 +1572,19 @@ def adapt(
         len(records),
     )
     report_rows, report_nets, row_fold, net_fold = split_suite(suite, seed)
+    if tune:
+        for name in [a.name for a in arrays]:
+            if trainable_keys(bases[name]):
+                _log.info("fine-tuning %s out of fold", name)
+                arrays.append(tuned_arrays(name, bases[name], df, records, row_fold, report_rows, statistic))
     choice = choose(arrays, suite, row_fold, net_fold)
     chosen = next(a for a in arrays if a.name == choice.base)
     # What the card reports: the choice fitted on the selection part, scored on the report part.
     on_sel = fit_candidate(chosen, suite, ~report_rows, ~report_nets, choice.correction, choice.composition)
     candidates = [(f"calibrated ({choice.label})", chosen, on_sel)] + [
-        (f"{a.name}, uncalibrated", a, Fitted({t: 0.0 for t in a.types}, a.coef)) for a in arrays
+        (f"{a.name}, uncalibrated", a, Fitted({t: 0.0 for t in a.types}, a.coef))
+        for a in arrays
+        if a.name in bases
     ]
     table = []
     for label, a, fitted in candidates:
@@ -1552,6 +1597,10 @@ def adapt(
             }
         )
     # The predictor: the choice fitted on every measurement.
+    start = bases.get(choice.base)
+    if start is None:  # a fine-tuned base: tuned again on every module row
+        start = fine_tuned(bases[choice.base.removesuffix(TUNED)], df, statistic=statistic)
+        chosen = base_arrays(choice.base, start, df, records)
     final = fit_candidate(
         chosen,
         suite,
@@ -1564,7 +1613,7 @@ def adapt(
     comp = _composition(
         final.coef, sums, suite.net_counts, np.exp(suite.net_log_y), choice.composition, choice.base
     )
-    predictor = with_module_log_scale(bases[choice.base], final.shift).with_composition(comp)
+    predictor = with_module_log_scale(start, final.shift).with_composition(comp)
     check = predictor.predict_models(records)["latency_ms"].to_numpy(float)
     expected = compose_ms(final.coef, sums, suite.net_counts)
     if not np.allclose(check, expected, rtol=2e-3):
@@ -1617,7 +1666,8 @@ def calibrate_machine(
     statistic: str = "auto",
     min_run_time_s: float = 0.1,
     network_min_run_time_s: float = 0.5,
-    rounds: int = 1,
+    rounds: int = 3,
+    tune: bool = True,
     progress: bool | None = None,
 ) -> Calibrated:
     """Measure a calibration suite on this machine within a time budget and write a predictor
@@ -1645,7 +1695,10 @@ def calibrate_machine(
       min_run_time_s: timing of one module config (`profilers.TimerConfig.min_run_time_s`).
       network_min_run_time_s: timing of one network at one batch size.
       rounds: measurements per config and network, spread in time and pooled (run_profile's
-        `rounds`).
+        `rounds`). On a shared machine whose speed switches between states within seconds, the
+        pooled 10th percentile of several rounds finds the fast state where one window often
+        does not (`benchmarks/results/label_repeat.md`); `statistic="auto"` then picks it.
+      tune: also score each base with its networks fine-tuned on the module rows.
       progress: a progress bar on stderr (None: on a terminal only).
 
     Returns:
@@ -1697,7 +1750,7 @@ def calibrate_machine(
             f"{paths.out}: {len(df)} module rows and {len(records)} networks measured; too few to "
             "calibrate (see the warnings above)"
         )
-    adaptation = adapt(bases, df, records, statistic=stat, seed=settings.seed)
+    adaptation = adapt(bases, df, records, statistic=stat, seed=settings.seed, tune=tune)
     meta = df.attrs["jaxlat"][0]
     predictor = _this_machine(adaptation.predictor, meta, adaptation, stat)
     predictor.save(paths.out / "predictor")

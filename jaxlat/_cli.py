@@ -592,6 +592,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         min_run_time_s=args.min_run_time,
         network_min_run_time_s=args.network_min_run_time,
         rounds=args.rounds,
+        tune=not args.no_tune,
         progress=False if args.no_progress else None,
     )
     print(result.summary())
@@ -867,7 +868,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--network-min-run-time", type=float, default=0.5, help="seconds of timing per network and batch size"
     )
     ca.add_argument(
-        "--rounds", type=int, default=1, help="measurements per config and network, spread in time, pooled"
+        "--rounds",
+        type=int,
+        default=3,
+        help="measurements per config and network, spread in time, pooled (default 3; 1: one window each)",
+    )
+    ca.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="do not score the bases with their networks fine-tuned on the module rows (factors only)",
     )
     ca.add_argument(
         "--no-register",

@@ -10,6 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -99,7 +100,11 @@ def test_a_small_real_calibration_writes_a_predictor_and_a_card(calibrated):
     # The choice: every candidate scored or explained; the held-out part beside every base, uncalibrated.
     choice = card["choice"]
     assert sum(c["chosen"] for c in choice["candidates"]) == 1
-    assert len(choice["candidates"]) == 2 * len(cal.MODULE_CORRECTIONS) * len(cal.COMPOSITIONS)
+    # Both shipped bases, each also fine-tuned on the module rows (both have network regressors).
+    assert len(choice["candidates"]) == 4 * len(cal.MODULE_CORRECTIONS) * len(cal.COMPOSITIONS)
+    assert {c["base"] for c in choice["candidates"]} == {
+        "cpu_torch_1t", "epyc_torch_1t", f"cpu_torch_1t{cal.TUNED}", f"epyc_torch_1t{cal.TUNED}"
+    }
     assert all(c["score"] is not None or c["note"] for c in choice["candidates"])
     table = card["held_out"]["table"]
     assert [r["predictor"] for r in table[1:]] == [
@@ -427,3 +432,28 @@ def test_configs_predicted_too_slow_to_time_are_left_out_of_the_suite():
     assert len(kept) == 6 and all(screen(kept) <= cal._MAX_PREDICTED_MS)
     unscreened = cal._sample("pool2d", 6, batch=8, seed=3, method="lhs")
     assert max(screen(unscreened)) > cal._MAX_PREDICTED_MS  # this draw has slow ones
+
+
+def test_a_chosen_fine_tuned_base_is_tuned_again_on_every_row(calibrated, monkeypatch):
+    """Whatever the scores, a fine-tuned candidate that is chosen becomes a predictor whose
+    networks were tuned on every module row and whose whole-model predictions are its fit's
+    (`adapt` checks that itself)."""
+    result, _, _ = calibrated
+    df = profilers.read_dataset(result.out / "data" / "modules.parquet")
+    records = [r for r in cal.read_records(result.out / "data" / "networks.jsonl") if r.measured]
+    choose = cal.choose
+
+    def tuned_first(arrays, *args):
+        return choose([a for a in arrays if a.name.endswith(cal.TUNED)], *args)
+
+    monkeypatch.setattr(cal, "choose", tuned_first)
+    base = jaxlat.load_predictor("epyc_torch_1t")
+    out = cal.adapt({"epyc_torch_1t": base}, df, records, statistic="median", seed=0)
+    assert out.choice.base == f"epyc_torch_1t{cal.TUNED}"
+    assert [r["predictor"] for r in out.held_out["table"][1:]] == ["epyc_torch_1t, uncalibrated"]
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), out.predictor.params.regressors["medn"],
+                         base.params.regressors["medn"])
+    assert any(jax.tree.leaves(moved))
+    monkeypatch.setattr(cal, "choose", choose)
+    untuned = cal.adapt({"epyc_torch_1t": base}, df, records, statistic="median", seed=0, tune=False)
+    assert not any(c["base"].endswith(cal.TUNED) for c in untuned.choice.candidates)
