@@ -238,7 +238,9 @@ def markdown(results: pd.DataFrame, ablations: dict, meta: dict) -> str:
     out.append(f"Command: `{meta.get('command', '')}`. Training: MLPs {a.get('mlp_epochs')} epochs at most "
                f"(early stopping on validation, patience {a.get('patience')}), MEDN {a.get('medn_epochs')} epochs "
                f"(the best epoch on validation kept); batch {a.get('batch_size')}, peak learning rate {a.get('lr')} "
-               f"(MEDN {a.get('medn_lr') or a.get('lr')}), gradient clipping at global norm {a.get('clip_norm')}.\n\n")
+               f"(MEDN {a.get('medn_lr') or a.get('lr')}), gradient clipping at global norm {a.get('clip_norm')}"
+               + (f", weights averaged (EMA decay {a['ema']}: validated, kept and scored)" if a.get("ema") else "")
+               + ".\n\n")
     out.append("Cells: share of test predictions within ±10 % of the measured median (R² on raw latency in brackets). "
                "Every model sees the same features and the same train/validation/test rows.\n\n")
     for (ds, split), sub in results.groupby(["dataset", "split"], sort=False):
@@ -301,6 +303,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the MLPs (default 1e-3)")
     ap.add_argument("--medn-lr", type=float, default=None, help="peak learning rate of MEDN (default: --lr)")
     ap.add_argument("--clip-norm", type=float, default=None, help="clip gradients to this global norm (default: none)")
+    ap.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                    help="validate and keep an exponential moving average of the weights (TrainConfig.ema_decay)")
     ap.add_argument("--patience", type=int, default=80, help="MLP early-stopping patience in epochs (default 80)")
     ap.add_argument("--only", action="append", help="restrict to these regressors (repeatable), e.g. medn, mlp, xgboost")
     ap.add_argument("--ablation", action="store_true", help="add the recipe ablation (see above)")
@@ -318,9 +322,9 @@ def main() -> None:
         mlp_train = medn_train = TrainConfig(epochs=20, batch_size=args.batch_size)
     else:
         mlp_train = TrainConfig(epochs=args.mlp_epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                                patience=args.patience, clip_norm=args.clip_norm)
+                                patience=args.patience, clip_norm=args.clip_norm, ema_decay=args.ema)
         medn_train = TrainConfig(epochs=args.medn_epochs, batch_size=args.batch_size, learning_rate=args.medn_lr or args.lr,
-                                 patience=0, clip_norm=args.clip_norm)
+                                 patience=0, clip_norm=args.clip_norm, ema_decay=args.ema)
     edge = tuple(n for n in args.edge.split(",") if n)
     kw = dict(quick=args.quick, mlp_train=mlp_train, medn_train=medn_train, only=args.only, ablation=args.ablation, edge=edge,
               members=args.members)

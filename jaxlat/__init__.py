@@ -25,6 +25,7 @@ from ._features import FeatureSchema as FeatureSchema
 from ._features import encode_columns as encode_columns
 from ._features import encode_frame as encode_frame
 from ._features import feature_schema as feature_schema
+from ._finetune import fine_tuned as fine_tuned
 from ._io import ArtifactError as ArtifactError
 from ._mass import predict_chunks as predict_chunks
 from ._mass import predict_latency_ms as predict_latency_ms

@@ -13,14 +13,15 @@ Run on the target machine, it
    inverted residuals with depthwise convolutions, ViTs, text transformers; some with
    TensorFlow-style pad operators), at the same batch sizes. The plan is `OUT/data/plan.json`.
 2. **measures** it: module configs through `profilers.run_profile` (worker processes, the
-   resumable dataset writer; by default each config in 3 rounds, round-robin over chunks of
-   `MODULE_CHUNK` configs, so that its rounds lie seconds apart), the networks in blocks between them (`profilers.profile_many` in a
-   subprocess with the measurement environment; the records file resumes by name), so that a
+   resumable dataset writer; by default each config in 5 rounds, round-robin over chunks of
+   `MODULE_CHUNK` configs, so that its rounds lie 10-20 s apart), the networks in blocks
+   between them (`profilers.profile_many` in a subprocess with the measurement environment,
+   in rounds too; the records file resumes by name), so that a
    drift of the machine's speed touches both alike. At the end a sample drawn over the whole
    suite is measured again: the test-retest ceiling. Interrupt it at any point and run the same
    command again: nothing measured is measured again.
 3. **adapts** every base predictor (the shipped ones, or `base`), and each base's networks
-   fine-tuned on the calibration's module rows (`jaxlat._finetune.fine_tuned`, out of fold; not
+   fine-tuned on the calibration's module rows (`jaxlat.fine_tuned`, out of fold; not
    with `tune=False`), with candidate corrections: the
    module predictions kept, scaled by one factor, or scaled per module type (a multiplicative
    factor fitted on the calibration rows of each type); the whole-model composition kept,
@@ -123,9 +124,9 @@ _MAX_PREDICTED_MS = 250.0
 #: per network record, and to start a measuring process.
 _DEFAULT_COST = {"s_per_config": 0.4, "s_per_network": 3.0, "s_startup": 4.0}
 #: Module configs measured round-robin together when `rounds > 1`: a config's rounds then lie
-#: this many configs apart (seconds), and rows (which start the network blocks due) come out
-#: in bursts of this many.
-MODULE_CHUNK = 24
+#: this many configs apart (10-20 s at the default timing), and rows (which start the network
+#: blocks due) come out in bursts of this many.
+MODULE_CHUNK = 96
 #: `fit_composition` needs at least this many networks.
 _MIN_REFIT_NETWORKS = 6
 
@@ -178,7 +179,7 @@ def check_settings(
     seed: int = 0,
     min_run_time_s: float = 0.1,
     network_min_run_time_s: float = 0.5,
-    rounds: int = 3,
+    rounds: int = 5,
 ) -> SuiteSettings:
     """The suite's settings, checked: each bad value is a `ValueError` naming the argument (and
     its command-line flag) and what is allowed."""
@@ -838,6 +839,7 @@ def _retest(plan: Mapping[str, Any], settings: SuiteSettings, paths: _Paths, pro
                 retest=0,
                 describe=False,
                 rounds=settings.rounds,
+                chunk_size=MODULE_CHUNK,
                 run_info={"calibrate": "retest", "seed": settings.seed},
             )
             if summary.interrupted:
@@ -1666,7 +1668,7 @@ def calibrate_machine(
     statistic: str = "auto",
     min_run_time_s: float = 0.1,
     network_min_run_time_s: float = 0.5,
-    rounds: int = 3,
+    rounds: int = 5,
     tune: bool = True,
     progress: bool | None = None,
 ) -> Calibrated:

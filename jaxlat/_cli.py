@@ -870,8 +870,8 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="measurements per config and network, spread in time, pooled (default 3; 1: one window each)",
+        default=5,
+        help="measurements per config and network, spread in time, pooled (default 5; 1: one window each)",
     )
     ca.add_argument(
         "--no-tune",

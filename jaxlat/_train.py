@@ -33,6 +33,10 @@ class TrainConfig:
       eval_every: epochs between validation checks.
       clip_norm: clip each step's gradient to this global norm before AdamW (None: no
         clipping, as before this setting existed).
+      ema_decay: keep an exponential moving average of the parameters, updated after every
+        step with this decay (e.g. 0.999) and debiased as Adam's moments are (so a short fit
+        is not pulled toward the initial weights); validation, the best epoch and the result
+        are the average's (None: the parameters themselves, as before this setting existed).
     """
 
     epochs: int = 300
@@ -43,6 +47,11 @@ class TrainConfig:
     patience: int = 40
     eval_every: int = 1
     clip_norm: float | None = None
+    ema_decay: float | None = None
+
+    def __post_init__(self):
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay={self.ema_decay!r} is not valid: expected a number in (0, 1), or None")
 
 
 Batch = tuple[Any, ...]
@@ -87,23 +96,34 @@ def _optimizer(hyper: jax.Array, weight_decay: float, clip_norm: float | None = 
     return adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "batch_size", "weight_decay", "clip_norm"))
+@functools.partial(jax.jit, static_argnames=("loss_fn", "batch_size", "weight_decay", "clip_norm", "ema_decay"))
 def _epoch(loss_fn: LossFn, params, opt_state, key, train: Batch, aux: Batch, hyper, *, batch_size: int,
-           weight_decay: float, clip_norm: float | None = None):
-    """One pass over `train` in minibatches of a seeded permutation: a compiled `lax.scan`."""
+           weight_decay: float, clip_norm: float | None = None, ema=None, ema_decay: float | None = None):
+    """One pass over `train` in minibatches of a seeded permutation: a compiled `lax.scan`.
+    With `ema_decay`, `ema` (the moving average of the parameters) is updated after each step
+    and returned (else returned as given)."""
     n = train[0].shape[0]
     steps = max(1, n // batch_size)
     opt = _optimizer(hyper, weight_decay, clip_norm)
     perm = jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
 
     def step(carry, idx):
-        p, s = carry
+        p, s, avg = carry
         loss, grads = jax.value_and_grad(loss_fn)(p, tuple(a[idx] for a in train), aux)
         updates, s = opt.update(grads, s, p)
-        return (optax.apply_updates(p, updates), s), loss
+        p = optax.apply_updates(p, updates)
+        if ema_decay is not None:
+            avg = (jax.tree.map(lambda a, b: ema_decay * a + (1 - ema_decay) * b, avg[0], p), avg[1] + 1)
+        return (p, s, avg), loss
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), perm)
-    return params, opt_state, losses.mean()
+    (params, opt_state, ema), losses = jax.lax.scan(step, (params, opt_state, ema), perm)
+    return params, opt_state, ema, losses.mean()
+
+
+def _debiased(ema, decay: float):
+    """The moving average `(sum, steps)` started at zero, divided by `1 - decay ** steps`."""
+    acc, steps = ema
+    return jax.tree.map(lambda a: a / (1 - decay ** steps.astype(a.dtype)), acc)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn",))
@@ -142,24 +162,26 @@ def fit_with_adamw(
     aux = tuple(jax.device_put(a) for a in aux)
     val = tuple(jax.device_put(a) for a in val) if val is not None else None
     best, best_loss, since = params, np.inf, 0
+    ema = (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.int32)) if config.ema_decay is not None else None
     # A progress bar on a terminal only (disable=None), gone when the fit ends.
     for e in tqdm(range(config.epochs), desc="epochs", unit="epoch", leave=False, disable=None):
         key, sub = jax.random.split(key)
-        params, opt_state, train_loss = _epoch(loss_fn, params, opt_state, sub, train, aux, hyper,
-                                               batch_size=bs, weight_decay=config.weight_decay,
-                                               clip_norm=config.clip_norm)
+        params, opt_state, ema, train_loss = _epoch(loss_fn, params, opt_state, sub, train, aux, hyper,
+                                                    batch_size=bs, weight_decay=config.weight_decay,
+                                                    clip_norm=config.clip_norm, ema=ema, ema_decay=config.ema_decay)
+        current = params if ema is None else _debiased(ema, config.ema_decay)  # validated and returned
         if val is None:
-            best = params
+            best = current
             continue
         if (e + 1) % config.eval_every:
             continue
-        vl = float(_loss(loss_fn, params, val, aux))
+        vl = float(_loss(loss_fn, current, val, aux))
         if progress is not None:
             progress(e, float(train_loss), vl)
         if not np.isfinite(vl):  # diverged: nothing later can beat the best so far
             break
         if vl < best_loss:
-            best, best_loss, since = params, vl, 0
+            best, best_loss, since = current, vl, 0
         else:
             since += config.eval_every
             if config.patience and since >= config.patience:

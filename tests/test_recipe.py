@@ -1,7 +1,10 @@
 """The MLP and MEDN training recipe: conformal intervals, widening and the roofline prior
 outside the training range, and old configurations rebuilding the old recipe."""
 
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -238,3 +241,26 @@ def test_a_medn_ensemble_predicts_the_mean_of_its_members(noisy_fits):
     assert regressor_entry("medn").build(dict(reg.config)).config["members"] == 2
     with pytest.raises(ValueError, match="members=1.5 is not valid"):
         medn_regressor(members=1.5)
+
+
+def test_weight_averaging_returns_the_moving_average_of_the_steps():
+    """`TrainConfig.ema_decay`: the fit returns the average of its iterates, updated after each
+    step, which lags them on the way from the start to the optimum."""
+    from jaxlat._train import fit_with_adamw
+
+    def loss(params, batch, aux):
+        return jnp.mean((params["w"] - batch[0]) ** 2)
+
+    x = (np.full((64, 1), 3.0, np.float32),)
+    start = {"w": jnp.zeros((1,), jnp.float32)}
+    plain = jaxlat.TrainConfig(epochs=10, batch_size=8, learning_rate=0.1, patience=0)
+    averaged = dataclasses.replace(plain, ema_decay=0.97)
+    key = jax.random.PRNGKey(0)
+    last = fit_with_adamw(loss, start, x, key=key, config=plain)
+    ema = fit_with_adamw(loss, start, x, key=key, config=averaged)
+    # The average lags the iterates from 0 toward 3: between the start and the last iterate.
+    assert 0.0 < float(ema["w"][0]) < float(last["w"][0]) < 3.0
+    # Without a decay the result is the iterate itself, near the optimum.
+    assert abs(float(last["w"][0]) - 3.0) < 0.5
+    with pytest.raises(ValueError, match=r"ema_decay=1.0 is not valid: expected a number in \(0, 1\)"):
+        jaxlat.TrainConfig(ema_decay=1.0)
