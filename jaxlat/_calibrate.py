@@ -242,6 +242,12 @@ def network_timer(settings: SuiteSettings) -> profilers.TimerConfig:
     )
 
 
+def network_floor_s(settings: SuiteSettings) -> float:
+    """The least time one network record takes: each round's warm-up, and the timing."""
+    timer = network_timer(settings)
+    return settings.rounds * timer.warmup_s + timer.min_run_time_s
+
+
 # -- the plan ---------------------------------------------------------------------------------
 
 
@@ -641,7 +647,10 @@ def _probe(
     if times:
         cost["s_startup"] = float(np.clip(times[0] - t0 - cost["s_per_config"], 1.0, 10.0))
     if n_new > 0 and status == "done":
-        cost["s_per_network"] = max(0.3, (t2 - t1 - cost["s_startup"]) / n_new)
+        cost["s_per_network"] = (t2 - t1 - cost["s_startup"]) / n_new
+    # One network's time minus a start-up estimated on another process is a small difference of
+    # large numbers: never below what the network timer itself spends per record.
+    cost["s_per_network"] = max(network_floor_s(settings), cost["s_per_network"])
     _log.info(
         "probe: %.2f s per module config, %.2f s per network, %.1f s to start a measuring process (%s)",
         cost["s_per_config"],

@@ -24,12 +24,13 @@ import numpy as np
 import optax
 
 from ._data import statistic_column
-from ._predict import module_outputs, padded_size
+from ._predict import PredictorParams, module_outputs, padded_size
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ._predictor import LatencyPredictor
+
 
 def _is_network(name: str) -> bool:
     return name == "mlp" or name.startswith("medn")
@@ -70,8 +71,8 @@ def _padded(predictor: LatencyPredictor, frame: pd.DataFrame, column: str) -> di
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("items", "keys", "steps", "learning_rate"))
-def _fit(items, keys, trainable, frozen, log_scale, data, *, steps: int, learning_rate: float, l2: float):
+@functools.partial(jax.jit, static_argnames=("items", "steps", "learning_rate"))
+def _fit(items, trainable, frozen, log_scale, data, *, steps: int, learning_rate: float, l2: float):
     """`steps` of Adam on (trainable network params, per-type log shifts); returns them."""
     heads = dict(items)
     start = trainable
@@ -80,8 +81,8 @@ def _fit(items, keys, trainable, frozen, log_scale, data, *, steps: int, learnin
 
     def loss(theta):
         reg, shift = theta
-        params_ = _params(reg, frozen, shift, keys)
-        out = module_outputs(heads, params_, {m: v[0] for m, v in data.items()})
+        params = PredictorParams({**frozen, **reg}, jnp.zeros(6, jnp.float32), shift)
+        out = module_outputs(heads, params, {m: v[0] for m, v in data.items()})
         err = sum(jnp.sum(w * jnp.abs(out[m][:, 0] - y)) for m, (_, w, y) in data.items()) / n
         pull = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(reg), jax.tree.leaves(start)))
         return err + l2 * pull
@@ -95,13 +96,6 @@ def _fit(items, keys, trainable, frozen, log_scale, data, *, steps: int, learnin
     theta = (trainable, log_scale)
     (theta, _), _ = jax.lax.scan(step, (theta, opt.init(theta)), None, length=steps)
     return theta
-
-
-def _params(reg, frozen, shift, keys):
-    from ._predict import PredictorParams
-
-    regressors = {**frozen, **dict(zip(keys, (reg[k] for k in keys)))}
-    return PredictorParams(regressors, jnp.zeros(6, jnp.float32), shift)
 
 
 def fine_tuned(
@@ -153,7 +147,7 @@ def fine_tuned(
     shift = {m: jnp.asarray(params.log_scale[m]) for m in params.log_scale}
     items = tuple(sorted((m, h) for m, h in predictor.heads.items() if m in data))
     data = {m: tuple(jax.device_put(a) for a in v) for m, v in data.items()}
-    reg, shift = _fit(items, keys, trainable, frozen, shift, data, steps=int(steps),
+    reg, shift = _fit(items, trainable, frozen, shift, data, steps=int(steps),
                       learning_rate=float(learning_rate), l2=jnp.float32(l2))
     new = params._replace(regressors={**frozen, **reg}, log_scale=shift)
     return predictor.with_params(new)

@@ -457,3 +457,12 @@ def test_a_chosen_fine_tuned_base_is_tuned_again_on_every_row(calibrated, monkey
     monkeypatch.setattr(cal, "choose", choose)
     untuned = cal.adapt({"epyc_torch_1t": base}, df, records, statistic="median", seed=0, tune=False)
     assert not any(c["base"].endswith(cal.TUNED) for c in untuned.choice.candidates)
+
+
+def test_a_network_record_is_never_planned_below_what_its_timer_spends():
+    """The probe's network cost is a difference of two process times; the plan never takes it
+    below each round's warm-up plus the timing (5 rounds x 0.2 s + 0.5 s by default)."""
+    settings = cal.check_settings()
+    assert settings.rounds == 5
+    assert cal.network_floor_s(settings) == pytest.approx(5 * 0.4 * 0.5 + 0.5)
+    assert cal.network_floor_s(cal.check_settings(rounds=1)) == pytest.approx(0.4 * 0.5 + 0.5)
