@@ -11,7 +11,7 @@ share of configs whose pass-2 label lies within ±10 % and ±20 % of pass 1, the
 pass 2 / pass 1 (drift common to all configs) and the seconds of measurement per config.
 
 The protocols (`--protocols`, comma-separated):
-- `plain`: one window of 0.1 s per config (what `jaxlat calibrate` measures by default);
+- `plain`: one window of 0.1 s per config (`jaxlat calibrate --rounds 1`, its default before 5 rounds);
 - `single`: `jaxlat-profile torch --protocol single` (one window of 0.2 s);
 - `spread5`: five rounds of 0.05 s, round-robin over all configs, so that a config's rounds lie
   a minute or more apart and a slow spell of the machine touches one of them (what
