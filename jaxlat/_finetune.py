@@ -25,6 +25,7 @@ import optax
 
 from ._data import statistic_column
 from ._predict import PredictorParams, module_outputs, padded_size
+from ._predictor import _pad
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,13 +61,9 @@ def _padded(predictor: LatencyPredictor, frame: pd.DataFrame, column: str) -> di
         if module not in predictor.heads:
             continue
         x = predictor._encode(str(module), sub, source="fine_tuned")
-        n, rows = len(x), padded_size(len(x))
-        xp = np.zeros((rows, x.shape[1]), np.float32)
-        xp[:n] = x
-        w = np.zeros(rows, np.float32)
-        w[:n] = 1.0
-        y = np.zeros(rows, np.float32)
-        y[:n] = np.log(sub[column].to_numpy(np.float64))
+        rows = padded_size(len(x))
+        y = np.log(sub[column].to_numpy(np.float64))
+        xp, w, y = _pad(x, rows), _pad(np.ones(len(x)), rows), _pad(y, rows)
         out[str(module)] = (xp, w, y)
     return out
 
