@@ -17,7 +17,9 @@ Run on the target machine, it
    `MODULE_CHUNK` configs, so that its rounds lie 10-20 s apart), the networks in blocks
    between them (`profilers.profile_many` in a subprocess with the measurement environment,
    in rounds too; the records file resumes by name), so that a
-   drift of the machine's speed touches both alike. At the end a sample drawn over the whole
+   drift of the machine's speed touches both alike. Before each network block the costs are
+   re-estimated from what has been measured: the block keeps as many networks as fit its share
+   of the budget left (`networks_that_fit`). At the end a sample drawn over the whole
    suite is measured again: the test-retest ceiling. Interrupt it at any point and run the same
    command again: nothing measured is measured again.
 3. **adapts** every base predictor (the shipped ones, or `base`), and each base's networks
@@ -558,6 +560,50 @@ def _stop(proc: subprocess.Popen) -> None:
 _FINISHED = ("done", "skipped: budget")
 
 
+def networks_that_fit(
+    n_todo: int,
+    *,
+    n_batch_sizes: int,
+    cost: Mapping[str, float],
+    spent_s: float,
+    budget_s: float,
+    rest_s: float,
+    blocks_left: int,
+    have_networks: int,
+) -> int:
+    """How many of a network block's `n_todo` networks to measure: as many as fit the block's
+    share (one of `blocks_left`) of the budget that the module configs still to measure and the
+    retests (`rest_s`) leave, at the costs seen so far; never fewer than the smallest suite still
+    needs (`MIN_NETWORKS`, of which `have_networks` are in)."""
+    free_s = (budget_s - spent_s - rest_s) / max(1, blocks_left) - cost["s_startup"]
+    fit = math.floor(max(0.0, free_s) / (n_batch_sizes * cost["s_per_network"]))
+    need = max(0, MIN_NETWORKS - have_networks)
+    return int(min(n_todo, max(fit, need)))
+
+
+def observed_cost(
+    cost: Mapping[str, float],
+    settings: SuiteSettings,
+    *,
+    module_s: float,
+    n_rows: int,
+    network_s: float,
+    n_records: int,
+    n_processes: int,
+) -> dict[str, float]:
+    """The probe's costs, updated with what this run's measuring took: module configs (`n_rows`
+    rows in `module_s` seconds, one process start included) and network records (`n_records` in
+    `network_s`, over `n_processes` process starts), each never below its floor."""
+    out = dict(cost)
+    if n_rows >= MODULE_CHUNK:  # rows come in bursts of a chunk when measured in rounds
+        out["s_per_config"] = max(0.05, (module_s - cost["s_startup"]) / n_rows)
+    if n_records > 0:
+        out["s_per_network"] = max(
+            network_floor_s(settings), (network_s - n_processes * cost["s_startup"]) / n_records
+        )
+    return out
+
+
 def network_timeout_s(cost: Mapping[str, float], n_records: int) -> float:
     """How long a block of `n_records` network measurements may take before it is stopped: three
     times what the probe's costs predict, at least a minute."""
@@ -723,17 +769,19 @@ def _done_keys(path: Path) -> set[str]:
 def _measure(
     plan: Mapping[str, Any], settings: SuiteSettings, paths: _Paths, progress: _Progress, show: bool | None
 ) -> None:
-    """Measure the plan's configs and networks, interleaved, skipping what is measured already;
-    network blocks past the budget are skipped once the smallest suite's networks are in."""
+    """Measure the plan's configs and networks, interleaved, skipping what is measured already.
+    Before each network block the costs are re-estimated from what this run has measured: the
+    block keeps as many networks as fit its share of the budget left (at least the smallest
+    suite's), the rest are skipped; so is a block due once the budget is spent."""
     from tqdm.auto import tqdm
 
     configs = [profilers.config_from_row(c) for c in plan["configs"]]
     position = {c.key: i for i, c in enumerate(configs)}
     archs = plan["archs"]
-    cost = plan["probe"]["cost"]
+    n_b = len(settings.batch_sizes)
     done = _done_keys(paths.modules)
     names_done = {r.name for r in read_records(paths.networks)}
-    n_items = len(configs) + len(archs) * len(settings.batch_sizes)
+    n_items = len(configs) + len(archs) * n_b
     bar = tqdm(
         total=n_items,
         initial=len(done & set(position)) + len(names_done),
@@ -742,6 +790,28 @@ def _measure(
         disable=None if show is None else not show,
         dynamic_ncols=True,
     )
+    seen = {"rows": 0, "module_s": 0.0, "network_s": 0.0, "records": 0, "processes": 0}
+    rows_left = len(set(position) - done)
+    start = time.monotonic()
+
+    def cost_now() -> dict[str, float]:
+        cost = observed_cost(
+            plan["probe"]["cost"],
+            settings,
+            module_s=time.monotonic() - start - seen["network_s"],
+            n_rows=seen["rows"],
+            network_s=seen["network_s"],
+            n_records=seen["records"],
+            n_processes=seen["processes"],
+        )
+        progress.state["cost"] = cost  # read by the retest, and by a resumed run's card
+        return cost
+
+    def rest_s(cost: Mapping[str, float]) -> float:
+        """Measurement still to come besides the networks: module configs, and both retests."""
+        retest = plan["size"]["retest_configs"] * cost["s_per_config"]
+        retest += plan["size"]["retest_networks"] * n_b * cost["s_per_network"] + 2 * cost["s_startup"]
+        return (rows_left - seen["rows"]) * cost["s_per_config"] + retest
 
     attempted: set[int] = set()  # blocks tried in this run (a failed one waits for the next run)
 
@@ -756,24 +826,44 @@ def _measure(
                 for i in block["archs"]
                 if any(network_name(archs[i], b) not in names_done for b in settings.batch_sizes)
             ]
-            have = len(names_done)
-            if (
-                todo
-                and progress.measure_s > settings.budget_s
-                and have >= MIN_NETWORKS * len(settings.batch_sizes)
-            ):
+            cost = cost_now()
+            keep = networks_that_fit(
+                len(todo),
+                n_batch_sizes=n_b,
+                cost=cost,
+                spent_s=progress.measure_s,
+                budget_s=settings.budget_s,
+                rest_s=rest_s(cost),
+                blocks_left=sum(
+                    progress.step(f"networks_{i}") not in _FINISHED for i in range(j, len(plan["blocks"]))
+                ),
+                have_networks=len(names_done) // n_b,
+            )
+            if todo and keep < len(todo):
                 _log.warning(
-                    "network block %d/%d skipped: the budget of %g min is spent",
+                    "network block %d/%d: %d of its %d networks fit the budget of %g min (%.1f s per record "
+                    "so far); the rest are skipped",
                     j + 1,
                     len(plan["blocks"]),
+                    keep,
+                    len(todo),
                     settings.budget_min,
+                    cost["s_per_network"],
                 )
+            if todo and not keep:
                 progress.set_step(step, "skipped: budget")
                 continue
+            todo = todo[:keep]
             if todo:
-                n_rec = len(todo) * len(settings.batch_sizes)
-                status = measure_networks(todo, paths.networks, settings, timeout_s=network_timeout_s(cost, n_rec))
+                n_rec = len(todo) * n_b
+                t0 = time.monotonic()
+                status = measure_networks(
+                    todo, paths.networks, settings, timeout_s=network_timeout_s(cost, n_rec)
+                )
                 new = {r.name for r in read_records(paths.networks)} - names_done
+                seen["network_s"] += time.monotonic() - t0
+                seen["records"] += len(new)
+                seen["processes"] += 1
                 names_done.update(new)
                 bar.update(len(new))
                 if status != "done":
@@ -798,6 +888,7 @@ def _measure(
             progress.set_step(step, status)
 
     def on_row(row: Mapping[str, Any]) -> None:
+        seen["rows"] += 1
         bar.update(1)
         progress.tick()
         run_blocks(position.get(row["config_key"], -1) + 1)
@@ -821,6 +912,8 @@ def _measure(
                     raise KeyboardInterrupt
             run_blocks(len(configs))
     finally:
+        cost_now()
+        progress.save()
         bar.close()
 
 
@@ -858,7 +951,10 @@ def _retest(plan: Mapping[str, Any], settings: SuiteSettings, paths: _Paths, pro
             _log.info("measuring %d networks again (test-retest)", len(nets) * len(settings.batch_sizes))
             n_rec = len(nets) * len(settings.batch_sizes)
             status = measure_networks(
-                nets, paths.retest_networks, settings, timeout_s=network_timeout_s(plan["probe"]["cost"], n_rec)
+                nets,
+                paths.retest_networks,
+                settings,
+                timeout_s=network_timeout_s(progress.state.get("cost", plan["probe"]["cost"]), n_rec),
             )
             progress.set_step("retest_networks", status)
 

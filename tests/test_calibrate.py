@@ -3,6 +3,7 @@
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -466,3 +467,36 @@ def test_a_network_record_is_never_planned_below_what_its_timer_spends():
     assert settings.rounds == 5
     assert cal.network_floor_s(settings) == pytest.approx(5 * 0.4 * 0.5 + 0.5)
     assert cal.network_floor_s(cal.check_settings(rounds=1)) == pytest.approx(0.4 * 0.5 + 0.5)
+
+
+def test_a_network_block_keeps_what_fits_its_share_of_the_budget_left():
+    """Two blocks left, 300 s of budget of which 100 are spent and 80 still go to modules and
+    retests: this block's share is 60 s, less a 4 s start: 14 networks at 2 x 2 s per network."""
+    cost = {"s_per_config": 0.5, "s_per_network": 2.0, "s_startup": 4.0}
+    fit = functools.partial(
+        cal.networks_that_fit, n_batch_sizes=2, cost=cost, budget_s=300.0, rest_s=80.0, blocks_left=2
+    )
+    assert fit(20, spent_s=100.0, have_networks=10) == 14
+    assert fit(5, spent_s=100.0, have_networks=10) == 5  # all of a small block
+    assert fit(20, spent_s=400.0, have_networks=10) == 0  # the budget is spent
+    assert fit(20, spent_s=400.0, have_networks=1) == cal.MIN_NETWORKS - 1  # the smallest suite first
+    assert fit(2, spent_s=400.0, have_networks=0) == 2
+
+
+def test_the_costs_are_re_estimated_from_what_was_measured():
+    """A block of 20 records took 70 s with one 4 s start: 3.3 s per record, as the fourth
+    acceptance run saw (3 s against the 1.5 s planned); never below the timer's floor."""
+    settings = cal.check_settings()
+    probe = {"s_per_config": 0.6, "s_per_network": 1.5, "s_startup": 4.0}
+    seen = cal.observed_cost(
+        probe, settings, module_s=100.0, n_rows=192, network_s=70.0, n_records=20, n_processes=1
+    )
+    assert seen["s_per_network"] == pytest.approx(3.3)
+    assert seen["s_per_config"] == pytest.approx(96 / 192)
+    fast = cal.observed_cost(
+        probe, settings, module_s=0.0, n_rows=10, network_s=5.0, n_records=20, n_processes=1
+    )
+    assert fast["s_per_network"] == cal.network_floor_s(settings)
+    assert fast["s_per_config"] == probe["s_per_config"]  # too few rows to tell
+    nothing = {"module_s": 0.0, "n_rows": 0, "network_s": 0.0, "n_records": 0, "n_processes": 0}
+    assert cal.observed_cost(probe, settings, **nothing) == probe
