@@ -11,8 +11,10 @@ Steps (each resumable: run the same command again after an interruption):
 2. `jaxlat-profile torch`: N fresh module configs over every type (Latin hypercube, a seed the
    calibration does not use, configs the calibration measured dropped), with a sample measured
    again at the end of the run: the labels' test-retest ceiling;
-3. `jaxlat-profile zoo`: the zoo's real architectures at batch 1 and 8, in rounds;
-4. every predictor (calibrated, and each shipped one as it ships) on both, in its own statistic.
+3. `jaxlat-profile zoo`: the zoo's real architectures at batch 1 and 8, in rounds; then the
+   zoo once more (`--zoo-retest`, on by default): the whole models' test-retest ceiling;
+4. every predictor (calibrated, and each shipped one as it ships) on both, in its own statistic
+   (the zoo against its first pass, and against its second).
 
 Writes WORK/new_machine.json and .md, or `--name` into `--out`. Nothing else should run on the
 machine meanwhile: the figures are measurements.
@@ -83,6 +85,19 @@ def zoo_scores(pred: Any, records: list[Any]) -> dict[str, Any]:
             "ratio": {n: float(r) for n, r in zip(table["name"], ratio)}}
 
 
+def zoo_retest(first: list[Any], second: list[Any], statistic: str) -> dict[str, Any]:
+    """How the zoo's second pass repeats its first, in `statistic` (`profilers.retest_agreement`
+    over the records measured in both), with the count of records within ±10 %."""
+    again = {r.name: r for r in second}
+    both = [r for r in first if r.name in again]
+    if not both:
+        return {"n": 0}
+    a = [jaxlat.measured_ms(r, statistic) for r in both]
+    b = [jaxlat.measured_ms(again[r.name], statistic) for r in both]
+    out = profilers.retest_agreement(a, b)
+    return {"n": len(both), "within10": round(out["acc10"] * len(both)), **out}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="runs/new_machine", help="measurements and the calibration (resumable)")
@@ -92,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retest", type=int, default=30, help="fresh configs measured again at the end")
     p.add_argument("--models", default="all", help="zoo models (default: all 12)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per zoo model and batch size")
+    p.add_argument("--zoo-retest", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure the zoo a second time at the end (its test-retest; default on)")
     p.add_argument("--seed", type=int, default=1000, help="seed of the fresh configs (not the calibration's)")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default="new_machine")
@@ -107,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     run(cmd + (["--exclude-base", ",".join(excluded)] if excluded else []))
     t_cal = time.perf_counter() - t0
     fresh = fresh_configs(work, args.fresh_per_type, args.seed, 0.1, args.retest)
-    zoo = work / "zoo.jsonl"
-    run([cli("jaxlat-profile"), "zoo", "--model", args.models, "--batch", "1,8", "--rounds", str(args.rounds),
-         "--threads", "1", "--no-progress", "--out", str(zoo)])
+    zoo, zoo_again = work / "zoo.jsonl", work / "zoo_retest.jsonl"
+    for out in [zoo] + ([zoo_again] if args.zoo_retest else []):
+        run([cli("jaxlat-profile"), "zoo", "--model", args.models, "--batch", "1,8", "--rounds", str(args.rounds),
+             "--threads", "1", "--no-progress", "--out", str(out)])
     t_all = time.perf_counter() - t0
 
     df = profilers.read_dataset(fresh)
@@ -117,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     overlap = df["config_key"].isin(calibrated_keys).to_numpy()
     df = df[~overlap].reset_index(drop=True)
     records = profilers.load_records(zoo)
+    records_again = profilers.load_records(zoo_again) if args.zoo_retest else []
     card = json.loads((cal / "card.json").read_text())
 
     rows = {}
@@ -125,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             (f"{n}, uncalibrated", jaxlat.load_predictor(n)) for n in (i.name for i in
                                                                           jaxlat.list_predictors(calibrated=False))]:
         rows[label] = {"statistic": pred.statistic, "modules": module_scores(pred, df), "zoo": zoo_scores(pred, records),
+                       "zoo_second_pass": zoo_scores(pred, records_again) if records_again else None,
+                       "zoo_retest": zoo_retest(records, records_again, pred.statistic),
                        "ceiling": profilers.retest_ceiling(fresh, pred.statistic)
                        or {"n": 0, "acc10": float("nan"), "acc20": float("nan")}}
     cal_row = rows["calibrated"]
@@ -148,20 +169,24 @@ def main(argv: list[str] | None = None) -> int:
          f"calibrated) and {len(records)} zoo records ({args.rounds} round{'s' if args.rounds > 1 else ''} each); "
          f"{t_all / 60:.1f} min in all.\n"),
         ("| predictor | statistic | modules ±10 % | test-retest ±10 % (n) | share of ceiling | zoo within ±10 % | "
-         "zoo median abs. error |"),
-        "|---|---|---|---|---|---|---|",
+         "zoo median abs. error | zoo, second pass | zoo test-retest within ±10 % (ratio) |"),
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, r in rows.items():
-        c = r["ceiling"]
+        c, z2, zr = r["ceiling"], r["zoo_second_pass"], r["zoo_retest"]
         sh = r["modules"]["acc10"] / c["acc10"] if c["acc10"] else float("nan")
         lines.append(f"| {label} | {r['statistic']} | {r['modules']['acc10']:.3f} | {c['acc10']:.3f} ({c['n']}) | "
-                     f"{sh:.2f} | {r['zoo']['within10']} of {r['zoo']['n']} | {r['zoo']['median_abs_err']:.3f} |")
+                     f"{sh:.2f} | {r['zoo']['within10']} of {r['zoo']['n']} | {r['zoo']['median_abs_err']:.3f} | "
+                     + (f"{z2['within10']} of {z2['n']} | " if z2 else "- | ")
+                     + (f"{zr['within10']} of {zr['n']} ({zr['ratio']:.3f}) |" if zr["n"] else "- |"))
     a = payload["acceptance"]
     lines += ["", (f"Acceptance: modules at {a['module_share_of_ceiling']:.2f} of the ceiling (bar "
                    f"{MODULE_SHARE_OF_CEILING}), zoo {a['zoo_within10']} of {cal_row['zoo']['n']} within ±10 % (bar "
                    f"{ZOO_WITHIN_10} of 24): {'met' if a['met'] else 'not met'}."), "",
               "Per zoo record, calibrated predicted / measured:", ""]
     lines += [f"- {n}: {r:.3f}" for n, r in cal_row["zoo"]["ratio"].items()]
+    lines += ["", ("The zoo's test-retest: its second pass against its first, in each predictor's statistic (the "
+                   "ratio: second / first, median over records, the machine's drift between the passes).")]
     lines += ["", f"Command: `python benchmarks/new_machine.py --work {args.work} --budget-min {args.budget_min:g}`\n"]
     print(write_results(args.out, args.name, payload, "\n".join(lines)))
     return 0
