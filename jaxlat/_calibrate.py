@@ -7,11 +7,11 @@
 Run on the target machine, it
 
 1. **plans** a calibration suite sized to the budget by a short probe (a few module configs and
-   one network, whose timings give the cost of a config and of a network): module configs of
-   every type of the catalogue, Latin-hypercube samples over each type's ranges at batch 1 and
-   8, and generated networks of every family (`profilers` generated networks: residual CNNs,
-   inverted residuals with depthwise convolutions, ViTs, text transformers; some with
-   TensorFlow-style pad operators), at the same batch sizes. The plan is `OUT/data/plan.json`.
+   the first network of each family, whose timings give the cost of a config and of a
+   network): module configs of every type of the catalogue, Latin-hypercube samples over each
+   type's ranges at batch 1 and 8, and generated networks of every family (`profilers`
+   generated networks: residual CNNs, inverted residuals with depthwise convolutions, ViTs,
+   text transformers; some with TensorFlow-style pad operators), at the same batch sizes. The plan is `OUT/data/plan.json`.
 2. **measures** it: module configs through `profilers.run_profile` (worker processes, the
    resumable dataset writer; by default each config in 5 rounds, round-robin over chunks of
    `MODULE_CHUNK` configs, so that its rounds lie 10-20 s apart), the networks in blocks
@@ -658,8 +658,9 @@ def measure_networks(
 def _probe(
     settings: SuiteSettings, paths: _Paths, progress: _Progress, screen: Screen
 ) -> tuple[list[profilers.ModuleConfig], dict[str, float]]:
-    """Measure the probe (one config per type and batch size, the first network) and return the
-    configs and the costs they show: seconds per config, per network record, per process start."""
+    """Measure the probe (one config per type and batch size, the suite's first network of each
+    family) and return the configs and the costs they show: seconds per config, per network
+    record, per process start."""
     configs = probe_configs(settings, screen)
     times: list[float] = []
     with progress.measuring():
@@ -678,7 +679,7 @@ def _probe(
         if summary.interrupted:
             raise KeyboardInterrupt
         t1 = time.monotonic()
-        arch = arch_specs(settings, 1)
+        arch = arch_specs(settings, len(settings.families))  # one of each family: their sizes differ
         before = len(read_records(paths.networks))
         status = measure_networks(arch, paths.networks, settings, timeout_s=600)
         t2 = time.monotonic()
