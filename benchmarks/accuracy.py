@@ -303,8 +303,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the MLPs (default 1e-3)")
     ap.add_argument("--medn-lr", type=float, default=None, help="peak learning rate of MEDN (default: --lr)")
     ap.add_argument("--clip-norm", type=float, default=None, help="clip gradients to this global norm (default: none)")
-    ap.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                    help="validate and keep an exponential moving average of the weights (TrainConfig.ema_decay)")
+    ap.add_argument("--ema", type=float, default=TrainConfig().ema_decay, metavar="DECAY",
+                    help="decay of the weights' moving average (TrainConfig.ema_decay; default %(default)s; 0: none)")
     ap.add_argument("--patience", type=int, default=80, help="MLP early-stopping patience in epochs (default 80)")
     ap.add_argument("--only", action="append", help="restrict to these regressors (repeatable), e.g. medn, mlp, xgboost")
     ap.add_argument("--ablation", action="store_true", help="add the recipe ablation (see above)")
@@ -322,9 +322,9 @@ def main() -> None:
         mlp_train = medn_train = TrainConfig(epochs=20, batch_size=args.batch_size)
     else:
         mlp_train = TrainConfig(epochs=args.mlp_epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                                patience=args.patience, clip_norm=args.clip_norm, ema_decay=args.ema)
+                                patience=args.patience, clip_norm=args.clip_norm, ema_decay=args.ema or None)
         medn_train = TrainConfig(epochs=args.medn_epochs, batch_size=args.batch_size, learning_rate=args.medn_lr or args.lr,
-                                 patience=0, clip_norm=args.clip_norm, ema_decay=args.ema)
+                                 patience=0, clip_norm=args.clip_norm, ema_decay=args.ema or None)
     edge = tuple(n for n in args.edge.split(",") if n)
     kw = dict(quick=args.quick, mlp_train=mlp_train, medn_train=medn_train, only=args.only, ablation=args.ablation, edge=edge,
               members=args.members)

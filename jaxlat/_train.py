@@ -34,9 +34,12 @@ class TrainConfig:
       clip_norm: clip each step's gradient to this global norm before AdamW (None: no
         clipping, as before this setting existed).
       ema_decay: keep an exponential moving average of the parameters, updated after every
-        step with this decay (e.g. 0.999) and debiased as Adam's moments are (so a short fit
-        is not pulled toward the initial weights); validation, the best epoch and the result
-        are the average's (None: the parameters themselves, as before this setting existed).
+        step with this decay and debiased as Adam's moments are. At each validation check
+        the parameters and their average are both scored and the better one competes for
+        the best epoch, so averaging never loses on validation; without validation rows the
+        average is returned once the fit has run three of its time constants
+        (`3 / (1 - ema_decay)` steps), the parameters before that (a short fit's average
+        still holds its start). None: no average.
     """
 
     epochs: int = 300
@@ -47,7 +50,7 @@ class TrainConfig:
     patience: int = 40
     eval_every: int = 1
     clip_norm: float | None = None
-    ema_decay: float | None = None
+    ema_decay: float | None = 0.999
 
     def __post_init__(self):
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
@@ -120,6 +123,12 @@ def _epoch(loss_fn: LossFn, params, opt_state, key, train: Batch, aux: Batch, hy
     return params, opt_state, ema, losses.mean()
 
 
+def averaged_enough(steps: int, decay: float) -> bool:
+    """Whether a debiased moving average over `steps` steps has forgotten its start: at least
+    three time constants (`1 / (1 - decay)` steps) long."""
+    return steps * (1 - decay) >= 3
+
+
 def _debiased(ema, decay: float):
     """The moving average `(sum, steps)` started at zero, divided by `1 - decay ** steps`."""
     acc, steps = ema
@@ -147,8 +156,9 @@ def fit_with_adamw(
     The epoch is compiled once per (loss, shapes, batch size, weight decay) and reused by later
     fits: the data, the schedule and `aux` are its arguments.
 
-    Returns the parameters with the best validation loss (the last ones without `val`); a
-    non-finite validation loss (divergence) ends the fit there.
+    Returns the parameters (or, with `config.ema_decay`, their moving average) with the best
+    validation loss, or the last ones without `val`; a non-finite validation loss (divergence)
+    ends the fit there.
     """
     n = int(train[0].shape[0])
     bs = min(config.batch_size, n)
@@ -169,13 +179,16 @@ def fit_with_adamw(
         params, opt_state, ema, train_loss = _epoch(loss_fn, params, opt_state, sub, train, aux, hyper,
                                                     batch_size=bs, weight_decay=config.weight_decay,
                                                     clip_norm=config.clip_norm, ema=ema, ema_decay=config.ema_decay)
-        current = params if ema is None else _debiased(ema, config.ema_decay)  # validated and returned
+        averaged = None if ema is None else _debiased(ema, config.ema_decay)
         if val is None:
-            best = current
+            ready = averaged is not None and averaged_enough((e + 1) * steps_per_epoch, config.ema_decay)
+            best = averaged if ready else params
             continue
         if (e + 1) % config.eval_every:
             continue
-        vl = float(_loss(loss_fn, current, val, aux))
+        # The parameters and their average, whichever validates better.
+        scored = [(float(_loss(loss_fn, c, val, aux)), c) for c in (params, averaged) if c is not None]
+        vl, current = min(scored, key=lambda t: t[0] if np.isfinite(t[0]) else np.inf)
         if progress is not None:
             progress(e, float(train_loss), vl)
         if not np.isfinite(vl):  # diverged: nothing later can beat the best so far

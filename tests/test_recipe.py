@@ -244,23 +244,31 @@ def test_a_medn_ensemble_predicts_the_mean_of_its_members(noisy_fits):
 
 
 def test_weight_averaging_returns_the_moving_average_of_the_steps():
-    """`TrainConfig.ema_decay`: the fit returns the average of its iterates, updated after each
-    step, which lags them on the way from the start to the optimum."""
-    from jaxlat._train import fit_with_adamw
+    """`TrainConfig.ema_decay`: without validation rows the fit returns the average of its
+    iterates once it has run three time constants, the iterate before that; with them,
+    whichever of the two validates better."""
+    from jaxlat._train import averaged_enough, fit_with_adamw
 
     def loss(params, batch, aux):
         return jnp.mean((params["w"] - batch[0]) ** 2)
 
     x = (np.full((64, 1), 3.0, np.float32),)
     start = {"w": jnp.zeros((1,), jnp.float32)}
-    plain = jaxlat.TrainConfig(epochs=10, batch_size=8, learning_rate=0.1, patience=0)
-    averaged = dataclasses.replace(plain, ema_decay=0.97)
+    # 40 epochs of 8 steps at a small rate: the iterates still climb from 0 toward 3 at the end.
+    plain = jaxlat.TrainConfig(epochs=40, batch_size=8, learning_rate=0.005, patience=0, ema_decay=None)
+    averaged = dataclasses.replace(plain, ema_decay=0.97)  # a time constant of 33 steps
+    assert averaged_enough(320, 0.97) and not averaged_enough(40, 0.97)
     key = jax.random.PRNGKey(0)
-    last = fit_with_adamw(loss, start, x, key=key, config=plain)
-    ema = fit_with_adamw(loss, start, x, key=key, config=averaged)
-    # The average lags the iterates from 0 toward 3: between the start and the last iterate.
-    assert 0.0 < float(ema["w"][0]) < float(last["w"][0]) < 3.0
-    # Without a decay the result is the iterate itself, near the optimum.
-    assert abs(float(last["w"][0]) - 3.0) < 0.5
+    last = float(fit_with_adamw(loss, start, x, key=key, config=plain)["w"][0])
+    ema = float(fit_with_adamw(loss, start, x, key=key, config=averaged)["w"][0])
+    assert 0.0 < ema < last < 3.0  # the average lags the iterates
+    # A fit shorter than three time constants returns its iterate, not an average of its start.
+    short, short_avg = (dataclasses.replace(c, epochs=5) for c in (plain, averaged))
+    np.testing.assert_allclose(fit_with_adamw(loss, start, x, key=key, config=short_avg)["w"],
+                               fit_with_adamw(loss, start, x, key=key, config=short)["w"])
+    # With validation rows the iterate, closer to the optimum here, validates better and is kept.
+    kept = fit_with_adamw(loss, start, x, key=key, config=averaged, val=x)
+    np.testing.assert_allclose(float(kept["w"][0]), last, rtol=1e-6)
+    assert jaxlat.TrainConfig().ema_decay == 0.999  # on by default
     with pytest.raises(ValueError, match=r"ema_decay=1.0 is not valid: expected a number in \(0, 1\)"):
         jaxlat.TrainConfig(ema_decay=1.0)
