@@ -157,8 +157,8 @@ def fit_with_adamw(
     fits: the data, the schedule and `aux` are its arguments.
 
     Returns the parameters (or, with `config.ema_decay`, their moving average) with the best
-    validation loss, or the last ones without `val`; a non-finite validation loss (divergence)
-    ends the fit there.
+    validation loss; without `val`, the last ones (their average once `averaged_enough`). A
+    non-finite validation loss (divergence) ends the fit there.
     """
     n = int(train[0].shape[0])
     bs = min(config.batch_size, n)
