@@ -11,7 +11,8 @@ Run on the target machine, it
    network): module configs of every type of the catalogue, Latin-hypercube samples over each
    type's ranges at batch 1 and 8, and generated networks of every family (`profilers`
    generated networks: residual CNNs, inverted residuals with depthwise convolutions, ViTs,
-   text transformers; some with TensorFlow-style pad operators), at the same batch sizes. The plan is `OUT/data/plan.json`.
+   text transformers; some with TensorFlow-style pad operators), at the same batch sizes. The
+   plan is `OUT/data/plan.json`.
 2. **measures** it: module configs through `profilers.run_profile` (worker processes, the
    resumable dataset writer; by default each config in 5 rounds, round-robin over chunks of
    `MODULE_CHUNK` configs, so that its rounds lie 10-20 s apart), the networks in blocks

@@ -179,13 +179,13 @@ def fit_with_adamw(
         params, opt_state, ema, train_loss = _epoch(loss_fn, params, opt_state, sub, train, aux, hyper,
                                                     batch_size=bs, weight_decay=config.weight_decay,
                                                     clip_norm=config.clip_norm, ema=ema, ema_decay=config.ema_decay)
-        averaged = None if ema is None else _debiased(ema, config.ema_decay)
         if val is None:
-            ready = averaged is not None and averaged_enough((e + 1) * steps_per_epoch, config.ema_decay)
-            best = averaged if ready else params
+            ready = ema is not None and averaged_enough((e + 1) * steps_per_epoch, config.ema_decay)
+            best = _debiased(ema, config.ema_decay) if ready else params
             continue
         if (e + 1) % config.eval_every:
             continue
+        averaged = None if ema is None else _debiased(ema, config.ema_decay)
         # The parameters and their average, whichever validates better.
         scored = [(float(_loss(loss_fn, c, val, aux)), c) for c in (params, averaged) if c is not None]
         vl, current = min(scored, key=lambda t: t[0] if np.isfinite(t[0]) else np.inf)
