@@ -13,8 +13,10 @@ Steps (each resumable: run the same command again after an interruption):
    again at the end of the run: the labels' test-retest ceiling;
 3. `jaxlat-profile zoo`: the zoo's real architectures at batch 1 and 8, in rounds; then the
    zoo once more (`--zoo-retest`, on by default): the whole models' test-retest ceiling;
-4. every predictor (calibrated, and each shipped one as it ships) on both, in its own statistic
-   (the zoo against its first pass, and against its second).
+4. each further `--objectives` entry: the calibration fitted again on a copy of its
+   measurements with that objective (`jaxlat calibrate --objective`; nothing measured again);
+5. every predictor (calibrated, refitted, and each shipped one as it ships) on both, in its own
+   statistic (the zoo against its first pass, and against its second).
 
 Writes WORK/new_machine.json and .md, or `--name` into `--out`. Nothing else should run on the
 machine meanwhile: the figures are measurements.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -109,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds per zoo model and batch size")
     p.add_argument("--zoo-retest", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the zoo a second time at the end (its test-retest; default on)")
+    p.add_argument("--objectives", default="both,networks",
+                   help="calibration objectives (`jaxlat calibrate --objective`), comma-separated: the first is "
+                        "the run's calibration; each other one is fitted on a copy of its measurements (nothing "
+                        "measured again) and scored beside it")
     p.add_argument("--seed", type=int, default=1000, help="seed of the fresh configs (not the calibration's)")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default="new_machine")
@@ -118,10 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     excluded = this_machines_shipped()
     t0 = time.perf_counter()
 
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     cal = work / "cal"
-    cmd = [cli("jaxlat"), "calibrate", "--out", str(cal), "--budget-min", str(args.budget_min), "--no-register",
-           "--no-progress"]
-    run(cmd + (["--exclude-base", ",".join(excluded)] if excluded else []))
+    cmd = [cli("jaxlat"), "calibrate", "--budget-min", str(args.budget_min), "--no-register", "--no-progress"]
+    cmd += ["--exclude-base", ",".join(excluded)] if excluded else []
+    run(cmd + ["--out", str(cal), "--objective", objectives[0]])
     t_cal = time.perf_counter() - t0
     fresh = fresh_configs(work, args.fresh_per_type, args.seed, 0.1, args.retest)
     zoo, zoo_again = work / "zoo.jsonl", work / "zoo_retest.jsonl"
@@ -129,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         run([cli("jaxlat-profile"), "zoo", "--model", args.models, "--batch", "1,8", "--rounds", str(args.rounds),
              "--threads", "1", "--no-progress", "--out", str(out)])
     t_all = time.perf_counter() - t0
+    refits = {}
+    for o in objectives[1:]:  # the same measurements, another objective: the calibration fits again
+        refits[o] = work / f"cal_{o}"
+        if not (refits[o] / "card.json").exists():
+            shutil.copytree(cal / "data", refits[o] / "data", dirs_exist_ok=True)
+        run(cmd + ["--out", str(refits[o]), "--objective", o])
 
     df = profilers.read_dataset(fresh)
     calibrated_keys = set(profilers.read_dataset(cal / "data" / "modules.parquet")["config_key"])
@@ -140,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {}
     calibrated = jaxlat.load_predictor(cal / "predictor")
-    for label, pred in [("calibrated", calibrated)] + [
+    others = [(f"calibrated, objective {o}", jaxlat.load_predictor(d / "predictor")) for o, d in refits.items()]
+    for label, pred in [("calibrated", calibrated)] + others + [
             (f"{n}, uncalibrated", jaxlat.load_predictor(n)) for n in (i.name for i in
                                                                           jaxlat.list_predictors(calibrated=False))]:
         rows[label] = {"statistic": pred.statistic, "modules": module_scores(pred, df), "zoo": zoo_scores(pred, records),
@@ -155,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": {"calibrate": t_cal, "all_measurement": t_all},
         "card": {k: card.get(k) for k in ("choice", "statistic", "statistic_reason", "measured", "test_retest", "held_out")
                  if k in card},
+        "refits": {o: {k: c.get(k) for k in ("choice", "held_out")} for o, c in
+                   ((o, json.loads((d / "card.json").read_text())) for o, d in refits.items())},
         "fresh_dropped_as_calibrated": int(overlap.sum()), "results": rows,
         "acceptance": {"module_share_of_ceiling": share, "module_bar": MODULE_SHARE_OF_CEILING,
                        "zoo_within10": cal_row["zoo"]["within10"], "zoo_bar": ZOO_WITHIN_10,
@@ -163,11 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# A new machine: calibrate, then fresh modules and real architectures\n",
         machine_markdown(payload["machine"]),
-        (f"Calibration: `jaxlat calibrate --budget-min {args.budget_min:g}` "
+        (f"Calibration: `jaxlat calibrate --budget-min {args.budget_min:g} --objective {objectives[0]}` "
          f"({'excluding ' + ', '.join(excluded) if excluded else 'no shipped predictor of this CPU model to exclude'});"
          f" {t_cal / 60:.1f} min wall. Then {len(df)} fresh module configs ({int(overlap.sum())} dropped as "
          f"calibrated) and {len(records)} zoo records ({args.rounds} round{'s' if args.rounds > 1 else ''} each); "
-         f"{t_all / 60:.1f} min in all.\n"),
+         f"{t_all / 60:.1f} min in all."
+         + "".join(f" `calibrated, objective {o}`: the same measurements, fitted with `--objective {o}`." for o in refits)
+         + "\n"),
         ("| predictor | statistic | modules ±10 % | test-retest ±10 % (n) | share of ceiling | zoo within ±10 % | "
          "zoo median abs. error | zoo, second pass | zoo test-retest within ±10 % (ratio) |"),
         "|---|---|---|---|---|---|---|---|---|",
@@ -185,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
                    f"{ZOO_WITHIN_10} of 24): {'met' if a['met'] else 'not met'}."), "",
               "Per zoo record, calibrated predicted / measured:", ""]
     lines += [f"- {n}: {r:.3f}" for n, r in cal_row["zoo"]["ratio"].items()]
+    lines += ["", "The calibrations' choices and their own held-out part (never fitted or chosen on), ±10 %:", ""]
+    for o, c in [(objectives[0], card)] + [(o, payload["refits"][o]) for o in refits]:
+        calibrated_row = c["held_out"]["table"][0]
+        lines.append(f"- objective {o}: {c['choice']['label']}; held-out modules "
+                     f"{calibrated_row['modules']['acc10']:.3f}, networks {calibrated_row['networks']['acc10']:.3f}")
     lines += ["", ("The zoo's test-retest: its second pass against its first, in each predictor's statistic (the "
                    "ratio: second / first, median over records, the machine's drift between the passes).")]
     lines += ["", f"Command: `python benchmarks/new_machine.py --work {args.work} --budget-min {args.budget_min:g}`\n"]

@@ -108,6 +108,9 @@ MIN_NETWORKS = 4
 #: Module corrections and composition forms, simplest first (ties go to the simpler).
 MODULE_CORRECTIONS = ("none", "global", "per_type")
 COMPOSITIONS = ("kept", "rescaled", "refitted")
+#: What the choice scores (`choose`): the held-out error of the module rows and of the networks
+#: averaged, of the networks alone (whole models: NAS, deployment), or of the module rows alone.
+OBJECTIVES = ("both", "networks", "modules")
 #: Share of the suite's measurement time for module configs (the rest: networks).
 _MODULE_SHARE = 0.6
 #: Share of configs and networks measured again at the end (test-retest), with bounds.
@@ -1216,10 +1219,31 @@ class Choice:
         return f"{self.base} + {mods} + composition {self.composition}"
 
 
-def choose(bases: Sequence[BaseArrays], suite: Suite, row_fold: np.ndarray, net_fold: np.ndarray) -> Choice:
-    """The candidate (base, module correction, composition form) with the lowest held-out error:
-    the mean of the mean |log error| of the module rows and of the networks, out of fold. Within
-    `_TIE` of the best, the simplest wins (fewer fitted values, then the earlier base)."""
+def check_objective(objective: str) -> str:
+    """`objective` if it is one of `OBJECTIVES`, else a ValueError naming them."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r} is not valid (--objective): expected one of {', '.join(OBJECTIVES)}")
+    return objective
+
+
+def choose(
+    bases: Sequence[BaseArrays],
+    suite: Suite,
+    row_fold: np.ndarray,
+    net_fold: np.ndarray,
+    objective: str = "both",
+) -> Choice:
+    """The candidate (base, module correction, composition form) with the lowest held-out error,
+    out of fold: with `objective="both"` the mean of the mean |log error| of the module rows and
+    of the networks; `"networks"` or `"modules"`: that part's alone. Within `_TIE` of the best,
+    the simplest wins (fewer fitted values, then the earlier base).
+
+    One candidate serves both parts (whole models are composed from its module predictions),
+    and the two can disagree: a base fine-tuned on the module rows predicts modules best while
+    another base's modules, composed, predict the networks best (`docs/results.md`, "A new
+    machine"). `"networks"` suits whole-model use (NAS, choosing a deployment), `"modules"`
+    per-layer use."""
+    check_objective(objective)
     rows_sel, nets_sel = row_fold >= 0, net_fold >= 0
     table = []
     for bi, base in enumerate(bases):
@@ -1243,7 +1267,7 @@ def choose(bases: Sequence[BaseArrays], suite: Suite, row_fold: np.ndarray, net_
                         **entry,
                         "module_mean_abs_log_err": m_err,
                         "network_mean_abs_log_err": n_err,
-                        "score": 0.5 * (m_err + n_err),
+                        "score": {"both": 0.5 * (m_err + n_err), "networks": n_err, "modules": m_err}[objective],
                         "_rank": (ci + pi, bi),
                     }
                 )
@@ -1347,6 +1371,13 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
+_OBJECTIVE_WORDS = {
+    "both": "modules and networks, averaged",
+    "networks": "the networks alone",
+    "modules": "the module rows alone",
+}
+
+
 def card_markdown(card: Mapping[str, Any]) -> str:
     """`card.md`: the card's figures for a reader."""
     m, meas, rt, ch, ho = (
@@ -1429,8 +1460,9 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "## Choice",
         "",
         (
-            f"**{ch['label']}**, chosen by {ch['folds']}-fold held-out error (mean |log error| of modules and "
-            f"networks) on {ch['selection_rows']} module rows and {ch['selection_networks']} networks; the "
+            f"**{ch['label']}**, chosen by {ch['folds']}-fold held-out error (mean |log error| of "
+            f"{_OBJECTIVE_WORDS[ch.get('objective', 'both')]}) on {ch['selection_rows']} module rows and "
+            f"{ch['selection_networks']} networks; the "
             "held-out part below was used neither for fitting nor for the choice."
         ),
         "",
@@ -1652,15 +1684,17 @@ def adapt(
     statistic: str,
     seed: int,
     tune: bool = True,
+    objective: str = "both",
 ) -> Adaptation:
     """Choose and fit the calibration of `bases` to the module rows `df` and the measured
     network `records` (see the module docstring). With `tune`, each base with network
     regressors is also a candidate fine-tuned on the module rows (`jaxlat._finetune`), scored
-    out of fold like the others.
+    out of fold like the others. `objective`: what the choice scores (`choose`).
 
     Raises:
       ValueError: no base can predict the suite, or too few networks to hold any out.
     """
+    check_objective(objective)
     suite = _suite(df, records, statistic)
     if len(set(suite.net_arch)) < 2:
         raise ValueError(
@@ -1686,7 +1720,7 @@ def adapt(
             if trainable_keys(bases[name]):
                 _log.info("fine-tuning %s out of fold", name)
                 arrays.append(tuned_arrays(name, bases[name], df, records, row_fold, report_rows, statistic))
-    choice = choose(arrays, suite, row_fold, net_fold)
+    choice = choose(arrays, suite, row_fold, net_fold, objective)
     chosen = next(a for a in arrays if a.name == choice.base)
     # What the card reports: the choice fitted on the selection part, scored on the report part.
     on_sel = fit_candidate(chosen, suite, ~report_rows, ~report_nets, choice.correction, choice.composition)
@@ -1777,6 +1811,7 @@ def calibrate_machine(
     network_min_run_time_s: float = 0.5,
     rounds: int = 5,
     tune: bool = True,
+    objective: str = "both",
     progress: bool | None = None,
 ) -> Calibrated:
     """Measure a calibration suite on this machine within a time budget and write a predictor
@@ -1808,6 +1843,9 @@ def calibrate_machine(
         pooled 10th percentile of several rounds finds the fast state where one window often
         does not (`benchmarks/results/label_repeat.md`); `statistic="auto"` then picks it.
       tune: also score each base with its networks fine-tuned on the module rows.
+      objective: what chooses the candidate: `both` (held-out error of the module rows and of
+        the networks, averaged), `networks` (whole models alone: for NAS and deployment
+        choices) or `modules` (per-layer use). Changing it after a complete run only refits.
       progress: a progress bar on stderr (None: on a terminal only).
 
     Returns:
@@ -1835,6 +1873,7 @@ def calibrate_machine(
         )
     if not isinstance(register, bool):
         raise ValueError(f"register={register!r} is not valid: expected True or False")  # noqa: TRY004
+    check_objective(objective)
     bases = _bases(base, exclude_base)
     paths = _Paths(check_output_dir(out))
     paths.data.mkdir(parents=True, exist_ok=True)
@@ -1859,7 +1898,7 @@ def calibrate_machine(
             f"{paths.out}: {len(df)} module rows and {len(records)} networks measured; too few to "
             "calibrate (see the warnings above)"
         )
-    adaptation = adapt(bases, df, records, statistic=stat, seed=settings.seed, tune=tune)
+    adaptation = adapt(bases, df, records, statistic=stat, seed=settings.seed, tune=tune, objective=objective)
     meta = df.attrs["jaxlat"][0]
     predictor = _this_machine(adaptation.predictor, meta, adaptation, stat)
     predictor.save(paths.out / "predictor")
@@ -1886,6 +1925,7 @@ def calibrate_machine(
             "module_correction": c.correction,
             "composition": c.composition,
             "label": c.label,
+            "objective": objective,
             "candidates": c.candidates,
             "folds": adaptation.folds,
             "selection_rows": adaptation.selection_rows,

@@ -593,6 +593,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         network_min_run_time_s=args.network_min_run_time,
         rounds=args.rounds,
         tune=not args.no_tune,
+        objective=args.objective,
         progress=False if args.no_progress else None,
     )
     print(result.summary())
@@ -877,6 +878,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-tune",
         action="store_true",
         help="do not score the bases with their networks fine-tuned on the module rows (factors only)",
+    )
+    ca.add_argument(
+        "--objective",
+        choices=("both", "networks", "modules"),  # jaxlat._calibrate.OBJECTIVES (not imported: it loads JAX)
+        default="both",
+        help="what chooses the calibration: both (module rows and networks, held out, averaged), networks "
+        "(whole models alone: NAS, deployment) or modules (per-layer use); default both",
     )
     ca.add_argument(
         "--no-register",

@@ -257,12 +257,21 @@ def test_bad_arguments_end_in_one_clear_line(tmp_path, capsys, monkeypatch, argv
     assert not (tmp_path / "cal" / "data").exists()  # nothing measured
 
 
+def test_the_cli_offers_the_objectives_the_library_knows(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        jaxlat_main(["calibrate", "--out", str(tmp_path / "cal"), "--objective", "whole"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--objective: invalid choice: 'whole'" in err
+    assert all(f"'{o}'" in err for o in cal.OBJECTIVES) and not (tmp_path / "cal").exists()
+
+
 def test_bad_python_arguments_name_the_argument(tmp_path):
     for kwargs, expected in [
         ({"statistic": "mean"}, "statistic='mean' is not valid (--statistic): expected auto"),
         ({"register": "yes"}, "register='yes' is not valid"),
         ({"modules": "conv2d,nope"}, "module 'nope' is not valid"),
         ({"budget_min": True}, "budget_min=True is not valid"),
+        ({"objective": "whole"}, "objective='whole' is not valid (--objective): expected one of both, networks"),
     ]:
         with pytest.raises(ValueError, match=re.escape(expected)):
             cal.calibrate_machine(tmp_path / "cal", **kwargs)
@@ -330,6 +339,29 @@ def test_a_per_type_factor_is_found_and_chosen_on_planted_data():
     rows, nets = cal.predict_log(base, suite, fit)
     assert cal.accuracy(rows[report_rows], suite.log_y[report_rows])["acc10"] == 1.0
     assert cal.accuracy(nets[report_nets], suite.net_log_y[report_nets])["acc10"] == 1.0
+
+
+def test_the_objective_decides_between_a_base_for_modules_and_one_for_networks():
+    # "modules": predicts every module row, but its networks' module sums are off by a
+    # different factor per network (no composition fixes that); "networks": its module rows are
+    # off by noise no factor fixes, its networks' sums are the true ones.
+    suite, base = _planted()
+    rng = np.random.default_rng(1)
+    truth_sums = base.net_sums * np.array([2.0, 1.0])
+    good_modules = dataclasses.replace(
+        base,
+        name="modules",
+        log_pred=suite.log_y.copy(),
+        net_sums=truth_sums * np.exp(rng.normal(0, 0.3, (len(truth_sums), 1))),
+    )
+    good_networks = dataclasses.replace(
+        base, name="networks", log_pred=suite.log_y + rng.normal(0, 0.3, len(suite.log_y)), net_sums=truth_sums
+    )
+    _, _, row_fold, net_fold = cal.split_suite(suite, 0)
+    pick = {o: cal.choose([good_modules, good_networks], suite, row_fold, net_fold, o).base for o in cal.OBJECTIVES}
+    assert pick["networks"] == "networks" and pick["modules"] == "modules"
+    with pytest.raises(ValueError, match=r"objective='whole' is not valid \(--objective\): expected one of both, "):
+        cal.choose([base], suite, row_fold, net_fold, "whole")
 
 
 def test_the_held_out_part_is_never_in_a_fold_and_keeps_an_architecture_together():
