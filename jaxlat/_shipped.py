@@ -363,7 +363,7 @@ def list_predictors(directory: str | Path | None = None, *, calibrated: bool = T
     Examples:
       >>> import jaxlat
       >>> [p.name for p in jaxlat.list_predictors(calibrated=False)]
-      ['cpu_torch_1t', 'epyc_torch_1t']
+      ['cpu_torch_1t', 'epyc_torch_1t', 'xeon_amx_torch_1t']
     """
     out = [_info(reference_path(n), name=n, shipped=True) for n in reference_names()]
     seen: set[Path] = set()

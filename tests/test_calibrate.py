@@ -19,7 +19,13 @@ import jaxlat
 import profilers
 from jaxlat import _calibrate as cal
 from jaxlat._cli import main as jaxlat_main
-from jaxlat._shipped import calibrated_entries, matching_reference, reference_path, register_calibrated
+from jaxlat._shipped import (
+    calibrated_entries,
+    matching_reference,
+    reference_names,
+    reference_path,
+    register_calibrated,
+)
 from jaxlat._shipped import default_predictor as jaxlat_default_predictor
 
 #: A calibration that fits in a test: two module types, two cheap network families, short
@@ -101,17 +107,14 @@ def test_a_small_real_calibration_writes_a_predictor_and_a_card(calibrated):
     # The choice: every candidate scored or explained; the held-out part beside every base, uncalibrated.
     choice = card["choice"]
     assert sum(c["chosen"] for c in choice["candidates"]) == 1
-    # Both shipped bases, each also fine-tuned on the module rows (both have network regressors).
-    assert len(choice["candidates"]) == 4 * len(cal.MODULE_CORRECTIONS) * len(cal.COMPOSITIONS)
-    assert {c["base"] for c in choice["candidates"]} == {
-        "cpu_torch_1t", "epyc_torch_1t", f"cpu_torch_1t{cal.TUNED}", f"epyc_torch_1t{cal.TUNED}"
-    }
+    # Every shipped base, each also fine-tuned on the module rows (all have network regressors).
+    shipped = reference_names()
+    assert len(shipped) >= 2
+    assert len(choice["candidates"]) == 2 * len(shipped) * len(cal.MODULE_CORRECTIONS) * len(cal.COMPOSITIONS)
+    assert {c["base"] for c in choice["candidates"]} == {*shipped, *(f"{n}{cal.TUNED}" for n in shipped)}
     assert all(c["score"] is not None or c["note"] for c in choice["candidates"])
     table = card["held_out"]["table"]
-    assert [r["predictor"] for r in table[1:]] == [
-        "cpu_torch_1t, uncalibrated",
-        "epyc_torch_1t, uncalibrated",
-    ]
+    assert [r["predictor"] for r in table[1:]] == [f"{n}, uncalibrated" for n in shipped]
     assert table[0]["predictor"].startswith(f"calibrated ({choice['base']} + ")
     assert all(r["modules"]["n"] == card["held_out"]["rows"] > 0 for r in table)
     assert all(r["networks"]["n"] == card["held_out"]["networks"] > 0 for r in table)
@@ -148,14 +151,14 @@ def test_load_predictor_prefers_the_one_calibrated_on_this_cpu_model(calibrated,
         and entry["base"] == result.card["choice"]["base"]
     )
     assert matching_reference() == entry["path"]
-    assert matching_reference(calibrated=False) in ("cpu_torch_1t", "epyc_torch_1t")
+    assert matching_reference(calibrated=False) in reference_names()
     with _captured() as messages:
         pred = jaxlat.load_predictor()
     assert pred.device == result.predictor().device
     assert any("calibrated on this CPU model" in m for m in messages)
     listed = [p for p in jaxlat.list_predictors() if p.calibrated]
     assert [p.path for p in listed] == [result.predictor_dir.resolve()] and listed[0].hardware == CPU
-    assert [p.name for p in jaxlat.list_predictors(calibrated=False)] == ["cpu_torch_1t", "epyc_torch_1t"]
+    assert [p.name for p in jaxlat.list_predictors(calibrated=False)] == list(reference_names())
     # `jaxlat predict` without --predictor takes it, and says so on each line.
     rec = cal.read_records(result.out / "data" / "networks.jsonl")[0]
     rec.save(tmp_path / "net.json")
@@ -414,7 +417,7 @@ def test_the_registry_keeps_one_entry_per_directory_and_the_newest_wins(tmp_path
     register_calibrated("Some CPU", a, base="z")  # again: replaces its entry, and is now the newest
     assert [e["base"] for e in calibrated_entries("Some CPU")] == ["z", "y"]
     assert matching_reference("Some CPU") == str(a.resolve())
-    assert matching_reference("Other CPU") in ("cpu_torch_1t", "epyc_torch_1t")
+    assert matching_reference("Other CPU") in reference_names()
     shutil.rmtree(a)  # a calibration deleted: skipped
     assert matching_reference("Some CPU") == str(b.resolve())
     registry = json.loads((tmp_path / "home" / "calibrated.json").read_text())
@@ -436,7 +439,7 @@ def test_a_broken_calibrated_predictor_falls_back_to_a_shipped_one(tmp_path, mon
     (broken / "medn.npz").write_bytes(b"not an npz")  # damaged: its checksum no longer matches
     with _captured() as messages:
         name, pred = jaxlat_default_predictor()
-    assert name in ("cpu_torch_1t", "epyc_torch_1t") and pred.modules
+    assert name in reference_names() and pred.modules
     assert any("cannot be loaded" in m for m in messages)
     rec = profilers.load_records(Path(__file__).parents[1] / "data" / "epyc_generated_models.jsonl")[0]
     rec.save(tmp_path / "net.json")

@@ -108,7 +108,8 @@ def test_predictors_lists_shipped_and_local(capsys):
     assert f"path: {reference_path('epyc_torch_1t')}" in out  # the same directory found as a local one
     assert jaxlat_main(["predictors", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in rows] == ["cpu_torch_1t", "epyc_torch_1t"] and rows[1]["statistic"] == "p10"
+    assert [r["name"] for r in rows] == ["cpu_torch_1t", "epyc_torch_1t", "xeon_amx_torch_1t"]
+    assert [r["statistic"] for r in rows] == ["median", "p10", "p10"]
 
 
 @pytest.mark.parametrize("argv, message", [
