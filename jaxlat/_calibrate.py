@@ -1208,15 +1208,22 @@ class Choice:
     correction: str
     composition: str
     candidates: list[dict[str, Any]]  # every candidate: its held-out errors and score
+    #: Per objective (`OBJECTIVES`), the candidate it would choose and its held-out errors.
+    by_objective: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        mods = {
-            "none": "module predictions kept",
-            "global": "one scale for all module types",
-            "per_type": "per-type scale",
-        }[self.correction]
-        return f"{self.base} + {mods} + composition {self.composition}"
+        return candidate_label(self.base, self.correction, self.composition)
+
+
+def candidate_label(base: str, correction: str, composition: str) -> str:
+    """A candidate in words, e.g. `epyc_torch_1t + per-type scale + composition refitted`."""
+    mods = {
+        "none": "module predictions kept",
+        "global": "one scale for all module types",
+        "per_type": "per-type scale",
+    }[correction]
+    return f"{base} + {mods} + composition {composition}"
 
 
 def check_objective(objective: str) -> str:
@@ -1267,17 +1274,28 @@ def choose(
                         **entry,
                         "module_mean_abs_log_err": m_err,
                         "network_mean_abs_log_err": n_err,
-                        "score": {"both": 0.5 * (m_err + n_err), "networks": n_err, "modules": m_err}[objective],
+                        "_scores": {"both": 0.5 * (m_err + n_err), "networks": n_err, "modules": m_err},
                         "_rank": (ci + pi, bi),
                     }
                 )
-    scored = [c for c in table if c["score"] is not None]
-    best = min(c["score"] for c in scored)
-    pick = min((c for c in scored if c["score"] <= best + _TIE), key=lambda c: c["_rank"])
+    scored = [c for c in table if "_scores" in c]
+
+    def leader(o: str) -> dict[str, Any]:
+        best = min(c["_scores"][o] for c in scored)
+        return min((c for c in scored if c["_scores"][o] <= best + _TIE), key=lambda c: c["_rank"])
+
+    leaders = {o: leader(o) for o in OBJECTIVES}
+    pick = leaders[objective]
     for c in table:
         c.pop("_rank", None)
+        if "_scores" in c:
+            c["score"] = c.pop("_scores")[objective]
         c["chosen"] = c is pick
-    return Choice(pick["base"], pick["modules"], pick["composition"], table)
+    by_objective = {
+        o: {k: c[k] for k in ("base", "modules", "composition", "module_mean_abs_log_err", "network_mean_abs_log_err")}
+        for o, c in leaders.items()
+    }
+    return Choice(pick["base"], pick["modules"], pick["composition"], table, by_objective)
 
 
 def base_arrays(
@@ -1369,6 +1387,22 @@ def _composition(
 
 def _fmt(v: Any, spec: str = ".2f") -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def objective_lines(choice: Mapping[str, Any]) -> list[str]:
+    """Card lines: what each objective would choose (`--objective`), with its held-out errors;
+    none for a card written before objectives were recorded."""
+    by = choice.get("by_objective") or {}
+    if not by:
+        return []
+    lines = ["", "What each objective would choose (held-out mean |log error| of modules / networks):", ""]
+    for o, c in by.items():
+        here = " (this calibration's)" if o == choice.get("objective") else ""
+        lines.append(
+            f"- `--objective {o}`{here}: {candidate_label(c['base'], c['modules'], c['composition'])}; "
+            f"{c['module_mean_abs_log_err']:.3f} / {c['network_mean_abs_log_err']:.3f}"
+        )
+    return lines
 
 
 _OBJECTIVE_WORDS = {
@@ -1476,6 +1510,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
             f"{_fmt(c.get('module_mean_abs_log_err'), '.3f')} | {_fmt(c.get('network_mean_abs_log_err'), '.3f')} "
             f"| {_fmt(c['score'], '.3f') if c['score'] is not None else 'n/a: ' + c.get('note', '')} |"
         )
+    lines += objective_lines(ch)
     scales = ch.get("module_scale") or {}
     if any(abs(v - 1) > 1e-9 for v in scales.values()):
         lines += [
@@ -1568,7 +1603,7 @@ class Calibrated:
                 f"{meas['measure_s'] / 60:.1f} min of measurement (budget {c['budget_min']:g} min)"
             ),
             f"test-retest within ±10 % ({stat}): {', '.join(ceiling)}",
-            f"chosen: {c['choice']['label']}",
+            f"chosen: {c['choice']['label']}" + _other_objective_hint(c["choice"]),
             (
                 f"held-out within ±10 %: modules {_fmt(cal['modules']['acc10'])} (best uncalibrated {best('modules')}), "
                 f"networks {_fmt(cal['networks']['acc10'])} ({best('networks')})"
@@ -1581,6 +1616,22 @@ class Calibrated:
             ),
         ]
         return "\n".join(lines)
+
+
+def _other_objective_hint(choice: Mapping[str, Any]) -> str:
+    """For the summary: where whole models alone would choose another candidate, a hint naming
+    `--objective networks` and the two held-out network errors; else nothing."""
+    net, objective = (choice.get("by_objective") or {}).get("networks"), choice.get("objective", "both")
+    same = net is not None and (net["base"], net["modules"], net["composition"]) == (
+        choice["base"], choice["module_correction"], choice["composition"])
+    if not net or objective == "networks" or same:
+        return ""
+    mine = next(c for c in choice["candidates"] if c["chosen"])
+    return (
+        f"\n  (for whole models alone, --objective networks would choose "
+        f"{candidate_label(net['base'], net['modules'], net['composition'])}: held-out network error "
+        f"{net['network_mean_abs_log_err']:.3f} against {mine['network_mean_abs_log_err']:.3f}; see card.md)"
+    )
 
 
 def _bases(
@@ -1926,6 +1977,7 @@ def calibrate_machine(
             "composition": c.composition,
             "label": c.label,
             "objective": objective,
+            "by_objective": c.by_objective,
             "candidates": c.candidates,
             "folds": adaptation.folds,
             "selection_rows": adaptation.selection_rows,

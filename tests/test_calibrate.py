@@ -113,6 +113,8 @@ def test_a_small_real_calibration_writes_a_predictor_and_a_card(calibrated):
     assert len(choice["candidates"]) == 2 * len(shipped) * len(cal.MODULE_CORRECTIONS) * len(cal.COMPOSITIONS)
     assert {c["base"] for c in choice["candidates"]} == {*shipped, *(f"{n}{cal.TUNED}" for n in shipped)}
     assert all(c["score"] is not None or c["note"] for c in choice["candidates"])
+    assert choice["objective"] == "both" and set(choice["by_objective"]) == set(cal.OBJECTIVES)
+    assert choice["by_objective"]["both"]["base"] == choice["base"]
     table = card["held_out"]["table"]
     assert [r["predictor"] for r in table[1:]] == [f"{n}, uncalibrated" for n in shipped]
     assert table[0]["predictor"].startswith(f"calibrated ({choice['base']} + ")
@@ -127,7 +129,7 @@ def test_a_small_real_calibration_writes_a_predictor_and_a_card(calibrated):
         "## Held-out accuracy",
     ):
         assert heading in text
-    assert CPU in text and "(chosen)" in text
+    assert CPU in text and "(chosen)" in text and "What each objective would choose" in text
     assert "calibrated on" in result.summary() and "held-out within ±10 %" in result.summary()
 
 
@@ -363,6 +365,12 @@ def test_the_objective_decides_between_a_base_for_modules_and_one_for_networks()
     _, _, row_fold, net_fold = cal.split_suite(suite, 0)
     pick = {o: cal.choose([good_modules, good_networks], suite, row_fold, net_fold, o).base for o in cal.OBJECTIVES}
     assert pick["networks"] == "networks" and pick["modules"] == "modules"
+    # Whatever the objective, the choice records what each would take; the card lists them.
+    both = cal.choose([good_modules, good_networks], suite, row_fold, net_fold, "both")
+    assert {o: c["base"] for o, c in both.by_objective.items()} == {**pick, "both": both.base}
+    lines = cal.objective_lines({"by_objective": both.by_objective, "objective": "both"})
+    assert any(line.startswith("- `--objective networks`: networks + ") for line in lines)
+    assert sum("(this calibration's)" in line for line in lines) == 1
     with pytest.raises(ValueError, match=r"objective='whole' is not valid \(--objective\): expected one of both, "):
         cal.choose([base], suite, row_fold, net_fold, "whole")
 
