@@ -48,6 +48,21 @@ MODULE_SHARE_OF_CEILING = 0.9
 ZOO_WITHIN_10 = 22
 
 
+def objectives_arg(value: str) -> list[str]:
+    """`--objectives`: distinct names of `jaxlat calibrate --objective`, at least one."""
+    names = [o.strip() for o in value.split(",") if o.strip()]
+    allowed = ("both", "networks", "modules")
+    bad = [o for o in names if o not in allowed]
+    if not names or bad or len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not valid: expected distinct names among {', '.join(allowed)}, comma-separated")
+    return names
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
 def run(cmd: list[str]) -> None:
     """A measuring command in its own process, in the measurement environment."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "2147483647", "MALLOC_TRIM_THRESHOLD_": "2147483647"}
@@ -112,10 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds per zoo model and batch size")
     p.add_argument("--zoo-retest", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the zoo a second time at the end (its test-retest; default on)")
-    p.add_argument("--objectives", default="both,networks",
-                   help="calibration objectives (`jaxlat calibrate --objective`), comma-separated: the first is "
-                        "the run's calibration; each other one is fitted on a copy of its measurements (nothing "
-                        "measured again) and scored beside it")
+    p.add_argument("--objectives", default="both,networks", type=objectives_arg,
+                   help="calibration objectives (`jaxlat calibrate --objective`: both, networks, "
+                        "modules), comma-separated: the first is the run's calibration; each other one "
+                        "is fitted on a copy of its measurements (nothing measured again) and scored "
+                        "beside it")
     p.add_argument("--seed", type=int, default=1000, help="seed of the fresh configs (not the calibration's)")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default="new_machine")
@@ -125,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     excluded = this_machines_shipped()
     t0 = time.perf_counter()
 
-    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    objectives = args.objectives
     cal = work / "cal"
     cmd = [cli("jaxlat"), "calibrate", "--budget-min", str(args.budget_min), "--no-register", "--no-progress"]
     cmd += ["--exclude-base", ",".join(excluded)] if excluded else []
@@ -154,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {}
     calibrated = jaxlat.load_predictor(cal / "predictor")
-    others = [(f"calibrated, objective {o}", jaxlat.load_predictor(d / "predictor")) for o, d in refits.items()]
+    others = [(f"calibrated, objective {o}", jaxlat.load_predictor(d / "predictor"))
+              for o, d in refits.items()]
     for label, pred in [("calibrated", calibrated)] + others + [
             (f"{n}, uncalibrated", jaxlat.load_predictor(n)) for n in (i.name for i in
                                                                           jaxlat.list_predictors(calibrated=False))]:
@@ -185,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
          f" {t_cal / 60:.1f} min wall. Then {len(df)} fresh module configs ({int(overlap.sum())} dropped as "
          f"calibrated) and {len(records)} zoo records ({args.rounds} round{'s' if args.rounds > 1 else ''} each); "
          f"{t_all / 60:.1f} min in all."
-         + "".join(f" `calibrated, objective {o}`: the same measurements, fitted with `--objective {o}`." for o in refits)
+         + "".join(f" `calibrated, objective {o}`: the same measurements, fitted with `--objective {o}`."
+                   for o in refits)
          + "\n"),
         ("| predictor | statistic | modules ±10 % | test-retest ±10 % (n) | share of ceiling | zoo within ±10 % | "
          "zoo median abs. error | zoo, second pass | zoo test-retest within ±10 % (ratio) |"),
@@ -204,14 +222,16 @@ def main(argv: list[str] | None = None) -> int:
                    f"{ZOO_WITHIN_10} of 24): {'met' if a['met'] else 'not met'}."), "",
               "Per zoo record, calibrated predicted / measured:", ""]
     lines += [f"- {n}: {r:.3f}" for n, r in cal_row["zoo"]["ratio"].items()]
-    lines += ["", "The calibrations' choices and their own held-out part (never fitted or chosen on), ±10 %:", ""]
+    lines += ["", ("The calibrations' choices and their own held-out part (never fitted or chosen on), "
+                   "±10 %:"), ""]
     for o, c in [(objectives[0], card)] + [(o, payload["refits"][o]) for o in refits]:
-        calibrated_row = c["held_out"]["table"][0]
+        held = c["held_out"]["table"][0]
         lines.append(f"- objective {o}: {c['choice']['label']}; held-out modules "
-                     f"{calibrated_row['modules']['acc10']:.3f}, networks {calibrated_row['networks']['acc10']:.3f}")
+                     f"{_fmt(held['modules']['acc10'])}, networks {_fmt(held['networks']['acc10'])}")
     lines += ["", ("The zoo's test-retest: its second pass against its first, in each predictor's statistic (the "
                    "ratio: second / first, median over records, the machine's drift between the passes).")]
-    lines += ["", f"Command: `python benchmarks/new_machine.py --work {args.work} --budget-min {args.budget_min:g}`\n"]
+    lines += ["", (f"Command: `python benchmarks/new_machine.py --work {args.work} --budget-min {args.budget_min:g} "
+                   f"--objectives {','.join(objectives)}`\n")]
     print(write_results(args.out, args.name, payload, "\n".join(lines)))
     return 0
 

@@ -1229,7 +1229,9 @@ def candidate_label(base: str, correction: str, composition: str) -> str:
 def check_objective(objective: str) -> str:
     """`objective` if it is one of `OBJECTIVES`, else a ValueError naming them."""
     if objective not in OBJECTIVES:
-        raise ValueError(f"objective={objective!r} is not valid (--objective): expected one of {', '.join(OBJECTIVES)}")
+        raise ValueError(
+            f"objective={objective!r} is not valid (--objective): expected one of {', '.join(OBJECTIVES)}"
+        )
     return objective
 
 
@@ -1279,6 +1281,10 @@ def choose(
                     }
                 )
     scored = [c for c in table if "_scores" in c]
+    if not scored:  # `kept` and `rescaled` always fit, so this would be a bug
+        raise ValueError(
+            f"calibrate: none of the {len(table)} candidates could be scored; please report this"
+        )
 
     def leader(o: str) -> dict[str, Any]:
         best = min(c["_scores"][o] for c in scored)
@@ -1291,10 +1297,8 @@ def choose(
         if "_scores" in c:
             c["score"] = c.pop("_scores")[objective]
         c["chosen"] = c is pick
-    by_objective = {
-        o: {k: c[k] for k in ("base", "modules", "composition", "module_mean_abs_log_err", "network_mean_abs_log_err")}
-        for o, c in leaders.items()
-    }
+    keys = ("base", "modules", "composition", "module_mean_abs_log_err", "network_mean_abs_log_err")
+    by_objective = {o: {k: c[k] for k in keys} for o, c in leaders.items()}
     return Choice(pick["base"], pick["modules"], pick["composition"], table, by_objective)
 
 
@@ -1395,7 +1399,11 @@ def objective_lines(choice: Mapping[str, Any]) -> list[str]:
     by = choice.get("by_objective") or {}
     if not by:
         return []
-    lines = ["", "What each objective would choose (held-out mean |log error| of modules / networks):", ""]
+    lines = [
+        "",
+        "What each objective would choose (cross-validated mean |log error| of modules / networks):",
+        "",
+    ]
     for o, c in by.items():
         here = " (this calibration's)" if o == choice.get("objective") else ""
         lines.append(
@@ -1622,14 +1630,17 @@ def _other_objective_hint(choice: Mapping[str, Any]) -> str:
     """For the summary: where whole models alone would choose another candidate, a hint naming
     `--objective networks` and the two held-out network errors; else nothing."""
     net, objective = (choice.get("by_objective") or {}).get("networks"), choice.get("objective", "both")
-    same = net is not None and (net["base"], net["modules"], net["composition"]) == (
-        choice["base"], choice["module_correction"], choice["composition"])
-    if not net or objective == "networks" or same:
+    if not net or objective == "networks":
         return ""
     mine = next(c for c in choice["candidates"] if c["chosen"])
+    def key(c: Mapping[str, Any]) -> tuple[str, str, str]:
+        return c["base"], c["modules"], c["composition"]
+
+    if key(net) == key(mine):
+        return ""
     return (
         f"\n  (for whole models alone, --objective networks would choose "
-        f"{candidate_label(net['base'], net['modules'], net['composition'])}: held-out network error "
+        f"{candidate_label(*key(net))}: cross-validated network error "
         f"{net['network_mean_abs_log_err']:.3f} against {mine['network_mean_abs_log_err']:.3f}; see card.md)"
     )
 
@@ -1949,7 +1960,9 @@ def calibrate_machine(
             f"{paths.out}: {len(df)} module rows and {len(records)} networks measured; too few to "
             "calibrate (see the warnings above)"
         )
-    adaptation = adapt(bases, df, records, statistic=stat, seed=settings.seed, tune=tune, objective=objective)
+    adaptation = adapt(
+        bases, df, records, statistic=stat, seed=settings.seed, tune=tune, objective=objective
+    )
     meta = df.attrs["jaxlat"][0]
     predictor = _this_machine(adaptation.predictor, meta, adaptation, stat)
     predictor.save(paths.out / "predictor")

@@ -2,6 +2,7 @@
 `load_predictor()` prefer it, resuming without measuring again, and the errors of bad input."""
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
@@ -131,6 +132,27 @@ def test_a_small_real_calibration_writes_a_predictor_and_a_card(calibrated):
         assert heading in text
     assert CPU in text and "(chosen)" in text and "What each objective would choose" in text
     assert "calibrated on" in result.summary() and "held-out within ±10 %" in result.summary()
+
+
+def test_the_summary_points_to_the_networks_objective_only_where_it_would_choose_otherwise(calibrated):
+    result, _, _ = calibrated
+    card = copy.deepcopy(result.card)
+    choice = card["choice"]
+    chosen = next(c for c in choice["candidates"] if c["chosen"])
+    other = next(c for c in choice["candidates"] if c["score"] is not None and not c["chosen"])
+    keys = ("base", "modules", "composition", "module_mean_abs_log_err", "network_mean_abs_log_err")
+    for pick, hinted in [(chosen, False), (other, True)]:
+        choice["by_objective"]["networks"] = {k: pick[k] for k in keys}
+        text = cal.Calibrated(result.out, result.predictor_dir, card, None).summary()
+        assert ("--objective networks would choose" in text) == hinted, text
+        if hinted:
+            label = cal.candidate_label(other["base"], other["modules"], other["composition"])
+            assert f"choose {label}: cross-validated network error" in text
+    # A card written before objectives were recorded still renders, without that section.
+    del choice["objective"], choice["by_objective"]
+    text = cal.card_markdown(card)
+    assert "## Choice" in text and "What each objective would choose" not in text
+    assert "--objective" not in cal.Calibrated(result.out, result.predictor_dir, card, None).summary()
 
 
 def test_the_calibrated_predictor_describes_this_machine_and_predicts_its_networks(calibrated):
@@ -276,7 +298,7 @@ def test_bad_python_arguments_name_the_argument(tmp_path):
         ({"register": "yes"}, "register='yes' is not valid"),
         ({"modules": "conv2d,nope"}, "module 'nope' is not valid"),
         ({"budget_min": True}, "budget_min=True is not valid"),
-        ({"objective": "whole"}, "objective='whole' is not valid (--objective): expected one of both, networks"),
+        ({"objective": "whole"}, "objective='whole' is not valid (--objective): expected one of both"),
     ]:
         with pytest.raises(ValueError, match=re.escape(expected)):
             cal.calibrate_machine(tmp_path / "cal", **kwargs)
@@ -359,19 +381,23 @@ def test_the_objective_decides_between_a_base_for_modules_and_one_for_networks()
         log_pred=suite.log_y.copy(),
         net_sums=truth_sums * np.exp(rng.normal(0, 0.3, (len(truth_sums), 1))),
     )
-    good_networks = dataclasses.replace(
-        base, name="networks", log_pred=suite.log_y + rng.normal(0, 0.3, len(suite.log_y)), net_sums=truth_sums
-    )
+    noisy = suite.log_y + rng.normal(0, 0.3, len(suite.log_y))
+    good_networks = dataclasses.replace(base, name="networks", log_pred=noisy, net_sums=truth_sums)
     _, _, row_fold, net_fold = cal.split_suite(suite, 0)
-    pick = {o: cal.choose([good_modules, good_networks], suite, row_fold, net_fold, o).base for o in cal.OBJECTIVES}
-    assert pick["networks"] == "networks" and pick["modules"] == "modules"
+    choices = {o: cal.choose([good_modules, good_networks], suite, row_fold, net_fold, o) for o in cal.OBJECTIVES}
+    assert choices["networks"].base == "networks" and choices["modules"].base == "modules"
+    for o, ch in choices.items():  # each candidate's score is its error under the objective
+        for c in ch.candidates:
+            m, n = c["module_mean_abs_log_err"], c["network_mean_abs_log_err"]
+            assert c["score"] == pytest.approx({"both": (m + n) / 2, "networks": n, "modules": m}[o])
     # Whatever the objective, the choice records what each would take; the card lists them.
-    both = cal.choose([good_modules, good_networks], suite, row_fold, net_fold, "both")
-    assert {o: c["base"] for o, c in both.by_objective.items()} == {**pick, "both": both.base}
+    both = choices["both"]
+    assert {o: c["base"] for o, c in both.by_objective.items()} == {o: ch.base for o, ch in choices.items()}
     lines = cal.objective_lines({"by_objective": both.by_objective, "objective": "both"})
     assert any(line.startswith("- `--objective networks`: networks + ") for line in lines)
     assert sum("(this calibration's)" in line for line in lines) == 1
-    with pytest.raises(ValueError, match=r"objective='whole' is not valid \(--objective\): expected one of both, "):
+    expected = r"objective='whole' is not valid \(--objective\): expected one of both, "
+    with pytest.raises(ValueError, match=expected):
         cal.choose([base], suite, row_fold, net_fold, "whole")
 
 

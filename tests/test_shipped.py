@@ -45,12 +45,24 @@ def test_load_predictor_takes_a_directory_or_a_shipped_name(tmp_path):
         load_predictor(tmp_path / "missing")
 
 
-@pytest.mark.parametrize("name", reference_names())
-def test_each_shipped_predictor_states_its_device_and_matches_its_metadata(name):
+#: Each shipped predictor and the CPU model string it was measured on.
+SHIPPED_CPU = {
+    "cpu_torch_1t": "Intel(R) Xeon(R) Processor @ 2.50GHz",
+    "epyc_torch_1t": "AMD EPYC",
+    "xeon_amx_torch_1t": "Intel(R) Xeon(R) Processor",
+}
+
+
+def test_every_shipped_predictor_is_listed_with_its_cpu():
+    assert set(reference_names()) == set(SHIPPED_CPU)
+
+
+@pytest.mark.parametrize("name, cpu", sorted(SHIPPED_CPU.items()))
+def test_each_shipped_predictor_states_its_device_and_matches_its_metadata(name, cpu):
     readme = (reference_path(name) / "README.md").read_text()
+    assert cpu in readme and "1 thread" in readme
     pred = reference_predictor(name)
-    vendor = {"Intel": "Intel", "AMD": "AMD EPYC"}[pred.device["fingerprint"]["cpu_model"].split("(")[0].split()[0]]
-    assert vendor in readme and "1 thread" in readme
+    assert pred.device["fingerprint"]["cpu_model"] == cpu
     assert pred.composition is not None and pred.selection is not None
 
 

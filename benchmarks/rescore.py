@@ -1,0 +1,77 @@
+"""Score predictors on the measurements of an earlier `new_machine.py` run (its fresh module
+configs and zoo passes), without measuring anything: for a predictor that did not exist when
+the run measured, e.g. a shipped predictor trained afterwards.
+
+  python benchmarks/rescore.py --work runs/new_machine --predictor xeon_amx_torch_1t --name new_machine_rescored
+
+Each predictor is scored in its own statistic, as `new_machine.py` scores them: fresh modules
+within ±10 % against the fresh configs' own test-retest, the zoo against its first and second
+pass. The run's configs that its calibration measured are dropped, as there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, machine_markdown, write_results
+from new_machine import module_scores, zoo_retest, zoo_scores
+
+import jaxlat
+import profilers
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", required=True, help="the new_machine.py run's --work directory")
+    p.add_argument("--predictor", action="append", required=True,
+                   help="shipped name or predictor directory (repeat for several)")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--name", default="new_machine_rescored")
+    args = p.parse_args(argv)
+    work = Path(args.work)
+    fresh = work / "fresh.parquet"
+    df = profilers.read_dataset(fresh)
+    calibrated = set(profilers.read_dataset(work / "cal" / "data" / "modules.parquet")["config_key"])
+    df = df[~df["config_key"].isin(calibrated)].reset_index(drop=True)
+    zoo = profilers.load_records(work / "zoo.jsonl")
+    again_path = work / "zoo_retest.jsonl"
+    again = profilers.load_records(again_path) if again_path.exists() else []
+    measured_at = profilers.read_dataset(fresh).attrs["jaxlat"][0]["runs"][-1]["started_at"]
+    rows = {}
+    for name in args.predictor:
+        pred = jaxlat.load_predictor(name)
+        rows[name] = {"statistic": pred.statistic, "modules": module_scores(pred, df), "zoo": zoo_scores(pred, zoo),
+                      "zoo_second_pass": zoo_scores(pred, again) if again else None,
+                      "zoo_retest": zoo_retest(zoo, again, pred.statistic),
+                      "ceiling": profilers.retest_ceiling(fresh, pred.statistic)}
+    payload = {"machine": machine(), "settings": vars(args), "measured_at": measured_at, "results": rows}
+    lines = [
+        "# Predictors scored on an earlier new-machine run's measurements\n",
+        machine_markdown(payload["machine"]),
+        (f"Measurements of `{args.work}` (fresh module configs measured from {measured_at}; {len(df)} of them, "
+         f"{len(zoo)} zoo records); nothing measured again.\n"),
+        ("| predictor | statistic | modules ±10 % | test-retest ±10 % (n) | zoo within ±10 % | zoo median abs. error | "
+         "zoo, second pass | zoo test-retest within ±10 % |"),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        c, z2, zr = r["ceiling"] or {"acc10": float("nan"), "n": 0}, r["zoo_second_pass"], r["zoo_retest"]
+        lines.append(f"| {name} | {r['statistic']} | {r['modules']['acc10']:.3f} | {c['acc10']:.3f} ({c['n']}) | "
+                     f"{r['zoo']['within10']} of {r['zoo']['n']} | {r['zoo']['median_abs_err']:.3f} | "
+                     + (f"{z2['within10']} of {z2['n']} | " if z2 else "- | ")
+                     + (f"{zr['within10']} of {zr['n']} |" if zr["n"] else "- |"))
+    for name, r in rows.items():
+        lines += ["", f"Per zoo record, {name} predicted / measured:", ""]
+        lines += [f"- {n}: {v:.3f}" for n, v in r["zoo"]["ratio"].items()]
+    cmd = " ".join(f"--predictor {n}" for n in args.predictor)
+    lines += ["", f"Command: `python benchmarks/rescore.py --work {args.work} {cmd} --name {args.name}`\n"]
+    print(write_results(args.out, args.name, payload, "\n".join(lines)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
