@@ -51,7 +51,7 @@ ZOO_WITHIN_10 = 22
 def objectives_arg(value: str) -> list[str]:
     """`--objectives`: distinct names of `jaxlat calibrate --objective`, at least one."""
     names = [o.strip() for o in value.split(",") if o.strip()]
-    allowed = ("both", "networks", "modules")
+    allowed = jaxlat.CALIBRATION_OBJECTIVES
     bad = [o for o in names if o not in allowed]
     if not names or bad or len(set(names)) < len(names):
         raise argparse.ArgumentTypeError(
@@ -128,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zoo-retest", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the zoo a second time at the end (its test-retest; default on)")
     p.add_argument("--objectives", default="both,networks", type=objectives_arg,
-                   help="calibration objectives (`jaxlat calibrate --objective`: both, networks, "
-                        "modules), comma-separated: the first is the run's calibration; each other one "
-                        "is fitted on a copy of its measurements (nothing measured again) and scored "
-                        "beside it")
+                   help=f"calibration objectives (`jaxlat calibrate --objective`: "
+                        f"{', '.join(jaxlat.CALIBRATION_OBJECTIVES)}), comma-separated: the first is the "
+                        "run's calibration; each other one is fitted on a copy of its measurements "
+                        "(nothing measured again) and scored beside it")
     p.add_argument("--seed", type=int, default=1000, help="seed of the fresh configs (not the calibration's)")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default="new_machine")
@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{_fmt(held['modules']['acc10'])}, networks {_fmt(held['networks']['acc10'])}")
     lines += ["", ("The zoo's test-retest: its second pass against its first, in each predictor's statistic (the "
                    "ratio: second / first, median over records, the machine's drift between the passes).")]
-    lines += ["", (f"Command: `python benchmarks/new_machine.py --work {args.work} --budget-min {args.budget_min:g} "
-                   f"--objectives {','.join(objectives)}`\n")]
+    lines += ["", (f"Command: `python benchmarks/new_machine.py --work {args.work} "
+                   f"--budget-min {args.budget_min:g} --objectives {','.join(objectives)}`\n")]
     print(write_results(args.out, args.name, payload, "\n".join(lines)))
     return 0
 

@@ -10,6 +10,7 @@ from ._base import PredictFn as PredictFn
 from ._base import Regressor as Regressor
 from ._base import params_nbytes as params_nbytes
 from ._base import predict_batch as predict_batch
+from ._calibrate import CALIBRATION_OBJECTIVES as CALIBRATION_OBJECTIVES
 from ._calibrate import calibrate_machine as calibrate_machine
 from ._composition import Composition as Composition
 from ._composition import count_rows as count_rows

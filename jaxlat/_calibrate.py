@@ -110,7 +110,7 @@ MODULE_CORRECTIONS = ("none", "global", "per_type")
 COMPOSITIONS = ("kept", "rescaled", "refitted")
 #: What the choice scores (`choose`): the held-out error of the module rows and of the networks
 #: averaged, of the networks alone (whole models: NAS, deployment), or of the module rows alone.
-OBJECTIVES = ("both", "networks", "modules")
+CALIBRATION_OBJECTIVES = ("both", "networks", "modules")
 #: Share of the suite's measurement time for module configs (the rest: networks).
 _MODULE_SHARE = 0.6
 #: Share of configs and networks measured again at the end (test-retest), with bounds.
@@ -1208,7 +1208,7 @@ class Choice:
     correction: str
     composition: str
     candidates: list[dict[str, Any]]  # every candidate: its held-out errors and score
-    #: Per objective (`OBJECTIVES`), the candidate it would choose and its held-out errors.
+    #: Per objective (`CALIBRATION_OBJECTIVES`), the candidate it would choose and its errors.
     by_objective: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -1227,10 +1227,11 @@ def candidate_label(base: str, correction: str, composition: str) -> str:
 
 
 def check_objective(objective: str) -> str:
-    """`objective` if it is one of `OBJECTIVES`, else a ValueError naming them."""
-    if objective not in OBJECTIVES:
+    """`objective` if it is one of `CALIBRATION_OBJECTIVES`, else a ValueError naming them."""
+    if objective not in CALIBRATION_OBJECTIVES:
         raise ValueError(
-            f"objective={objective!r} is not valid (--objective): expected one of {', '.join(OBJECTIVES)}"
+            f"objective={objective!r} is not valid (--objective): expected one of "
+            f"{', '.join(CALIBRATION_OBJECTIVES)}"
         )
     return objective
 
@@ -1290,7 +1291,7 @@ def choose(
         best = min(c["_scores"][o] for c in scored)
         return min((c for c in scored if c["_scores"][o] <= best + _TIE), key=lambda c: c["_rank"])
 
-    leaders = {o: leader(o) for o in OBJECTIVES}
+    leaders = {o: leader(o) for o in CALIBRATION_OBJECTIVES}
     pick = leaders[objective]
     for c in table:
         c.pop("_rank", None)

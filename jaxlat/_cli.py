@@ -881,7 +881,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ca.add_argument(
         "--objective",
-        choices=("both", "networks", "modules"),  # jaxlat._calibrate.OBJECTIVES (not imported: it loads JAX)
+        # jaxlat.CALIBRATION_OBJECTIVES, not imported here: that loads JAX (tests check they agree)
+        choices=("both", "networks", "modules"),
         default="both",
         help="what chooses the calibration: both (module rows and networks, held out, averaged), networks "
         "(whole models alone: NAS, deployment) or modules (per-layer use); default both",

@@ -114,7 +114,7 @@ def test_a_small_real_calibration_writes_a_predictor_and_a_card(calibrated):
     assert len(choice["candidates"]) == 2 * len(shipped) * len(cal.MODULE_CORRECTIONS) * len(cal.COMPOSITIONS)
     assert {c["base"] for c in choice["candidates"]} == {*shipped, *(f"{n}{cal.TUNED}" for n in shipped)}
     assert all(c["score"] is not None or c["note"] for c in choice["candidates"])
-    assert choice["objective"] == "both" and set(choice["by_objective"]) == set(cal.OBJECTIVES)
+    assert choice["objective"] == "both" and set(choice["by_objective"]) == set(jaxlat.CALIBRATION_OBJECTIVES)
     assert choice["by_objective"]["both"]["base"] == choice["base"]
     table = card["held_out"]["table"]
     assert [r["predictor"] for r in table[1:]] == [f"{n}, uncalibrated" for n in shipped]
@@ -289,7 +289,7 @@ def test_the_cli_offers_the_objectives_the_library_knows(tmp_path, capsys):
         jaxlat_main(["calibrate", "--out", str(tmp_path / "cal"), "--objective", "whole"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--objective: invalid choice: 'whole'" in err
-    assert all(f"'{o}'" in err for o in cal.OBJECTIVES) and not (tmp_path / "cal").exists()
+    assert all(f"'{o}'" in err for o in jaxlat.CALIBRATION_OBJECTIVES) and not (tmp_path / "cal").exists()
 
 
 def test_bad_python_arguments_name_the_argument(tmp_path):
@@ -384,7 +384,8 @@ def test_the_objective_decides_between_a_base_for_modules_and_one_for_networks()
     noisy = suite.log_y + rng.normal(0, 0.3, len(suite.log_y))
     good_networks = dataclasses.replace(base, name="networks", log_pred=noisy, net_sums=truth_sums)
     _, _, row_fold, net_fold = cal.split_suite(suite, 0)
-    choices = {o: cal.choose([good_modules, good_networks], suite, row_fold, net_fold, o) for o in cal.OBJECTIVES}
+    bases = [good_modules, good_networks]
+    choices = {o: cal.choose(bases, suite, row_fold, net_fold, o) for o in jaxlat.CALIBRATION_OBJECTIVES}
     assert choices["networks"].base == "networks" and choices["modules"].base == "modules"
     for o, ch in choices.items():  # each candidate's score is its error under the objective
         for c in ch.candidates:
