@@ -103,6 +103,16 @@ def zoo_scores(pred: Any, records: list[Any]) -> dict[str, Any]:
             "ratio": {n: float(r) for n, r in zip(table["name"], ratio)}}
 
 
+def predictor_scores(pred: Any, df: Any, fresh: Path, records: list[Any], records_again: list[Any]) -> dict[str, Any]:
+    """One predictor on a run's fresh module rows `df` (from the dataset `fresh`, whose retest
+    is the ceiling) and its zoo passes, each in the predictor's statistic."""
+    return {"statistic": pred.statistic, "modules": module_scores(pred, df), "zoo": zoo_scores(pred, records),
+            "zoo_second_pass": zoo_scores(pred, records_again) if records_again else None,
+            "zoo_retest": zoo_retest(records, records_again, pred.statistic),
+            "ceiling": profilers.retest_ceiling(fresh, pred.statistic)
+            or {"n": 0, "acc10": float("nan"), "acc20": float("nan")}}
+
+
 def zoo_retest(first: list[Any], second: list[Any], statistic: str) -> dict[str, Any]:
     """How the zoo's second pass repeats its first, in `statistic` (`profilers.retest_agreement`
     over the records measured in both), with the count of records within ±10 %."""
@@ -175,11 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, pred in [("calibrated", calibrated)] + others + [
             (f"{n}, uncalibrated", jaxlat.load_predictor(n)) for n in (i.name for i in
                                                                           jaxlat.list_predictors(calibrated=False))]:
-        rows[label] = {"statistic": pred.statistic, "modules": module_scores(pred, df), "zoo": zoo_scores(pred, records),
-                       "zoo_second_pass": zoo_scores(pred, records_again) if records_again else None,
-                       "zoo_retest": zoo_retest(records, records_again, pred.statistic),
-                       "ceiling": profilers.retest_ceiling(fresh, pred.statistic)
-                       or {"n": 0, "acc10": float("nan"), "acc20": float("nan")}}
+        rows[label] = predictor_scores(pred, df, fresh, records, records_again)
     cal_row = rows["calibrated"]
     share = cal_row["modules"]["acc10"] / cal_row["ceiling"]["acc10"] if cal_row["ceiling"]["acc10"] else float("nan")
     payload = {

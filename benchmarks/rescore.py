@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, machine_markdown, write_results
-from new_machine import module_scores, zoo_retest, zoo_scores
+from new_machine import predictor_scores
 
 import jaxlat
 import profilers
@@ -35,19 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     fresh = work / "fresh.parquet"
     df = profilers.read_dataset(fresh)
+    measured_at = df.attrs["jaxlat"][0]["runs"][-1]["started_at"]
     calibrated = set(profilers.read_dataset(work / "cal" / "data" / "modules.parquet")["config_key"])
     df = df[~df["config_key"].isin(calibrated)].reset_index(drop=True)
     zoo = profilers.load_records(work / "zoo.jsonl")
     again_path = work / "zoo_retest.jsonl"
     again = profilers.load_records(again_path) if again_path.exists() else []
-    measured_at = profilers.read_dataset(fresh).attrs["jaxlat"][0]["runs"][-1]["started_at"]
-    rows = {}
-    for name in args.predictor:
-        pred = jaxlat.load_predictor(name)
-        rows[name] = {"statistic": pred.statistic, "modules": module_scores(pred, df), "zoo": zoo_scores(pred, zoo),
-                      "zoo_second_pass": zoo_scores(pred, again) if again else None,
-                      "zoo_retest": zoo_retest(zoo, again, pred.statistic),
-                      "ceiling": profilers.retest_ceiling(fresh, pred.statistic)}
+    rows = {name: predictor_scores(jaxlat.load_predictor(name), df, fresh, zoo, again) for name in args.predictor}
     payload = {"machine": machine(), "settings": vars(args), "measured_at": measured_at, "results": rows}
     lines = [
         "# Predictors scored on an earlier new-machine run's measurements\n",
@@ -59,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
-        c, z2, zr = r["ceiling"] or {"acc10": float("nan"), "n": 0}, r["zoo_second_pass"], r["zoo_retest"]
+        c, z2, zr = r["ceiling"], r["zoo_second_pass"], r["zoo_retest"]
         lines.append(f"| {name} | {r['statistic']} | {r['modules']['acc10']:.3f} | {c['acc10']:.3f} ({c['n']}) | "
                      f"{r['zoo']['within10']} of {r['zoo']['n']} | {r['zoo']['median_abs_err']:.3f} | "
                      + (f"{z2['within10']} of {z2['n']} | " if z2 else "- | ")
