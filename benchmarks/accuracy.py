@@ -12,9 +12,9 @@ Writes accuracy.json and accuracy.md. `--quick` shrinks every training for a smo
 The training recipe of the MLP and MEDN (`jaxlat.regressors.Recipe`) is chosen on the
 validation rows (15 % of the training configs): `--ablation` adds, beside the default recipe 2
 (`mlp`, `medn`), recipe 1 (`mlp_recipe1`, `medn_recipe1`), recipe 2 without each of its
-parts (`mlp_mse`, `mlp_no_prior`, `mlp_no_conformal`) and with inputs clipped to the training
-range (`mlp_clip`, `medn_clip`, the default before), each scored on the validation and the
-test rows. `--edge log_cin,log_cout` adds `mlp_edge` and `medn_edge`: the widening outside
+parts (`mlp_mse`, `mlp_no_prior`, `mlp_no_conformal`; `mlp_no_encoding` and `medn_no_encoding`
+without the step network) and with inputs clipped to the training range (`mlp_clip`,
+`medn_clip`, the default before), each scored on the validation and the test rows. `--edge log_cin,log_cout` adds `mlp_edge` and `medn_edge`: the widening outside
 the range calibrated along the features the test extrapolates in (`Recipe.edge`).
 `--members N` adds `mlp_ensemble` and `medn_ensemble`: ensembles of N networks. `--only` restricts to some regressors; `--merge` adds the rows
 to an earlier run's file of the same `--name` (replacing rows of the same regressor), so that
@@ -75,8 +75,9 @@ MLP_RECIPES = {
     "mlp_no_prior": {"prior": False},
     "mlp_clip": {"clip": True},
     "mlp_no_conformal": {"conformal": False},
+    "mlp_no_encoding": {"bins": 0},
 }
-MEDN_RECIPES = {"medn": {}, "medn_recipe1": RECIPE1, "medn_clip": {"clip": True}}
+MEDN_RECIPES = {"medn": {}, "medn_recipe1": RECIPE1, "medn_clip": {"clip": True}, "medn_no_encoding": {"bins": 0}}
 
 
 
@@ -210,8 +211,8 @@ def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, qu
 
 ORDER = ["ridge", "poly2", "poly3", "roofline", "random_forest", "xgboost", "mlp", "mlp_ensemble", "mlp_equal_params", "medn",
          "medn_ensemble"]
-ABLATION_ORDER = ["mlp_recipe1", "mlp_mse", "mlp_no_prior", "mlp_no_clip", "mlp_clip", "mlp_no_conformal", "mlp", "mlp_edge",
-                  "medn_recipe1", "medn_clip", "medn", "medn_edge"]
+ABLATION_ORDER = ["mlp_recipe1", "mlp_mse", "mlp_no_prior", "mlp_no_clip", "mlp_clip", "mlp_no_conformal", "mlp_no_encoding",
+                  "mlp", "mlp_edge", "medn_recipe1", "medn_clip", "medn_no_encoding", "medn", "medn_edge"]
 RECIPE_WORDS = {
     "mlp_recipe1": "recipe 1: MSE on standardized log latency, RMS-residual interval",
     "mlp_mse": "recipe 2 with squared error instead of Huber",
@@ -220,10 +221,12 @@ RECIPE_WORDS = {
     "mlp_clip": "recipe 2 with inputs clipped to the training range (the default before)",
     "mlp_edge": "recipe 2, the widening calibrated on the edge rows of a first fit along `--edge`",
     "mlp_no_conformal": "recipe 2 with the RMS-residual interval instead of conformal + widening",
-    "mlp": "recipe 2: roofline prior (input and residual), Huber, conformal + widening outside the range",
+    "mlp_no_encoding": "recipe 2 without the step network on the piecewise-linear encoding (`bins=0`, the default before)",
+    "mlp": "recipe 2: roofline prior (input and residual), step network on the piecewise-linear encoding, Huber, conformal + widening outside the range",
     "medn_recipe1": "recipe 1: MSE, learned spread (NLL)",
     "medn_clip": "recipe 2 with inputs clipped to the training range (the default before)",
-    "medn": "recipe 2: per-type prior, Huber, learned spread scaled by conformal + widening outside the range",
+    "medn_no_encoding": "recipe 2 without the step network on the piecewise-linear encoding (`bins=0`, the default before)",
+    "medn": "recipe 2: per-type prior, step network on the piecewise-linear encoding, Huber, learned spread scaled by conformal + widening outside the range",
     "medn_edge": "recipe 2, the widening calibrated on the edge rows of a first fit along `--edge`",
 }
 

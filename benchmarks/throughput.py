@@ -1,7 +1,9 @@
 """Prediction speed and memory, side by side in one run.
 
 - rows per second on `--rows` conv2d configs (features already encoded) for MEDN, MLP and ridge
-  (jit, chunked) against RandomForest (nn-Meter settings) and XGBoost predict;
+  (jit, chunked) against RandomForest (nn-Meter settings) and XGBoost predict; MLP and MEDN
+  as new fits make them (with the step network, where the data has enough rows) and without
+  it (`*_no_steps`, `Recipe(bins=0)`);
 - single-query latency (one config, after warm-up: `jaxlat.single_query`, an ahead-of-time
   compiled executable, beside a plain `jax.jit` call) and model size per regressor; and the
   single query again in a fresh process with JAX's CPU async dispatch off
@@ -10,7 +12,8 @@
 - peak resident memory while predicting `--mass-rows` configs end to end (configs generated
   in chunks, encoded, predicted), in a fresh process;
 - MLP and MEDN rows per second against a plain jit MLP of the same layer sizes (the ceiling
-  for that arithmetic), on the default JAX device (CPU or GPU).
+  for that arithmetic; with a step network, two plain MLPs of the two networks' sizes, their
+  outputs summed), on the default JAX device (CPU or GPU).
 
   python benchmarks/throughput.py --data data/cpu_torch_1t.parquet --out benchmarks/results
 """
@@ -100,13 +103,14 @@ def fit_all(df, quick: bool):
     regs = {
         "ridge": ridge_regressor(),
         "mlp": mlp_regressor((256, 256, 256), train=tc),
+        "mlp_no_steps": mlp_regressor((256, 256, 256), train=tc, recipe={"bins": 0}),
         "random_forest": random_forest_regressor(n_jobs=-1, **({"n_estimators": 20} if quick else {})),
         "xgboost": xgboost_regressor(n_jobs=-1, **({"n_estimators": 50} if quick else {})),
     }
     fitted = {k: (r, r.fit(jax.random.key(0), x, y, names=names)) for k, r in regs.items()}
-    medn = medn_regressor(train=TrainConfig(epochs=5 if quick else 60, batch_size=512))
-    mp = medn.fit(jax.random.key(0), data)
-    fitted["medn"] = medn_task_view(medn, mp, MODULE)
+    for name, recipe in (("medn", {}), ("medn_no_steps", {"bins": 0})):
+        medn = medn_regressor(train=TrainConfig(epochs=5 if quick else 60, batch_size=512), recipe=recipe)
+        fitted[name] = medn_task_view(medn, medn.fit(jax.random.key(0), data), MODULE)
     return fitted, x
 
 
@@ -144,17 +148,19 @@ def throughput(fitted, x, rows: int) -> dict:
     return out
 
 
-def _layer_sizes(name: str, params) -> tuple[list[int], object]:
-    """The dense layer sizes of a network regressor and its activation."""
+def _layer_sizes(name: str, params) -> tuple[list[list[int]], object]:
+    """The dense layer sizes of each network of a network regressor (the first, and the step
+    network where it has one) and their activation."""
     if name == "mlp":
-        layers = params["layers"]
-        return [layers[0]["w"].shape[0]] + [layer["w"].shape[1] for layer in layers], jax.nn.relu
-    f = params["x_mean"].shape[1]
-    enc = [v for k, v in sorted(params["model"]["encoder"].items())]
-    sizes = [f + params["model"]["embed"]["embedding"].shape[1]] + [e["kernel"].shape[1] for e in enc]
-    dw = params["model"]["decoder_w"]
-    sizes += [w.shape[2] for _, w in sorted(dw.items())]
-    return sizes, jax.nn.silu
+        nets = [params["layers"]] + ([params["steps"]["layers"]] if "steps" in params else [])
+        return [[layers[0]["w"].shape[0]] + [layer["w"].shape[1] for layer in layers] for layers in nets], jax.nn.relu
+    out = []
+    for part in [params] + ([params["steps"]] if "steps" in params else []):
+        enc = [v for k, v in sorted(part["model"]["encoder"].items())]
+        sizes = [part["x_mean"].shape[1] + part["model"]["embed"]["embedding"].shape[1]] + [e["kernel"].shape[1] for e in enc]
+        sizes += [w.shape[2] for _, w in sorted(part["model"]["decoder_w"].items())]
+        out.append(sizes)
+    return out, jax.nn.silu
 
 
 def ceiling(fitted, x, rows: int) -> dict:
@@ -165,17 +171,22 @@ def ceiling(fitted, x, rows: int) -> dict:
     for name in ("mlp", "medn"):
         reg, params = fitted[name]
         fn = jax.jit(jax.vmap(reg.predict, in_axes=(None, 0)))
-        sizes, act = _layer_sizes(name, params)
-        keys = jax.random.split(jax.random.key(0), len(sizes))
-        layers = [{"w": jax.random.normal(k, (a, b)) * 0.05, "b": jnp.zeros(b)} for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
-        bigp = jnp.pad(big, ((0, 0), (0, max(0, sizes[0] - big.shape[1]))))[:, : sizes[0]]
-        plain = jax.jit(lambda ls, z, act=act: _plain_mlp(ls, z, act))
+        nets, act = _layer_sizes(name, params)
+        layers = []
+        for i, sizes in enumerate(nets):
+            keys = jax.random.split(jax.random.key(i), len(sizes))
+            layers.append([{"w": jax.random.normal(k, (a, b)) * 0.05, "b": jnp.zeros(b)}
+                           for k, a, b in zip(keys, sizes[:-1], sizes[1:])])
+        width = max(sizes[0] for sizes in nets)
+        bigp = jnp.pad(big, ((0, 0), (0, max(0, width - big.shape[1]))))[:, :width]
+        # The same arithmetic: each network's layers on the rows, their outputs summed.
+        plain = jax.jit(lambda nl, z, act=act, nets=nets: sum(_plain_mlp(ls, z[:, : s[0]], act) for ls, s in zip(nl, nets)))
         out = {}
         for label, f, args in ((name, fn, (params, big)), ("plain_mlp_same_layers", plain, (layers, bigp))):
             f(*args).block_until_ready()
             ts = timed(lambda f=f, args=args: f(*args).block_until_ready(), repeats=7)
             out[label] = {"rows_per_s_median": rows / float(np.median(ts)), "rows_per_s_max": rows / min(ts)}
-        out["layer_sizes"] = sizes
+        out["layer_sizes"] = nets
         out["ratio"] = out[name]["rows_per_s_median"] / out["plain_mlp_same_layers"]["rows_per_s_median"]
         res[name] = out
         print("ceiling", name, out, flush=True)
@@ -272,7 +283,7 @@ def main() -> None:
               f"{args.ceiling_rows:,} rows in one call, median of 7):\n\n"
               "| regressor | layer sizes | its rows/s | plain MLP rows/s | ratio |\n|---|---|---|---|---|\n")
     for name, v in c.items():
-        md.append(f"| {name} | {v['layer_sizes']} | {v[name]['rows_per_s_median']:,.0f} | "
+        md.append(f"| {name} | {' + '.join(str(n) for n in v['layer_sizes'])} | {v[name]['rows_per_s_median']:,.0f} | "
                   f"{v['plain_mlp_same_layers']['rows_per_s_median']:,.0f} | {v['ratio']:.2f} |\n")
     path = write_results(args.out, args.name, payload, "".join(md))
     print(path.read_text())

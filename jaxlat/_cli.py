@@ -163,8 +163,13 @@ def _train(args: argparse.Namespace, choice, train, select):
 
 
 def _recipe_args(args: argparse.Namespace):
-    """The recipe fields `--edge` and `--clip-inputs` ask for (None: the default recipe)."""
+    """The recipe fields `--edge`, `--clip-inputs` and `--bins` ask for (None: the default
+    recipe)."""
+    from ._data import check_count
+
     fields = {}
+    if args.bins is not None:
+        fields["bins"] = check_count(args.bins, name="--bins", minimum=0)
     if args.edge:
         fields["edge"] = tuple(args.edge)
     if args.clip_inputs:
@@ -742,6 +747,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="MLP and MEDN: hold the learned correction at the training range's boundary, so predictions "
         "beyond it grow as the roofline prior (monotone in size; less accurate out of range)",
+    )
+    t.add_argument(
+        "--bins",
+        type=int,
+        default=None,
+        metavar="N",
+        help="MLP and MEDN: most bins of the step network's piecewise-linear encoding of features on a grid of sizes "
+        "(default 32; at most one per 100 training rows of a type; 0: no step network)",
     )
     t.add_argument("--seed", type=int, default=0, help="random seed of splits and initialization")
     t.add_argument(

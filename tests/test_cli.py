@@ -328,6 +328,7 @@ def test_train_refuses_epochs_0_and_bad_outputs_before_training(small_data, tmp_
           "--out", str(tmp_path / "p")], ["--max-query-us=0.0 is not valid: expected a finite number > 0"]),
         ([*data, "--max-bytes", "0", "--out", str(tmp_path / "p")], ["need --select"]),
         ([*data, "--members", "0", "--out", str(tmp_path / "p")], ["--members=0 is not valid: expected an int >= 1"]),
+        ([*data, "--bins", "-1", "--out", str(tmp_path / "p")], ["--bins=-1 is not valid: expected an int >= 0"]),
     ]:
         _one_error(jaxlat_main, argv, capsys, "jaxlat: error: ", *expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no predictor directory left behind
@@ -341,9 +342,11 @@ def test_train_members_saves_an_ensemble_that_reloads(small_data, tmp_path):
 
     out = tmp_path / "ens"
     assert jaxlat_main(["train", "--data", str(small_data / "train.parquet"), "--regressor", "mlp", "--members", "2",
-                        "--epochs", "3", "--edge", "log_cin,log_cout", "--clip-inputs", "--out", str(out), "-q"]) == 0
+                        "--epochs", "3", "--edge", "log_cin,log_cout", "--clip-inputs", "--bins", "0", "--out", str(out),
+                        "-q"]) == 0
     pred = LatencyPredictor.load(out)
     m = pred.models["conv2d"]
+    assert m.regressor.config["recipe"]["bins"] == 0
     assert m.regressor.config["members"] == 2 and m.params["layers"][0]["w"].shape[0] == 2
     assert tuple(m.regressor.config["recipe"]["edge"]) == ("log_cin", "log_cout")
     assert m.regressor.config["recipe"]["clip"] is True and "x_min" in m.params

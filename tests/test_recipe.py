@@ -6,10 +6,13 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 import jaxlat
+import profilers
 from jaxlat import encode_columns, predict_batch
+from jaxlat._predict import combine
 from jaxlat.regressors import medn_regressor, medn_task_view, mlp_regressor, regressor_entry
 from jaxlat.regressors._recipe import (
     DEFAULT,
@@ -19,11 +22,15 @@ from jaxlat.regressors._recipe import (
     check_edge,
     conformal_quantile,
     edge_rows,
+    encode,
+    encode_host,
+    fit_encoding,
+    pad_encodings,
     widening_scale,
 )
 from jaxlat.regressors._roofline import roofline_log_ms_host
 
-from .helpers import synthetic_arrays
+from .helpers import synthetic_arrays, synthetic_latency_ms
 
 TRAIN = jaxlat.TrainConfig(epochs=120, batch_size=64, learning_rate=3e-3, patience=0)
 
@@ -145,9 +152,20 @@ def test_recipe_settings_are_checked():
         Recipe(edge="log_m")
     with pytest.raises(ValueError, match="edge_frac=0.6 is not valid"):
         Recipe(edge_frac=0.6)
+    with pytest.raises(ValueError, match=r"bins=-1 is not valid: expected an integer >= 0"):
+        Recipe(bins=-1)
+    with pytest.raises(ValueError, match=r"bins=2.5 is not valid"):
+        as_recipe({"bins": 2.5})
+    assert Recipe(version=1).bins == 0 and LEGACY.bins == 0
+    with pytest.raises(ValueError, match=r"step_width=0 is not valid: expected an integer >= 1"):
+        Recipe(step_width=0)
+    # A recipe saved before `bins` existed had no encoding, and reads back without one.
+    assert Recipe.from_config(DEFAULT.as_config() | {"bins": 8}).bins == 8
+    assert Recipe.from_config({k: v for k, v in DEFAULT.as_config().items() if k != "bins"}).bins == 0
+    assert as_recipe({"prior": False}).bins == DEFAULT.bins
     # A recipe saved before `edge` existed reads back with no edge fit (and its own `clip`).
     saved = {"version": 2, "prior": True, "clip": True, "loss": "huber", "huber_delta": 1.0, "conformal": True}
-    assert Recipe.from_config(saved) == Recipe(clip=True, edge=())
+    assert Recipe.from_config(saved) == Recipe(clip=True, edge=(), bins=0)
     assert Recipe.from_config(Recipe(edge=["log_m"]).as_config()).edge == ("log_m",)
 
 
@@ -272,3 +290,97 @@ def test_weight_averaging_returns_the_moving_average_of_the_steps():
     assert jaxlat.TrainConfig().ema_decay == 0.999  # on by default
     with pytest.raises(ValueError, match=r"ema_decay=1.0 is not valid: expected a number in \(0, 1\)"):
         jaxlat.TrainConfig(ema_decay=1.0)
+
+
+def test_the_encoding_is_piecewise_linear_with_open_ends():
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.integers(0, 40, 800) / 4.0, rng.integers(0, 2, 800), np.full(800, 3.0), rng.uniform(0, 1, 800)],
+                 axis=1)
+    enc = fit_encoding(x, 4)
+    assert set(enc["col"].tolist()) == {0}  # a flag, a constant and a continuous feature are not encoded
+    assert len(enc["col"]) == 4 and enc["first"].tolist() == [1, 0, 0, 0] and enc["last"].tolist() == [0, 0, 0, 1]
+    edges = np.r_[enc["lo"], enc["lo"][-1] + enc["width"][-1]]
+    np.testing.assert_allclose(edges, np.quantile(x[:, 0], [0, 0.25, 0.5, 0.75, 1.0]), rtol=1e-5)
+    rows = np.array([[edges[0] - 1.0, 0, 3, 0], [edges[2], 0, 3, 0], [0.5 * (edges[2] + edges[3]), 0, 3, 0],
+                     [edges[4] + 2.0, 0, 3, 0]], np.float32)
+    out = encode_host(enc, rows)
+    np.testing.assert_allclose(out[1], [1, 1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(out[2], [1, 1, 0.5, 0], atol=1e-5)
+    assert out[0, 0] < 0 and np.all(out[0, 1:] == 0)  # below the range: the first bin goes on
+    assert out[3, 3] > 1 and np.all(out[3, :3] == 1)  # above it: the last bin goes on
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda r: encode(enc, r))(jnp.asarray(rows))), out, rtol=1e-6)
+    g = jax.grad(lambda v: encode(enc, jnp.array([v, 0.0, 3.0, 0.0])).sum())(jnp.float32(5.0))
+    assert np.isfinite(g) and g > 0
+    # Too few rows for MIN_BINS bins: no encoding; a type without one is padded with masked bins.
+    assert fit_encoding(x[:399], 32) is None and len(fit_encoding(x[:400], 32)["col"]) == 4
+    padded = pad_encodings([enc, None])
+    assert padded["col"].shape == (2, 4) and padded["mask"][1].sum() == 0
+    assert np.all(encode_host({k: v[1] for k, v in padded.items()}, rows) == 0)
+    assert pad_encodings([None, None]) is None
+
+
+def _step_part(params, x):
+    """What the step network adds to the standardized log latency of one config `x`."""
+    from jaxlat.regressors._mlp import _step_input, apply_mlp
+
+    prior = jnp.asarray(roofline_log_ms_host(params["prior"], np.asarray(x)[None])[0], jnp.float32)
+    return apply_mlp(params["steps"]["layers"], _step_input(params["steps"], x, prior))[0]
+
+
+def _tiled(n: int, seed: int):
+    """Convolutions with channels on a grid of 16 (as samplers and NAS spaces draw them), at
+    the synthetic law times the waste of padding both channel counts to tiles of 64: a
+    staircase, level by level, that a kernel's tiling puts into latency."""
+    rng = np.random.default_rng(seed)
+    cols = {"cin": rng.integers(1, 33, n) * 16, "cout": rng.integers(1, 33, n) * 16, "h": rng.choice([7, 14, 28, 56], n),
+            "kernel": rng.choice([1, 3, 5], n), "batch_size": rng.choice([1, 8], n)}
+    cols["w"] = cols["h"]
+    cfgs = [profilers.make_config("conv2d", **{k: int(v[i]) for k, v in cols.items()}) for i in range(n)]
+    pad = sum(np.log(np.ceil(cols[c] / 64) * 64 / cols[c]) for c in ("cin", "cout"))
+    x = np.asarray(encode_columns("conv2d", cols), np.float32)
+    return x, (np.log(synthetic_latency_ms(cfgs)) + pad).astype(np.float32), jaxlat.feature_schema("conv2d").names
+
+
+def test_the_step_network_draws_steps_between_levels_and_holds_beyond_the_range():
+    tr, va, te = (_tiled(n, s) for n, s in ((1600, 0), (400, 1), (1000, 2)))
+    acc = {}
+    for bins in (0, 32):
+        mlp = mlp_regressor((64, 64), train=TRAIN, recipe={"bins": bins})
+        p = mlp.fit(jax.random.key(0), tr[0], tr[1], names=tr[2], x_val=va[0], y_val=va[1])
+        assert ("steps" in p) == (bins > 0)
+        out = predict_batch(mlp, p, te[0])
+        acc[bins] = float(np.mean(np.abs(np.exp(out[:, 0] - te[1]) - 1) <= 0.1))
+    assert acc[32] > acc[0] + 0.05, acc
+    # Beyond the training range the step network holds its value at the boundary: what it
+    # adds for channels 2x and 4x the largest measured is what it adds at the largest.
+    edge = te[0][np.argmax(te[0][:, tr[2].index("log_cout")])]
+    far = [edge.copy() for _ in range(3)]
+    for i, k in enumerate((1, 2, 4)):
+        far[i][tr[2].index("log_cout")] += np.log(k)
+    vals = [float(_step_part(p, r)) for r in far]
+    np.testing.assert_allclose(vals[1:], vals[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_predictor_with_the_encoding_saves_fine_tunes_and_differentiates(tmp_path):
+    from .helpers import synthetic_rows
+
+    frame = pd.DataFrame(synthetic_rows(["conv2d", "linear"], 500, 0) + synthetic_rows(["add"], 60, 1))
+    small = jaxlat.TrainConfig(epochs=10, batch_size=64, learning_rate=3e-3)
+    for regressor in ("medn", "mlp"):
+        pred = jaxlat.train_predictor(frame, regressor=regressor, train=small)
+        head = pred.heads["conv2d"]
+        params = combine(pred.params.regressors[head.key], head.static)  # floats and index arrays
+        assert "encoding" in params["steps"]
+        if regressor == "medn":  # one MEDN: "add" has 60 rows, too few for bins, and its bins are masked
+            t = sorted(pred.models).index("add")  # MEDN's tasks are the sorted module types
+            assert params["steps"]["encoding"]["mask"][t].sum() == 0
+        out = pred.predict(frame)
+        pred.save(tmp_path / regressor)
+        again = jaxlat.LatencyPredictor.load(tmp_path / regressor).predict(frame)
+        np.testing.assert_array_equal(again["latency_ms"].to_numpy(), out["latency_ms"].to_numpy())
+        f = pred.latency_fn("conv2d")
+        base = dict(profilers.make_config("conv2d", cin=32, cout=64, h=28, w=28, kernel=3).values)
+        g = jax.grad(lambda c, f=f, base=base: f({**base, "cout": c}).sum())(jnp.float32(64.0))
+        assert np.isfinite(g) and g > 0
+        tuned = jaxlat.fine_tuned(pred, frame[frame["module"] == "conv2d"].head(40), steps=5)
+        assert np.all(np.isfinite(tuned.predict(frame)["latency_ms"].to_numpy()))

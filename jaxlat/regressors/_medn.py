@@ -11,8 +11,11 @@ Recipe 2 (`jaxlat.regressors._recipe`, the default of new fits) adds, per module
 roofline cost prior that the network reads as an input and learns the log latency over, a
 Huber loss, and split-conformal intervals per type that widen outside the training range
 (optionally calibrated on the edge rows of a first fit, `Recipe.edge`); with `clip`, inputs
-are clipped to that range (beyond it the prior carries the growth). Parameters saved by
-recipe 1 have none of those parts, and `medn_forward` reads them as before.
+are clipped to that range (beyond it the prior carries the growth). With `bins`, a second
+MEDN of the same shape, the step network, reads the features' piecewise-linear encoding too
+and learns what the first left over, its inputs clipped to the training range (so beyond it
+the step network holds its boundary value and the first network extrapolates). Parameters
+saved by recipe 1 have none of those parts, and `medn_forward` reads them as before.
 
 The network is an `nnx.Module`; prediction crosses into pure JAX with `nnx.merge` of a cached
 graph definition and the saved parameter dict, so `predict` jit-compiles, vmaps and
@@ -43,7 +46,11 @@ from ._recipe import (
     check_edge,
     conformal_shift,
     edge_rows,
+    encode,
+    encode_host,
     excess,
+    fit_encoding,
+    pad_encodings,
     regression_loss,
     standardized_bounds,
     widened_log_sigma,
@@ -149,7 +156,9 @@ def medn_forward(config: MEDNConfig, params: Mapping[str, Any], x: jax.Array, ta
         feature indices; the log prior is the last input column), `x_min`, `x_max`
         `[n_tasks, f]` (the training range the inputs are clipped to) or `range_min`,
         `range_max` (the range that widens the interval alone), `log_sigma_shift`
-        `[n_tasks]` (the conformal factor) and `kappa` `[n_tasks, f]` (the widening).
+        `[n_tasks]` (the conformal factor), `kappa` `[n_tasks, f]` (the widening) and `steps`
+        (the step network: `encoding`, per task `[n_tasks, n_bins]`, its input statistics and
+        range `x_mean`, `x_scale`, `x_min`, `x_max` `[n_tasks, f_steps]`, and `model`).
       x: encoded features of one config; zero-padded to the common width.
       task: the module type's index in the MEDN's tasks.
     """
@@ -172,7 +181,15 @@ def medn_forward(config: MEDNConfig, params: Mapping[str, Any], x: jax.Array, ta
         e = excess(z, lo, hi)
     device = params["device_vec"] if config.device_dim else None
     out = _network(config, params["model"], z, task, device)
-    mu = out[0] * params["y_scale"][task] + params["y_mean"][task]
+    mu = out[0]
+    if "steps" in params:  # the step network, held at the training range's boundary
+        s = params["steps"]
+        xs = jnp.concatenate([xp[: f - 1] if has_prior else xp, jnp.reshape(prior if has_prior else 0.0, (1,)),
+                              encode({k: v[task] for k, v in s["encoding"].items()}, xp[: f - 1] if has_prior else xp)])
+        lo, hi = standardized_bounds(s["x_min"][task], s["x_max"][task], s["x_mean"][task], s["x_scale"][task])
+        zs = jnp.clip((xs - s["x_mean"][task]) / s["x_scale"][task], lo, hi)
+        mu = mu + _network(_steps_config(config, s), s["model"], zs, task)[0]
+    mu = mu * params["y_scale"][task] + params["y_mean"][task]
     log_sigma = out[1] + jnp.log(params["y_scale"][task])
     if prior is not None:
         mu = mu + prior
@@ -183,12 +200,28 @@ def medn_forward(config: MEDNConfig, params: Mapping[str, Any], x: jax.Array, ta
     return jnp.stack([mu, log_sigma])
 
 
+def _steps_config(config: MEDNConfig, steps) -> MEDNConfig:
+    """The step network's architecture, read from its parameters' shapes (static under jit):
+    its own input and layer widths, the first's task count and embedding, no device."""
+    model = steps["model"]
+    widths = [model["encoder"][k]["kernel"].shape[-1] for k in sorted(model["encoder"], key=int)]
+    decoder = [model["decoder_w"][k].shape[-1] for k in sorted(model["decoder_w"], key=int)][:-1]
+    return dataclasses.replace(config, n_features=int(steps["x_mean"].shape[1]), encoder=tuple(widths[:-1]),
+                               latent=int(widths[-1]), decoder=tuple(decoder), device_dim=0)
+
+
 def _network(config: MEDNConfig, model, z, task, device=None) -> jax.Array:
     """The network's `(mu, log_sigma)` in standardized units; an ensemble's (every state
     array stacked along a leading members axis) is the mean of its members'."""
     if model["embed"]["embedding"].ndim == 3:  # [members, n_tasks, embed_dim]: static under jit
         return jnp.mean(jax.vmap(lambda m: nnx.merge(_graphdef(config), m)(z, task, device))(model), axis=0)
     return nnx.merge(_graphdef(config), model)(z, task, device)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _first_mu(config: MEDNConfig, model, z, task):
+    """The standardized mean of rows `z [n, f]` of tasks `task [n]`."""
+    return jax.vmap(lambda zi, ti: _network(config, model, zi, ti)[0])(z, task)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "task"))
@@ -432,16 +465,13 @@ def medn_regressor(
 
         config = MEDNConfig(n, width, **settings)
         val = {k: v for k, v in (val or {}).items() if len(v[1]) > 0 and k in train_data}
-        loss = MEDNLoss(config, nll_weight, recipe.loss, recipe.huber_delta)
         rows, val_rows = stack(train_data), (stack(val) if val else None)
-        trained = []
-        for i in range(members):
-            init_key, train_key = jax.random.split(key if i == 0 else jax.random.fold_in(key, 1000 + i))
-            _, state = nnx.split(MEDN(config, rngs=nnx.Rngs(params=init_key)))
-            model = fit_with_adamw(loss, nnx.to_pure_dict(state), rows, key=train_key, config=train, val=val_rows)
-            trained.append(jax.tree.map(np.asarray, model))
-        params["model"] = trained[0] if members == 1 else jax.tree.map(lambda *a: np.stack(a), *trained)
+        params["model"] = train_members(key, config, rows, val_rows)
         params["tasks"] = tasks  # static metadata, stored in the artifact's JSON
+        encs = pad_encodings([fit_encoding(train_data[name][0], recipe.bins) if recipe.bins else None for name in tasks])
+        if encs is not None:  # the step network learns what the first left over
+            params["steps"] = fit_steps(jax.random.fold_in(key, 7), params, config, encs, train_data, val, inputs,
+                                        rows, val_rows)
         edges = {}
         if recipe.edge and recipe.conformal:
             for name in tasks:
@@ -449,6 +479,60 @@ def medn_regressor(
                 if mask is not None:
                     edges[name] = mask
         return params, edges, config, inputs, val
+
+    def train_members(key, config, rows, val_rows):
+        """`members` MEDNs of `config` from their own seeds on `rows` (`(z, task, target)`),
+        stacked along a leading axis when more than one."""
+        loss = MEDNLoss(config, nll_weight, recipe.loss, recipe.huber_delta)
+        trained = []
+        for i in range(members):
+            init_key, train_key = jax.random.split(key if i == 0 else jax.random.fold_in(key, 1000 + i))
+            _, state = nnx.split(MEDN(config, rngs=nnx.Rngs(params=init_key)))
+            model = fit_with_adamw(loss, nnx.to_pure_dict(state), rows, key=train_key, config=train, val=val_rows)
+            trained.append(jax.tree.map(np.asarray, model))
+        return trained[0] if members == 1 else jax.tree.map(lambda *a: np.stack(a), *trained)
+
+    def fit_steps(key, params, config, encs, train_data, val, inputs, rows, val_rows):
+        """The step network: each task's features, log prior and encoding (masked bins stay 0),
+        standardized and clipped to the training range, mapped to what the first network left
+        over of the standardized target."""
+        tasks = params["tasks"]
+        f = max(x.shape[1] for x, _ in train_data.values())
+        width = f + 1 + encs["col"].shape[1]
+        steps = {"encoding": encs, "x_mean": np.zeros((len(tasks), width), np.float32),
+                 "x_scale": np.ones((len(tasks), width), np.float32), "x_min": np.zeros((len(tasks), width), np.float32),
+                 "x_max": np.zeros((len(tasks), width), np.float32)}
+
+        def step_inputs(t, x):
+            xa, lp = inputs(t, x)
+            return np.concatenate([xa[:, :f], np.asarray(lp, np.float32)[:, None],
+                                   encode_host({k: v[t] for k, v in encs.items()}, xa[:, :f])], axis=1)
+
+        for t, name in enumerate(tasks):
+            xs = step_inputs(t, np.asarray(train_data[name][0], np.float32))
+            own = np.r_[np.arange(train_data[name][0].shape[1]), [f], f + 1 + np.arange(int(encs["mask"][t].sum()))]
+            m, sc = standardizer(np.asarray(xs[:, own], np.float64))
+            steps["x_mean"][t, own], steps["x_scale"][t, own] = m, sc
+            steps["x_min"][t, own], steps["x_max"][t, own] = xs[:, own].min(axis=0), xs[:, own].max(axis=0)
+
+        def stacked(data, first_rows):
+            zs = []
+            for t, name in enumerate(tasks):
+                if name in data:
+                    xs = step_inputs(t, np.asarray(data[name][0], np.float32))
+                    lo, hi = standardized_bounds(steps["x_min"][t], steps["x_max"][t], steps["x_mean"][t],
+                                                 steps["x_scale"][t])
+                    zs.append(np.clip((xs - steps["x_mean"][t]) / steps["x_scale"][t], lo, hi).astype(np.float32))
+            z, task, target = first_rows
+            mu = np.asarray(_first_mu(config, params["model"], jnp.asarray(z), jnp.asarray(task)))
+            return np.concatenate(zs), task, (target - mu).astype(np.float32)
+
+        w = recipe.step_width
+        step_config = dataclasses.replace(config, n_features=width, encoder=(w,) * len(config.encoder),
+                                          latent=min(config.latent, w))
+        steps["model"] = train_members(key, step_config, stacked(train_data, rows),
+                                       stacked(val, val_rows) if val_rows is not None else None)
+        return steps
 
     def _standardized(params, t, x, inputs):
         """Task `t`'s network inputs of rows `x` (clipped where the recipe clips) and their

@@ -4,9 +4,11 @@ Two recipes (`jaxlat.regressors._recipe`): recipe 1 maps standardized features t
 log latency by squared error (every MLP saved before recipes were recorded); recipe 2, the
 default, learns the log latency over a roofline prior with a Huber loss and sets conformal
 intervals that widen outside the training range (with `clip`, it also holds its correction at
-the range's boundary). The one `predict` serves both: it reads the parts a recipe saved
-(`prior`, `x_min`/`x_max` or `range_min`/`range_max`, `kappa`) from the parameters' structure,
-which is static under `jit`.
+the range's boundary), and, with `bins`, adds a step network: a second MLP that reads the
+features' piecewise-linear encoding too and learns what the first left over, its inputs
+clipped to the training range. The one `predict` serves both recipes: it reads the parts a
+recipe saved (`prior`, `x_min`/`x_max` or `range_min`/`range_max`, `kappa`, `steps`) from the
+parameters' structure, which is static under `jit`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ from ._recipe import (
     as_recipe,
     conformal_shift,
     edge_rows,
+    encode,
+    encode_host,
     excess,
+    fit_encoding,
     regression_loss,
     standardized_bounds,
     widened_log_sigma,
@@ -125,11 +130,30 @@ class MLPPredict:
             mu = _mu_std(params, x, act) * params["y_scale"] + params["y_mean"]
             return jnp.stack([mu, params["log_sigma"]])
         z, e, prior = _prepare(params, x)
-        mu = apply_mlp(params["layers"], z, act)[0] * params["y_scale"] + params["y_mean"] + prior
+        out = apply_mlp(params["layers"], z, act)[0]
+        if "steps" in params:  # the step network, held at the training range's boundary
+            out = out + apply_mlp(params["steps"]["layers"], _step_input(params["steps"], x, prior), act)[0]
+        mu = out * params["y_scale"] + params["y_mean"] + prior
         log_sigma = params["log_sigma"]
         if "kappa" in params:
             log_sigma = widened_log_sigma(log_sigma, params["kappa"], e)
         return jnp.stack([mu, log_sigma])
+
+
+def _step_input(steps, x, prior):
+    """The step network's input of one config: the features, the log prior and the features'
+    piecewise-linear encoding, standardized and clipped to the training range."""
+    xa = jnp.concatenate([x, jnp.reshape(prior, (1,)), encode(steps["encoding"], x)])
+    lo, hi = standardized_bounds(steps["x_min"], steps["x_max"], steps["x_mean"], steps["x_scale"])
+    return jnp.clip((xa - steps["x_mean"]) / steps["x_scale"], lo, hi)
+
+
+def _step_inputs_host(steps, x, prior):
+    """`_step_input` of rows `x [n, f]` with their log priors `prior [n]`, on the host."""
+    xa = np.concatenate([np.asarray(x, np.float32), np.asarray(prior, np.float32)[:, None],
+                         encode_host(steps["encoding"], x)], axis=1)
+    lo, hi = standardized_bounds(steps["x_min"], steps["x_max"], steps["x_mean"], steps["x_scale"])
+    return np.clip((xa - steps["x_mean"]) / steps["x_scale"], lo, hi).astype(np.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("activation",))
@@ -164,7 +188,10 @@ def _fit_legacy(key, x, y, hidden, activation, train, predict, x_val, y_val):
 def _fit_network(key, x, y, names, hidden, activation, train, recipe: Recipe, x_val, y_val, members: int = 1):
     """Recipe 2's parameters up to the interval: the prior, the standardization, the range
     and the trained layers (`log_sigma` 0, no `kappa`); with `members > 1`, that many networks
-    from different seeds on the same inputs, stacked (their mean is the prediction)."""
+    from different seeds on the same inputs, stacked (their mean is the prediction). With
+    `recipe.bins` and enough rows, then `steps`: the step network (as many members), trained
+    on what the first left over of the training rows' standardized target, early-stopped on
+    the validation rows' remainder."""
     params: dict = {}
     prior_tr = np.zeros(len(x))
     if recipe.prior:
@@ -184,18 +211,41 @@ def _fit_network(key, x, y, names, hidden, activation, train, recipe: Recipe, x_
         p = roofline_log_ms_host(params["prior"], a) if recipe.prior else 0.0
         return z.astype(np.float32), ((t - p - y_mean) / y_scale).astype(np.float32)
 
-    val = standardize(x_val, y_val) if x_val is not None and len(x_val) > 0 else None
+    has_val = x_val is not None and len(x_val) > 0
+    val = standardize(x_val, y_val) if has_val else None
     loss = MLPResidualLoss(activation, recipe.loss, recipe.huber_delta)
     rows = standardize(x, y)
+    params["layers"] = _train_members(key, rows, val, hidden, activation, train, loss, members)
+    params["log_sigma"] = np.float32(0.0)
+    enc = fit_encoding(x, recipe.bins) if recipe.bins else None
+    if enc is not None:  # the step network learns what the smooth one left over
+        steps = {"encoding": enc}
+        xs = np.concatenate([np.asarray(x, np.float32), prior_tr[:, None], encode_host(enc, x)], axis=1)
+        steps["x_mean"], steps["x_scale"] = standardizer(np.asarray(xs, np.float64))
+        steps["x_min"], steps["x_max"] = xs.min(axis=0), xs.max(axis=0)
+        act = _ACTIVATIONS[activation]
+        left = lambda r: (r[1] - np.asarray(apply_mlp(params["layers"], r[0], act))[:, 0]).astype(np.float32)
+        step_rows = (_step_inputs_host(steps, x, prior_tr), left(rows))
+        step_val = None
+        if has_val:
+            prior_val = roofline_log_ms_host(params["prior"], x_val) if recipe.prior else np.zeros(len(x_val))
+            step_val = (_step_inputs_host(steps, x_val, prior_val), left(val))
+        steps["layers"] = _train_members(jax.random.fold_in(key, 7), step_rows, step_val, (recipe.step_width,) * len(hidden),
+                                         activation, train, loss, members)
+        params["steps"] = steps
+    return params
+
+
+def _train_members(key, rows, val, hidden, activation, train, loss, members):
+    """`members` networks from their own seeds on `rows` (standardized inputs and target),
+    stacked along a leading axis when more than one."""
     trained = []
     for i in range(members):
         init_key, train_key = jax.random.split(key if i == 0 else jax.random.fold_in(key, 1000 + i))
-        layers = init_mlp(init_key, (xa.shape[1], *hidden, 1))
+        layers = init_mlp(init_key, (rows[0].shape[1], *hidden, 1))
         layers = fit_with_adamw(loss, layers, rows, key=train_key, config=train, val=val)
         trained.append(jax.tree.map(np.asarray, layers))
-    params["layers"] = trained[0] if members == 1 else jax.tree.map(lambda *a: np.stack(a), *trained)
-    params["log_sigma"] = np.float32(0.0)
-    return params
+    return trained[0] if members == 1 else jax.tree.map(lambda *a: np.stack(a), *trained)
 
 
 def _augment(params, x, prior=None):

@@ -26,6 +26,24 @@ Recipe 2 (the default for new fits), each part switchable for ablations:
   learned correction to that feature on validation rows: freezing the correction at the
   boundary errs by about that slope times the distance. Where enough validation rows lie
   well outside the fitted range, they scale `kappa` up so that 80 % of them are covered too.
+- `bins`: a step network beside the first. A smooth network on log-scaled sizes hardly draws
+  the steps that kernel and tile choices put into latency level by level. With `bins`, each
+  feature measured on a grid of sizes (3 to `MAX_LEVELS` distinct training values: channels,
+  spatial sizes, kernel, batch) is also read through a piecewise-linear encoding (Gorishniy,
+  Rubachev and Babenko 2022): the feature's training quantiles cut it into up to `bins`
+  bins, and bin `k`'s input is how far the value has crossed that bin (0 below it, 1 above,
+  linear within). A second network reads the features, the log prior and that encoding,
+  clipped to the training range, and learns what the first left over on the training rows
+  (early-stopped on the validation rows' remainder); the prediction is their sum. Beyond the
+  range the step network holds its value at the boundary and the first network extrapolates
+  as it did alone: one network reading the encoding directly was as accurate inside the
+  range and far worse outside it (`docs/results.md`, "Piecewise-linear encoding and a step
+  network"). A type gets at most one bin per `ROWS_PER_BIN` training rows and no step
+  network below `MIN_BINS` bins: on a few hundred rows the bins only fit noise. Flags,
+  one-hot columns and continuous features (costs) are not encoded. The step network is
+  `step_width` (128) wide, whatever the first network's width: a one-config query reads
+  every weight, so its time grows with their bytes (the V100 figures for 128 and 256 are in
+  `docs/results.md`). About twice the training time where it applies.
 - `edge`: calibrates how fast the interval widens along the features a user will
   extrapolate in (e.g. `("log_cin", "log_cout")` for wider layers than measured): a first
   fit leaves out the training rows in the top `edge_frac` of any of those features, and the
@@ -38,6 +56,8 @@ Recipe 2 (the default for new fits), each part switchable for ablations:
 References:
   Lei, G'Sell, Rinaldo, Tibshirani, Wasserman, "Distribution-Free Predictive Inference for
   Regression", JASA 2018 (split conformal).
+  Gorishniy, Rubachev, Babenko, "On Embeddings for Numerical Features in Tabular Deep
+  Learning", NeurIPS 2022 (piecewise-linear encoding).
 """
 
 from __future__ import annotations
@@ -62,6 +82,13 @@ MIN_OUTSIDE_ROWS = 20
 OUTSIDE_TOL = 1e-4
 #: Floor of the log spread (a relative error of 1e-4): intervals never collapse to a point.
 MIN_LOG_SIGMA = float(np.log(1e-4))
+#: Training rows per bin of the piecewise-linear encoding, at least.
+ROWS_PER_BIN = 100
+#: Fewest bins of the piecewise-linear encoding; a type with fewer gets none.
+MIN_BINS = 4
+#: Most distinct training values of a feature the encoding reads (a feature on a grid of
+#: sizes); features with more (costs, continuous sizes) stay smooth.
+MAX_LEVELS = 64
 _LOSSES = ("mse", "huber")
 
 
@@ -82,6 +109,12 @@ class Recipe:
         A module type with none of them, or too few rows, is fitted once; MEDN raises
         `ValueError` for a name that no type has.
       edge_frac: the share of each `edge` feature's largest values that first fit leaves out.
+      bins: most bins of the piecewise-linear encoding of each gridded feature that the step
+        network reads (0: no step network); fewer where the training rows are few
+        (`ROWS_PER_BIN`, `MIN_BINS`). A recipe saved before this field existed reads as 0;
+        recipe 1 has none.
+      step_width: the step network's hidden width (its layers as many as the first network's;
+        MEDN's latent code at most this wide).
     """
 
     version: int = 2
@@ -92,6 +125,8 @@ class Recipe:
     conformal: bool = True
     edge: tuple[str, ...] = ()
     edge_frac: float = 0.1
+    bins: int = 32
+    step_width: int = 128
 
     def __post_init__(self):
         if self.version not in (1, 2):
@@ -105,6 +140,12 @@ class Recipe:
         object.__setattr__(self, "edge", tuple(self.edge))
         if not 0 < self.edge_frac < 0.5:
             raise ValueError(f"edge_frac={self.edge_frac} is not valid: expected a number in (0, 0.5)")
+        if isinstance(self.bins, bool) or not isinstance(self.bins, (int, np.integer)) or self.bins < 0:
+            raise ValueError(f"bins={self.bins!r} is not valid: expected an integer >= 0 (0: no encoding)")
+        object.__setattr__(self, "bins", 0 if self.version == 1 else int(self.bins))  # recipe 1 has none
+        if isinstance(self.step_width, bool) or not isinstance(self.step_width, (int, np.integer)) or self.step_width < 1:
+            raise ValueError(f"step_width={self.step_width!r} is not valid: expected an integer >= 1")
+        object.__setattr__(self, "step_width", int(self.step_width))
 
     def as_config(self) -> dict[str, Any]:
         """The JSON-able settings saved with a predictor."""
@@ -114,13 +155,16 @@ class Recipe:
     def from_config(cls, c: Mapping[str, Any] | None) -> Recipe:
         """The recipe a saved configuration describes (`None`: recipe 1, the one predictors
         saved without a `recipe` entry were trained with); fields added since take their
-        defaults (a saved recipe records every field it had, `clip` among them)."""
+        defaults (a saved recipe records every field it had, `clip` among them), except
+        `bins`, which reads as 0 in a recipe saved before it existed."""
         return LEGACY if c is None else as_recipe(c)
 
 
 def as_recipe(recipe: Recipe | Mapping[str, Any]) -> Recipe:
     """A `Recipe`, or one from a mapping of its fields (the rest default: `{"prior": False}`
-    is the default recipe without its prior)."""
+    is the default recipe without its prior). A mapping with `version` but without `bins` is
+    a recipe saved before `bins` existed (a saved recipe records every field it has): its
+    `bins` is 0, as that fit had no encoding."""
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, Mapping):
@@ -128,12 +172,13 @@ def as_recipe(recipe: Recipe | Mapping[str, Any]) -> Recipe:
         if bad:
             raise ValueError(f"recipe: {sorted(bad)} are not valid: expected fields of Recipe "
                              f"({', '.join(f.name for f in dataclasses.fields(Recipe))})")
-        return Recipe(**recipe)
+        saved_before_bins = "version" in recipe and "bins" not in recipe
+        return Recipe(**recipe, **({"bins": 0} if saved_before_bins else {}))
     raise ValueError(f"recipe={recipe!r} is not valid: expected a Recipe or a mapping of its fields")
 
 
 #: Recipe 1: squared error, no prior, no clipping, RMS-residual (MLP) or learned (MEDN) spread.
-LEGACY = Recipe(version=1, prior=False, clip=False, loss="mse", conformal=False)
+LEGACY = Recipe(version=1, prior=False, clip=False, loss="mse", conformal=False, bins=0)
 #: Recipe 2 as new fits use it.
 DEFAULT = Recipe()
 
@@ -220,3 +265,68 @@ def check_edge(edge, names_per_type: Mapping[str, Any]) -> None:
 def standardized_bounds(x_min, x_max, x_mean, x_scale):
     """The training range in standardized units."""
     return (x_min - x_mean) / x_scale, (x_max - x_mean) / x_scale
+
+
+def fit_encoding(x: np.ndarray, bins: int) -> dict[str, np.ndarray] | None:
+    """The piecewise-linear encoding of rows `x [n, f]` (see `Recipe.bins`): for every bin
+    its feature column `col`, lower edge `lo`, `width`, and whether it is its feature's
+    `first` or `last` bin (1 or 0), each `[n_bins]`; `mask` is 1 (a MEDN pads the bins of
+    its types to one count with 0). The flags are integers: a predictor keeps them with its
+    index arrays, out of what fine-tuning trains. None where the rows support fewer than `MIN_BINS`
+    bins or no feature has between three and `MAX_LEVELS` distinct values."""
+    x = np.asarray(x, np.float64)
+    bins = min(int(bins), len(x) // ROWS_PER_BIN)
+    if bins < MIN_BINS:
+        return None
+    cols, los, widths, first, last = [], [], [], [], []
+    for j in range(x.shape[1]):
+        if not 2 < np.unique(x[:, j]).size <= MAX_LEVELS:
+            continue
+        edges = np.unique(np.quantile(x[:, j], np.linspace(0.0, 1.0, bins + 1)))
+        if edges.size < 3:
+            continue
+        k = edges.size - 1
+        cols += [j] * k
+        los += list(edges[:-1])
+        widths += list(np.diff(edges))
+        first += [1] + [0] * (k - 1)
+        last += [0] * (k - 1) + [1]
+    if not cols:
+        return None
+    i32 = lambda a: np.asarray(a, np.int32)
+    return {"col": i32(cols), "lo": np.asarray(los, np.float32), "width": np.asarray(widths, np.float32),
+            "first": i32(first), "last": i32(last), "mask": np.ones(len(cols), np.int32)}
+
+
+def encode(enc: Mapping[str, Any], x):
+    """The piecewise-linear encoding `[..., n_bins]` of features `x [..., f]` (jnp or numpy
+    rows): per bin `(x - lo) / width`, clipped to [0, 1] except below the first bin and
+    above the last, times `mask`. Piecewise linear in `x`, so gradients flow."""
+    t = (x[..., enc["col"]] - enc["lo"]) / enc["width"]
+    lo = jnp.where(enc["first"] > 0, -jnp.inf, 0.0)
+    hi = jnp.where(enc["last"] > 0, jnp.inf, 1.0)
+    return jnp.clip(t, lo, hi) * enc["mask"]
+
+
+def encode_host(enc: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
+    """`encode` of rows `x [n, f]` on the host (float32)."""
+    x = np.asarray(x, np.float32)
+    t = (x[:, enc["col"]] - enc["lo"]) / enc["width"]
+    lo = np.where(enc["first"] > 0, -np.inf, 0.0)
+    hi = np.where(enc["last"] > 0, np.inf, 1.0)
+    return (np.clip(t, lo, hi) * enc["mask"]).astype(np.float32)
+
+
+def pad_encodings(encs: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
+    """Several types' encodings stacked `[n_types, n_bins]`, padded with masked bins (None
+    for a type without one); None where no type has one."""
+    n = max((len(e["col"]) for e in encs if e is not None), default=0)
+    if n == 0:
+        return None
+    out = {k: np.zeros((len(encs), n), np.int32) for k in ("col", "first", "last", "mask")}
+    out["lo"], out["width"] = np.zeros((len(encs), n), np.float32), np.ones((len(encs), n), np.float32)
+    for t, e in enumerate(encs):
+        if e is not None:
+            for k, a in out.items():
+                a[t, : len(e[k])] = e[k]
+    return out
