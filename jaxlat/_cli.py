@@ -754,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="MLP and MEDN: most bins of the step network's piecewise-linear encoding of features on a grid of sizes "
-        "(default 32; at most one per 100 training rows of a type; 0: no step network)",
+        "per feature (default 32; at most one per 100 training rows of the type; 0: no step network)",
     )
     t.add_argument("--seed", type=int, default=0, help="random seed of splits and initialization")
     t.add_argument(

@@ -374,6 +374,11 @@ def test_a_predictor_with_the_encoding_saves_fine_tunes_and_differentiates(tmp_p
         if regressor == "medn":  # one MEDN: "add" has 60 rows, too few for bins, and its bins are masked
             t = sorted(pred.models).index("add")  # MEDN's tasks are the sorted module types
             assert params["steps"]["encoding"]["mask"][t].sum() == 0
+            # ... and the step network adds nothing to it.
+            m = pred.models["add"]
+            rows = jaxlat.encode_frame(frame[frame["module"] == "add"], "add")
+            bare = {k: v for k, v in m.params.items() if k != "steps"}
+            np.testing.assert_array_equal(predict_batch(m.regressor, m.params, rows), predict_batch(m.regressor, bare, rows))
         out = pred.predict(frame)
         pred.save(tmp_path / regressor)
         again = jaxlat.LatencyPredictor.load(tmp_path / regressor).predict(frame)

@@ -12,8 +12,9 @@ roofline cost prior that the network reads as an input and learns the log latenc
 Huber loss, and split-conformal intervals per type that widen outside the training range
 (optionally calibrated on the edge rows of a first fit, `Recipe.edge`); with `clip`, inputs
 are clipped to that range (beyond it the prior carries the growth). With `bins`, a second
-MEDN of the same shape, the step network, reads the features' piecewise-linear encoding too
-and learns what the first left over, its inputs clipped to the training range (so beyond it
+MEDN as deep as the first and `step_width` wide, the step network, reads the features'
+piecewise-linear encoding too and learns what the first left over (on the types with an
+encoding; for the others its output is 0), its inputs clipped to the training range (so beyond it
 the step network holds its boundary value and the first network extrapolates). Parameters
 saved by recipe 1 have none of those parts, and `medn_forward` reads them as before.
 
@@ -188,7 +189,8 @@ def medn_forward(config: MEDNConfig, params: Mapping[str, Any], x: jax.Array, ta
                               encode({k: v[task] for k, v in s["encoding"].items()}, xp[: f - 1] if has_prior else xp)])
         lo, hi = standardized_bounds(s["x_min"][task], s["x_max"][task], s["x_mean"][task], s["x_scale"][task])
         zs = jnp.clip((xs - s["x_mean"][task]) / s["x_scale"][task], lo, hi)
-        mu = mu + _network(_steps_config(config, s), s["model"], zs, task)[0]
+        has_bins = jnp.any(s["encoding"]["mask"][task] > 0)  # a type without an encoding has no steps
+        mu = mu + jnp.where(has_bins, _network(_steps_config(config, s), s["model"], zs, task)[0], 0.0)
     mu = mu * params["y_scale"][task] + params["y_mean"][task]
     log_sigma = out[1] + jnp.log(params["y_scale"][task])
     if prior is not None:
@@ -495,8 +497,9 @@ def medn_regressor(
     def fit_steps(key, params, config, encs, train_data, val, inputs, rows, val_rows):
         """The step network: each task's features, log prior and encoding (masked bins stay 0),
         standardized and clipped to the training range, mapped to what the first network left
-        over of the standardized target."""
+        over of the standardized target; trained on the rows of the tasks with an encoding."""
         tasks = params["tasks"]
+        has_bins = encs["mask"].sum(axis=1) > 0
         f = max(x.shape[1] for x, _ in train_data.values())
         width = f + 1 + encs["col"].shape[1]
         steps = {"encoding": encs, "x_mean": np.zeros((len(tasks), width), np.float32),
@@ -516,14 +519,16 @@ def medn_regressor(
             steps["x_min"][t, own], steps["x_max"][t, own] = xs[:, own].min(axis=0), xs[:, own].max(axis=0)
 
         def stacked(data, first_rows):
+            if not any(name in data and has_bins[t] for t, name in enumerate(tasks)):
+                return None
             zs = []
             for t, name in enumerate(tasks):
-                if name in data:
+                if name in data and has_bins[t]:
                     xs = step_inputs(t, np.asarray(data[name][0], np.float32))
                     lo, hi = standardized_bounds(steps["x_min"][t], steps["x_max"][t], steps["x_mean"][t],
                                                  steps["x_scale"][t])
                     zs.append(np.clip((xs - steps["x_mean"][t]) / steps["x_scale"][t], lo, hi).astype(np.float32))
-            z, task, target = first_rows
+            z, task, target = (a[has_bins[first_rows[1]]] for a in first_rows)  # the same rows, in order
             mu = np.asarray(_first_mu(config, params["model"], jnp.asarray(z), jnp.asarray(task)))
             return np.concatenate(zs), task, (target - mu).astype(np.float32)
 

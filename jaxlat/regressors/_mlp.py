@@ -126,7 +126,7 @@ class MLPPredict:
 
     def __call__(self, params, x):
         act = _ACTIVATIONS[self.activation]
-        if not any(k in params for k in ("prior", "x_min", "range_min", "kappa")):  # recipe 1, as saved
+        if not any(k in params for k in ("prior", "x_min", "range_min", "kappa", "steps")):  # recipe 1, as saved
             mu = _mu_std(params, x, act) * params["y_scale"] + params["y_mean"]
             return jnp.stack([mu, params["log_sigma"]])
         z, e, prior = _prepare(params, x)
@@ -140,20 +140,19 @@ class MLPPredict:
         return jnp.stack([mu, log_sigma])
 
 
-def _step_input(steps, x, prior):
-    """The step network's input of one config: the features, the log prior and the features'
-    piecewise-linear encoding, standardized and clipped to the training range."""
-    xa = jnp.concatenate([x, jnp.reshape(prior, (1,)), encode(steps["encoding"], x)])
+def _step_input(steps, x, prior, xp=jnp):
+    """The step network's input of configs `x [..., f]` with their log priors `prior [...]`:
+    the features, the log prior and the features' piecewise-linear encoding, standardized and
+    clipped to the training range. `xp` is the array module (`np` for rows on the host)."""
+    prior = xp.reshape(xp.asarray(prior, xp.float32), (*x.shape[:-1], 1))
+    xa = xp.concatenate([x, prior, encode(steps["encoding"], x, xp)], axis=-1)
     lo, hi = standardized_bounds(steps["x_min"], steps["x_max"], steps["x_mean"], steps["x_scale"])
-    return jnp.clip((xa - steps["x_mean"]) / steps["x_scale"], lo, hi)
+    return xp.clip((xa - steps["x_mean"]) / steps["x_scale"], lo, hi)
 
 
 def _step_inputs_host(steps, x, prior):
     """`_step_input` of rows `x [n, f]` with their log priors `prior [n]`, on the host."""
-    xa = np.concatenate([np.asarray(x, np.float32), np.asarray(prior, np.float32)[:, None],
-                         encode_host(steps["encoding"], x)], axis=1)
-    lo, hi = standardized_bounds(steps["x_min"], steps["x_max"], steps["x_mean"], steps["x_scale"])
-    return np.clip((xa - steps["x_mean"]) / steps["x_scale"], lo, hi).astype(np.float32)
+    return _step_input(steps, np.asarray(x, np.float32), prior, np).astype(np.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("activation",))

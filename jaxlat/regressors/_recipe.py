@@ -38,8 +38,10 @@ Recipe 2 (the default for new fits), each part switchable for ablations:
   range the step network holds its value at the boundary and the first network extrapolates
   as it did alone: one network reading the encoding directly was as accurate inside the
   range and far worse outside it (`docs/results.md`, "Piecewise-linear encoding and a step
-  network"). A type gets at most one bin per `ROWS_PER_BIN` training rows and no step
-  network below `MIN_BINS` bins: on a few hundred rows the bins only fit noise. Flags,
+  network"). Each encoded feature gets at most `bins` bins and at most one per
+  `ROWS_PER_BIN` of its type's training rows; a type allowed fewer than `MIN_BINS` gets no
+  encoding, and no step network (in MEDN, the step network's output is 0 for it): on a few
+  hundred rows the bins only fit noise. Flags,
   one-hot columns and continuous features (costs) are not encoded. The step network is
   `step_width` (128) wide, whatever the first network's width: a one-config query reads
   every weight, so its time grows with their bytes (the V100 figures for 128 and 256 are in
@@ -82,7 +84,7 @@ MIN_OUTSIDE_ROWS = 20
 OUTSIDE_TOL = 1e-4
 #: Floor of the log spread (a relative error of 1e-4): intervals never collapse to a point.
 MIN_LOG_SIGMA = float(np.log(1e-4))
-#: Training rows per bin of the piecewise-linear encoding, at least.
+#: Training rows of a type per bin of each encoded feature, at least.
 ROWS_PER_BIN = 100
 #: Fewest bins of the piecewise-linear encoding; a type with fewer gets none.
 MIN_BINS = 4
@@ -110,7 +112,7 @@ class Recipe:
         `ValueError` for a name that no type has.
       edge_frac: the share of each `edge` feature's largest values that first fit leaves out.
       bins: most bins of the piecewise-linear encoding of each gridded feature that the step
-        network reads (0: no step network); fewer where the training rows are few
+        network reads (0: no step network); fewer where a type's training rows are few
         (`ROWS_PER_BIN`, `MIN_BINS`). A recipe saved before this field existed reads as 0;
         recipe 1 has none.
       step_width: the step network's hidden width (its layers as many as the first network's;
@@ -298,23 +300,23 @@ def fit_encoding(x: np.ndarray, bins: int) -> dict[str, np.ndarray] | None:
             "first": i32(first), "last": i32(last), "mask": np.ones(len(cols), np.int32)}
 
 
-def encode(enc: Mapping[str, Any], x):
-    """The piecewise-linear encoding `[..., n_bins]` of features `x [..., f]` (jnp or numpy
-    rows): per bin `(x - lo) / width`, clipped to [0, 1] except below the first bin and
-    above the last, times `mask`. Piecewise linear in `x`, so gradients flow."""
-    t = (x[..., enc["col"]] - enc["lo"]) / enc["width"]
-    lo = jnp.where(enc["first"] > 0, -jnp.inf, 0.0)
-    hi = jnp.where(enc["last"] > 0, jnp.inf, 1.0)
-    return jnp.clip(t, lo, hi) * enc["mask"]
+def encode(enc: Mapping[str, Any], x, xp=jnp):
+    """The piecewise-linear encoding `[..., n_bins]` of features `x [..., f]`: per bin
+    `(x - lo) / width`, clipped to [0, 1] except below the first bin and above the last, times
+    `mask`. Piecewise linear in `x`, so gradients flow. `xp` is the array module (`jnp`, or
+    `np` for rows on the host)."""
+    edge, width = enc["lo"], enc["width"]
+    if xp is jnp:  # the bins are structure: fine-tuning a predictor does not move them
+        edge, width = jax.lax.stop_gradient(edge), jax.lax.stop_gradient(width)
+    t = (x[..., enc["col"]] - edge) / width
+    lo = xp.where(xp.asarray(enc["first"]) > 0, -xp.inf, 0.0)
+    hi = xp.where(xp.asarray(enc["last"]) > 0, xp.inf, 1.0)
+    return xp.clip(t, lo, hi) * enc["mask"]
 
 
 def encode_host(enc: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
     """`encode` of rows `x [n, f]` on the host (float32)."""
-    x = np.asarray(x, np.float32)
-    t = (x[:, enc["col"]] - enc["lo"]) / enc["width"]
-    lo = np.where(enc["first"] > 0, -np.inf, 0.0)
-    hi = np.where(enc["last"] > 0, np.inf, 1.0)
-    return (np.clip(t, lo, hi) * enc["mask"]).astype(np.float32)
+    return encode(enc, np.asarray(x, np.float32), np).astype(np.float32)
 
 
 def pad_encodings(encs: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
