@@ -14,7 +14,9 @@ validation rows (15 % of the training configs): `--ablation` adds, beside the de
 (`mlp`, `medn`), recipe 1 (`mlp_recipe1`, `medn_recipe1`), recipe 2 without each of its
 parts (`mlp_mse`, `mlp_no_prior`, `mlp_no_conformal`; `mlp_no_encoding` and `medn_no_encoding`
 without the step network) and with inputs clipped to the training range (`mlp_clip`,
-`medn_clip`, the default before), each scored on the validation and the test rows. `--edge log_cin,log_cout` adds `mlp_edge` and `medn_edge`: the widening outside
+`medn_clip`, the default before) and with the first-order widening outside the range
+(`mlp_first_order`, `medn_first_order`: `edge=()`), each scored on the validation and the test
+rows. `--edge log_cin,log_cout` adds `mlp_edge` and `medn_edge`: the widening outside
 the range calibrated along the features the test extrapolates in (`Recipe.edge`).
 `--members N` adds `mlp_ensemble` and `medn_ensemble`: ensembles of N networks. `--only` restricts to some regressors; `--merge` adds the rows
 to an earlier run's file of the same `--name` (replacing rows of the same regressor), so that
@@ -76,8 +78,10 @@ MLP_RECIPES = {
     "mlp_clip": {"clip": True},
     "mlp_no_conformal": {"conformal": False},
     "mlp_no_encoding": {"bins": 0},
+    "mlp_first_order": {"edge": ()},
 }
-MEDN_RECIPES = {"medn": {}, "medn_recipe1": RECIPE1, "medn_clip": {"clip": True}, "medn_no_encoding": {"bins": 0}}
+MEDN_RECIPES = {"medn": {}, "medn_recipe1": RECIPE1, "medn_clip": {"clip": True}, "medn_no_encoding": {"bins": 0},
+                "medn_first_order": {"edge": ()}}
 
 
 
@@ -212,7 +216,8 @@ def run(dataset: str, split: str, train: pd.DataFrame, test: pd.DataFrame, *, qu
 ORDER = ["ridge", "poly2", "poly3", "roofline", "random_forest", "xgboost", "mlp", "mlp_ensemble", "mlp_equal_params", "medn",
          "medn_ensemble"]
 ABLATION_ORDER = ["mlp_recipe1", "mlp_mse", "mlp_no_prior", "mlp_no_clip", "mlp_clip", "mlp_no_conformal", "mlp_no_encoding",
-                  "mlp", "mlp_edge", "medn_recipe1", "medn_clip", "medn_no_encoding", "medn", "medn_edge"]
+                  "mlp_first_order", "mlp", "mlp_edge", "medn_recipe1", "medn_clip", "medn_no_encoding", "medn_first_order",
+                  "medn", "medn_edge"]
 RECIPE_WORDS = {
     "mlp_recipe1": "recipe 1: MSE on standardized log latency, RMS-residual interval",
     "mlp_mse": "recipe 2 with squared error instead of Huber",
@@ -222,11 +227,13 @@ RECIPE_WORDS = {
     "mlp_edge": "recipe 2, the widening calibrated on the edge rows of a first fit along `--edge`",
     "mlp_no_conformal": "recipe 2 with the RMS-residual interval instead of conformal + widening",
     "mlp_no_encoding": "recipe 2 without the step network on the piecewise-linear encoding (`bins=0`, the default before)",
-    "mlp": "recipe 2: roofline prior (input and residual), step network on the piecewise-linear encoding, Huber, conformal + widening outside the range",
+    "mlp_first_order": "recipe 2 with the first-order widening outside the range (`edge=()`, the default before)",
+    "mlp": "recipe 2: roofline prior (input and residual), step network on the piecewise-linear encoding, Huber, conformal + widening outside the range calibrated per feature on a first fit (`edge=\"all\"`)",
     "medn_recipe1": "recipe 1: MSE, learned spread (NLL)",
     "medn_clip": "recipe 2 with inputs clipped to the training range (the default before)",
     "medn_no_encoding": "recipe 2 without the step network on the piecewise-linear encoding (`bins=0`, the default before)",
-    "medn": "recipe 2: per-type prior, step network on the piecewise-linear encoding, Huber, learned spread scaled by conformal + widening outside the range",
+    "medn_first_order": "recipe 2 with the first-order widening outside the range (`edge=()`, the default before)",
+    "medn": "recipe 2: per-type prior, step network on the piecewise-linear encoding, Huber, learned spread scaled by conformal + widening outside the range calibrated per feature on a first fit (`edge=\"all\"`)",
     "medn_edge": "recipe 2, the widening calibrated on the edge rows of a first fit along `--edge`",
 }
 
@@ -250,7 +257,7 @@ def markdown(results: pd.DataFrame, ablations: dict, meta: dict) -> str:
         a = ablations.get(f"{ds}/{split}", {})
         out.append(f"## {ds}, {split} split ({int(sub[sub.module == 'all'].n.iloc[0])} test rows; "
                    f"{a.get('fit_rows', '?')} training, {a.get('val_rows', '?')} validation)\n\n")
-        regs = [r for r in ORDER if r in set(sub.regressor)]
+        regs = [r for r in ORDER + ["mlp_edge", "medn_edge"] if r in set(sub.regressor)]
         out.append("| module | " + " | ".join(regs) + " |\n|---|" + "---|" * len(regs) + "\n")
         for m in sorted(set(sub.module) - {"all"}) + ["all"]:
             cells = []
@@ -317,8 +324,9 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=1,
                     help="with N > 1, add mlp_ensemble and medn_ensemble: ensembles of N networks (members=N)")
     ap.add_argument("--edge", default="", metavar="FEATURES",
-                    help="comma-separated feature names along which the test extrapolates (e.g. log_cin,log_cout): "
-                         "adds mlp_edge and medn_edge, whose widening is calibrated along them (Recipe.edge)")
+                    help="comma-separated feature names along which the test extrapolates (e.g. log_cin,log_cout), "
+                         "or `all` (every feature, each calibrated on its own): adds mlp_edge and medn_edge, whose "
+                         "widening is calibrated along them (Recipe.edge)")
     args = ap.parse_args()
     rows, ablations = [], {}
     if args.quick:
@@ -328,7 +336,7 @@ def main() -> None:
                                 patience=args.patience, clip_norm=args.clip_norm, ema_decay=args.ema or None)
         medn_train = TrainConfig(epochs=args.medn_epochs, batch_size=args.batch_size, learning_rate=args.medn_lr or args.lr,
                                  patience=0, clip_norm=args.clip_norm, ema_decay=args.ema or None)
-    edge = tuple(n for n in args.edge.split(",") if n)
+    edge = args.edge if args.edge == "all" else tuple(n for n in args.edge.split(",") if n)
     kw = dict(quick=args.quick, mlp_train=mlp_train, medn_train=medn_train, only=args.only, ablation=args.ablation, edge=edge,
               members=args.members)
     datasets = ([("cpu_torch_1t", args.cpu_data)] if args.cpu_data else []) + [tuple(d.split("=", 1)) for d in args.dataset]

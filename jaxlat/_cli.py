@@ -171,7 +171,7 @@ def _recipe_args(args: argparse.Namespace):
     if args.bins is not None:
         fields["bins"] = check_count(args.bins, name="--bins", minimum=0)
     if args.edge:
-        fields["edge"] = tuple(args.edge)
+        fields["edge"] = {"all": "all", "none": ()}.get(",".join(args.edge), tuple(args.edge))
     if args.clip_inputs:
         fields["clip"] = True
     return fields or None
@@ -739,8 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FEATURES",
         help="MLP and MEDN: calibrate the 80 %% interval outside the training range along these features "
-        "(names from `jaxlat.feature_schema(module).names`, e.g. log_cin,log_cout): one more fit without "
-        "their largest values; twice the training time",
+        "(names from `jaxlat.feature_schema(module).names`, e.g. log_cin,log_cout) on one more fit without "
+        "their largest values; default `all`: every feature, each calibrated on its own; `none`: no such "
+        "fit, first-order widening",
     )
     t.add_argument(
         "--clip-inputs",

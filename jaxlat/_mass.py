@@ -97,7 +97,10 @@ def single_query(predict: PredictFn, params: Any):
     back, with no tracing-cache lookup. A query of another shape compiles once more.
 
     On CPU, most of a small network's query time is JAX handing the call to a worker thread
-    and back; a process that asks one config at a time runs faster with that off:
+    and back: XLA's CPU client runs a computation inline only when its cost estimate is under
+    1,000 flops (a ridge query is; one row through a 3x256 MLP is about 300,000), so every
+    network query is dispatched asynchronously. A process that asks one config at a time
+    runs faster with that off:
     `jax.config.update("jax_cpu_enable_async_dispatch", False)` before its first JAX call
     (process-wide; `benchmarks/results/throughput.md` has both).
     """

@@ -362,6 +362,17 @@ def test_train_refuses_an_edge_feature_no_type_has(small_data, tmp_path, capsys)
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.parametrize(("flag", "saved"), [([], "all"), (["--edge", "none"], ())])
+def test_train_edge_default_all_and_none(small_data, tmp_path, flag, saved):
+    from jaxlat import LatencyPredictor
+    from jaxlat._cli import main as jaxlat_main
+
+    out = tmp_path / "p"
+    assert jaxlat_main(["train", "--data", str(small_data / "train.parquet"), "--regressor", "mlp", "--epochs", "3",
+                        *flag, "--out", str(out), "-q"]) == 0
+    assert LatencyPredictor.load(out).models["conv2d"].regressor.config["recipe"]["edge"] == saved
+
+
 def test_evaluate_names_both_type_sets_and_writes_valid_json(small_data, capsys):
     from jaxlat._cli import main as jaxlat_main
 

@@ -17,6 +17,7 @@ from jaxlat.regressors import medn_regressor, medn_task_view, mlp_regressor, reg
 from jaxlat.regressors._recipe import (
     DEFAULT,
     LEGACY,
+    Z80,
     Recipe,
     as_recipe,
     check_edge,
@@ -27,6 +28,7 @@ from jaxlat.regressors._recipe import (
     fit_encoding,
     pad_encodings,
     widening_scale,
+    widening_scales,
 )
 from jaxlat.regressors._roofline import roofline_log_ms_host
 
@@ -69,6 +71,18 @@ def noisy_fits():
     medn = medn_regressor(encoder=(32, 32), latent=16, decoder=(16,), train=TRAIN)
     mp = medn.fit(jax.random.key(0), {m: d[0][:2] for m, d in data.items()}, val={m: d[1][:2] for m, d in data.items()})
     return data, (mlp, mlps), (medn, mp)
+
+
+@pytest.fixture(scope="module")
+def first_order_fits(noisy_fits):
+    """The same fits with the first-order widening (`edge=()`): no edge fit."""
+    data = noisy_fits[0]
+    tr, va, _ = data["matmul"]
+    mlp = mlp_regressor((32, 32), train=TRAIN, recipe={"edge": ()}).fit(
+        jax.random.key(0), tr[0], tr[1], names=tr[2], x_val=va[0], y_val=va[1])
+    medn = medn_regressor(encoder=(32, 32), latent=16, decoder=(16,), train=TRAIN, recipe={"edge": ()})
+    mp = medn.fit(jax.random.key(0), {m: d[0][:2] for m, d in data.items()}, val={m: d[1][:2] for m, d in data.items()})
+    return mlp, mp
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +180,12 @@ def test_recipe_settings_are_checked():
     # A recipe saved before `edge` existed reads back with no edge fit (and its own `clip`).
     saved = {"version": 2, "prior": True, "clip": True, "loss": "huber", "huber_delta": 1.0, "conformal": True}
     assert Recipe.from_config(saved) == Recipe(clip=True, edge=(), bins=0)
+    assert DEFAULT.edge == "all" and as_recipe({"prior": False}).edge == "all"
+    assert Recipe.from_config({k: v for k, v in DEFAULT.as_config().items() if k != "edge"}).edge == ()
     assert Recipe.from_config(Recipe(edge=["log_m"]).as_config()).edge == ("log_m",)
+    assert Recipe.from_config(Recipe(edge="all").as_config()).edge == "all"
+    with pytest.raises(ValueError, match=r"edge='al' is not valid: expected a sequence of feature names or 'all'"):
+        Recipe(edge="al")
 
 
 def test_by_default_inputs_are_not_clipped_and_the_range_widens_the_interval(noisy_fits):
@@ -193,18 +212,60 @@ def test_edge_rows_and_scale():
     assert widening_scale(resid[:5], sigma[:5], spread[:5], narrow=True) is None
 
 
+def test_edge_all_calibrates_each_direction_on_its_own_rows():
+    """`edge="all"`: rows out along every feature with 3 or more values (not flags); each
+    feature's factor from the rows it widens most, the rest from all rows together."""
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.integers(0, 8, 400), rng.normal(size=400), rng.integers(0, 2, 400)], axis=1).astype(float)
+    mask = edge_rows(x, ("a", "b", "flag"), "all", 0.1)
+    assert mask[x[:, 0] == 7].all() and mask[x[:, 1] >= np.quantile(x[:, 1], 0.9)].all()
+    assert not mask[(x[:, 0] < 7) & (x[:, 1] < np.quantile(x[:, 1], 0.9))].any()  # the flag is not an edge
+    check_edge("all", {"matmul": ("a", "b")})
+    # 40 rows out along feature 0 need half its first-order widening, 40 along feature 1
+    # twice it; feature 2 widens no row most and takes the factor of all 80 rows.
+    n = 40
+    contrib = np.zeros((2 * n, 3))
+    contrib[:n, 0], contrib[n:, 1] = 1.0, 1.0
+    contrib[:, 2] = 0.01
+    sigma = np.full(2 * n, 1e-3)
+    resid = np.r_[np.full(n, 0.5), np.full(n, 2.0)] * Z80 * np.linalg.norm(contrib, axis=1)
+    scales = widening_scales(resid, sigma, contrib)
+    np.testing.assert_allclose(scales[:2], [0.5, 2.0], rtol=1e-3)
+    assert scales[2] == pytest.approx(widening_scale(resid, sigma, np.linalg.norm(contrib, axis=1), narrow=True))
+    assert widening_scales(resid[:5], sigma[:5], contrib[:5]) is None  # too few rows outside
+
+
 @pytest.mark.parametrize("kind", ["mlp", "medn"])
-def test_an_edge_fit_rescales_the_widening_of_the_same_network(noisy_fits, kind):
-    """With `edge`, the final network is the one fitted without it (same key); only its
-    widening slopes change, all by one factor: the one that covers the rows a first fit
-    left out."""
-    data, (_, mlps), (_, mp) = noisy_fits
+def test_by_default_each_feature_widening_is_calibrated_on_its_own(noisy_fits, first_order_fits, kind):
+    """By default (`edge="all"`) the final network is the one fitted without an edge fit;
+    the widening slopes change by a factor per feature, not all by one."""
+    _, (_, mlps), (_, mp) = noisy_fits
+    fo_mlp, fo_medn = first_order_fits
+    if kind == "mlp":
+        before, after = fo_mlp, mlps["matmul"]
+    else:
+        t = mp["tasks"].index("matmul")
+        before, after = {"kappa": fo_medn["kappa"][t], "layers": fo_medn["model"]}, {"kappa": mp["kappa"][t], "layers": mp["model"]}
+    jax.tree.map(np.testing.assert_array_equal, before["layers"], after["layers"])
+    k0 = np.asarray(before["kappa"], np.float64)
+    ratio = np.asarray(after["kappa"], np.float64)[k0 > 0] / k0[k0 > 0]
+    assert np.isfinite(ratio).all() and (ratio > 0).all()
+    assert ratio.max() / ratio.min() > 1.01, ratio
+
+
+@pytest.mark.parametrize("kind", ["mlp", "medn"])
+def test_an_edge_fit_rescales_the_widening_of_the_same_network(noisy_fits, first_order_fits, kind):
+    """With named `edge` features, the final network is the one fitted without an edge fit
+    (same key); only its widening slopes change, all by one factor: the one that covers the
+    rows a first fit left out."""
+    data = noisy_fits[0]
+    mlp_fo, mp = first_order_fits
     names = data["matmul"][0][2]
     if kind == "mlp":
         tr, va, _ = data["matmul"]
         reg = mlp_regressor((32, 32), train=TRAIN, recipe={"edge": ("log_m",)})
         p = reg.fit(jax.random.key(0), tr[0], tr[1], names=names, x_val=va[0], y_val=va[1])
-        before, after = mlps["matmul"], p
+        before, after = mlp_fo, p
     else:
         reg = medn_regressor(encoder=(32, 32), latent=16, decoder=(16,), train=TRAIN, recipe={"edge": ("log_m",)})
         p = reg.fit(jax.random.key(0), {m: d[0][:2] for m, d in data.items()}, val={m: d[1][:2] for m, d in data.items()})

@@ -40,6 +40,7 @@ from .._features import feature_schema
 from .._train import TrainConfig, fit_with_adamw
 from ._recipe import (
     DEFAULT,
+    EDGE_ALL,
     MIN_LOG_SIGMA,
     OUTSIDE_TOL,
     Recipe,
@@ -56,6 +57,7 @@ from ._recipe import (
     standardized_bounds,
     widened_log_sigma,
     widening_scale,
+    widening_scales,
 )
 from ._roofline import fit_roofline, roofline_log_ms, roofline_log_ms_host
 
@@ -390,21 +392,24 @@ def medn_regressor(
         scales = {}
         if edges:  # a first fit without the edge rows; each task's widening calibrated on its own
             first_data = {n: tuple(a[~edges[n]] for a in d) if n in edges else d for n, d in train_data.items()}
-            first, _, _, first_inputs, _ = fit_network(jax.random.fold_in(key, 1), first_data, val)
+            first, _, _, first_inputs, _ = fit_network(jax.random.fold_in(key, 1), first_data, val, bins=0)
             _conformal(first, config, tasks, first_data, val, first_inputs, raw=True)
             for t, name in enumerate(tasks):
                 if name in edges:
                     x, y = (np.asarray(a, np.float32)[edges[name]] for a in train_data[name])
                     resid, base = _residuals(first, t, x, y)
-                    spread = np.linalg.norm(first["kappa"][t].astype(np.float64) * _standardized(first, t, x, first_inputs)[1],
-                                            axis=1)
-                    scales[t] = widening_scale(resid, base * np.exp(first["log_sigma_shift"][t]), spread, narrow=True)
+                    contrib = first["kappa"][t].astype(np.float64) * _standardized(first, t, x, first_inputs)[1]
+                    sigma = base * np.exp(first["log_sigma_shift"][t])
+                    scales[t] = (widening_scales(resid, sigma, contrib) if recipe.edge == EDGE_ALL else
+                                 widening_scale(resid, sigma, np.linalg.norm(contrib, axis=1), narrow=True))
         _conformal(params, config, tasks, train_data, val, inputs, scales=scales)
         return params
 
-    def fit_network(key, train_data, val):
+    def fit_network(key, train_data, val, bins=None):
         """Recipe 2's parameters up to the interval, the edge rows of each task (with
-        `recipe.edge`), the architecture, the input function and the validation rows used."""
+        `recipe.edge`), the architecture, the input function and the validation rows used.
+        `bins` overrides the recipe's (the edge calibration's first fit has no step network:
+        beyond the range the first network alone extrapolates)."""
         tasks = sorted(train_data)
         if recipe.edge and recipe.conformal:
             check_edge(recipe.edge, {name: feature_schema(name).names for name in tasks})
@@ -470,7 +475,8 @@ def medn_regressor(
         rows, val_rows = stack(train_data), (stack(val) if val else None)
         params["model"] = train_members(key, config, rows, val_rows)
         params["tasks"] = tasks  # static metadata, stored in the artifact's JSON
-        encs = pad_encodings([fit_encoding(train_data[name][0], recipe.bins) if recipe.bins else None for name in tasks])
+        bins = recipe.bins if bins is None else bins
+        encs = pad_encodings([fit_encoding(train_data[name][0], bins) if bins else None for name in tasks])
         if encs is not None:  # the step network learns what the first left over
             params["steps"] = fit_steps(jax.random.fold_in(key, 7), params, config, encs, train_data, val, inputs,
                                         rows, val_rows)

@@ -26,6 +26,7 @@ from .._base import Regressor, predict_batch, residual_log_sigma, residual_rows,
 from .._train import TrainConfig, fit_with_adamw
 from ._recipe import (
     DEFAULT,
+    EDGE_ALL,
     MIN_LOG_SIGMA,
     OUTSIDE_TOL,
     Recipe,
@@ -40,6 +41,7 @@ from ._recipe import (
     standardized_bounds,
     widened_log_sigma,
     widening_scale,
+    widening_scales,
 )
 from ._roofline import fit_roofline, roofline_log_ms, roofline_log_ms_host
 
@@ -304,12 +306,16 @@ def _fit_recipe(key, x, y, names, hidden, activation, train, recipe: Recipe, pre
     c = None
     edge = edge_rows(x, names, recipe.edge, recipe.edge_frac) if recipe.edge else None
     if edge is not None:  # a first fit without the edge rows, its widening calibrated on them
-        first = _fit_network(jax.random.fold_in(key, 1), x[~edge], y[~edge], names, hidden, activation, train, recipe,
-                             x_val, y_val, members)
+        first = _fit_network(jax.random.fold_in(key, 1), x[~edge], y[~edge], names, hidden, activation, train,
+                             dataclasses.replace(recipe, bins=0), x_val, y_val, members)
         _set_interval(first, xs, ys, activation, predict)
         resid_e = _residuals(first, x[edge], y[edge], predict)
-        spread_e = np.linalg.norm(np.asarray(first["kappa"], np.float64) * _standardized(first, x[edge])[1], axis=1)
-        c = widening_scale(resid_e, np.full(len(resid_e), np.exp(float(first["log_sigma"]))), spread_e, narrow=True)
+        contrib = np.asarray(first["kappa"], np.float64) * _standardized(first, x[edge])[1]
+        sigma_e = np.full(len(resid_e), np.exp(float(first["log_sigma"])))
+        if recipe.edge == EDGE_ALL:
+            c = widening_scales(resid_e, sigma_e, contrib)
+        else:
+            c = widening_scale(resid_e, sigma_e, np.linalg.norm(contrib, axis=1), narrow=True)
     if c is None:
         c = widening_scale(resid, np.full(len(resid), np.exp(float(params["log_sigma"]))), spread)
     params["kappa"] = (params["kappa"] * c).astype(np.float32)
