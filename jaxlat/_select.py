@@ -139,13 +139,18 @@ def _fit_candidates(train_df, test_df, mods, candidates, key, train: TrainConfig
                     column: str = "latency_ms_median"):
     """Fit every candidate on `train_df`; return {(module, name): (pred [n, 2], reg, params)}."""
     from .regressors import medn_task_view, regressor_entry
+    from .regressors._recipe import DEFAULT
 
     out = {}
     arrays = {m: (type_arrays(train_df, m, column), type_arrays(test_df, m, column)) for m in mods}
     overrides = {} if train is None else {"train": train}
     entries = [regressor_entry(c) for c in candidates]
+    # Selection scores point predictions only: the MLP's and MEDN's edge fit, which sets how
+    # their interval widens, is left to the final fit.
+    net = overrides | {"recipe": dataclasses.replace(DEFAULT, edge=())}
+    build = lambda entry: entry.build(net if entry.name in ("mlp", "medn") else overrides)
     for entry in (e for e in entries if e.multi_task):  # fitted once over every type
-        mr = entry.build(overrides)
+        mr = build(entry)
         params = mr.fit(key, {m: arrays[m][0] for m in mods})
         for m in mods:
             reg, p = medn_task_view(mr, params, m)
@@ -153,7 +158,7 @@ def _fit_candidates(train_df, test_df, mods, candidates, key, train: TrainConfig
     for i, m in enumerate(mods):
         (x, y), (xt, _) = arrays[m]
         for j, entry in enumerate(e for e in entries if not e.multi_task):
-            reg = entry.build(overrides)
+            reg = build(entry)
             p = reg.fit(jax.random.fold_in(key, 1000 * i + j), x, y, names=feature_schema(m).names)
             out[(m, entry.name)] = (predict_batch(reg, p, xt), reg, p, params_nbytes(p))
     return out

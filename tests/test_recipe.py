@@ -20,9 +20,11 @@ from jaxlat.regressors._recipe import (
     Z80,
     Recipe,
     as_recipe,
+    beyond_edge,
     check_edge,
     conformal_quantile,
     edge_rows,
+    edge_thresholds,
     encode,
     encode_host,
     fit_encoding,
@@ -221,6 +223,12 @@ def test_edge_all_calibrates_each_direction_on_its_own_rows():
     assert mask[x[:, 0] == 7].all() and mask[x[:, 1] >= np.quantile(x[:, 1], 0.9)].all()
     assert not mask[(x[:, 0] < 7) & (x[:, 1] < np.quantile(x[:, 1], 0.9))].any()  # the flag is not an edge
     check_edge("all", {"matmul": ("a", "b")})
+    # A grid feature whose largest level holds a third of the rows is no edge under "all"
+    # (it would take that third out of the first fit); named, it is.
+    x3 = np.concatenate([x, np.arange(400)[:, None] % 3], axis=1)
+    assert set(edge_thresholds(x3, ("a", "b", "flag", "k"), "all", 0.1)) == {0, 1}
+    assert set(edge_thresholds(x3, ("a", "b", "flag", "k"), ("k",), 0.1)) == {3}
+    assert (beyond_edge(x3, {3: 2.0}) == (x3[:, 3] == 2)).all()
     # 40 rows out along feature 0 need half its first-order widening, 40 along feature 1
     # twice it; feature 2 widens no row most and takes the factor of all 80 rows.
     n = 40
@@ -251,6 +259,16 @@ def test_by_default_each_feature_widening_is_calibrated_on_its_own(noisy_fits, f
     ratio = np.asarray(after["kappa"], np.float64)[k0 > 0] / k0[k0 > 0]
     assert np.isfinite(ratio).all() and (ratio > 0).all()
     assert ratio.max() / ratio.min() > 1.01, ratio
+
+
+def test_the_edge_fit_validates_on_rows_inside_its_own_range(noisy_fits):
+    """The first fit's validation rows are those below the edge thresholds; with none left it
+    fits without validation rows and sets its interval on its own training rows."""
+    tr = noisy_fits[0]["matmul"][0]
+    edge = edge_rows(tr[0], tr[2], "all", 0.1)
+    reg = mlp_regressor((16,), train=jaxlat.TrainConfig(epochs=5, batch_size=64))
+    p = reg.fit(jax.random.key(0), tr[0], tr[1], names=tr[2], x_val=tr[0][edge], y_val=tr[1][edge])
+    assert np.isfinite(p["kappa"]).all() and (p["kappa"] >= 0).all()
 
 
 @pytest.mark.parametrize("kind", ["mlp", "medn"])

@@ -10,7 +10,7 @@ the interval never pulls on the point estimate.
 Recipe 2 (`jaxlat.regressors._recipe`, the default of new fits) adds, per module type, a
 roofline cost prior that the network reads as an input and learns the log latency over, a
 Huber loss, and split-conformal intervals per type that widen outside the training range
-(optionally calibrated on the edge rows of a first fit, `Recipe.edge`); with `clip`, inputs
+(calibrated per feature on the edge rows of a first fit by default, `Recipe.edge`); with `clip`, inputs
 are clipped to that range (beyond it the prior carries the growth). With `bins`, a second
 MEDN as deep as the first and `step_width` wide, the step network, reads the features'
 piecewise-linear encoding too and learns what the first left over (on the types with an
@@ -40,18 +40,20 @@ from .._features import feature_schema
 from .._train import TrainConfig, fit_with_adamw
 from ._recipe import (
     DEFAULT,
-    EDGE_ALL,
     MIN_LOG_SIGMA,
     OUTSIDE_TOL,
     Recipe,
     as_recipe,
+    beyond_edge,
     check_edge,
     conformal_shift,
     edge_rows,
+    edge_thresholds,
     encode,
     encode_host,
     excess,
     fit_encoding,
+    is_edge_all,
     pad_encodings,
     regression_loss,
     standardized_bounds,
@@ -392,15 +394,21 @@ def medn_regressor(
         scales = {}
         if edges:  # a first fit without the edge rows; each task's widening calibrated on its own
             first_data = {n: tuple(a[~edges[n]] for a in d) if n in edges else d for n, d in train_data.items()}
-            first, _, _, first_inputs, _ = fit_network(jax.random.fold_in(key, 1), first_data, val, bins=0)
-            _conformal(first, config, tasks, first_data, val, first_inputs, raw=True)
+            # Its validation rows are those inside its range too (as for the MLP).
+            first_val = {}
+            for n, d in val.items():
+                keep = ~beyond_edge(d[0], edge_thresholds(train_data[n][0], feature_schema(n).names, recipe.edge,
+                                                          recipe.edge_frac)) if n in edges else slice(None)
+                first_val[n] = tuple(np.asarray(a)[keep] for a in d)
+            first, _, _, first_inputs, first_val = fit_network(jax.random.fold_in(key, 1), first_data, first_val, bins=0)
+            _conformal(first, config, tasks, first_data, first_val, first_inputs, raw=True)
             for t, name in enumerate(tasks):
                 if name in edges:
                     x, y = (np.asarray(a, np.float32)[edges[name]] for a in train_data[name])
                     resid, base = _residuals(first, t, x, y)
                     contrib = first["kappa"][t].astype(np.float64) * _standardized(first, t, x, first_inputs)[1]
                     sigma = base * np.exp(first["log_sigma_shift"][t])
-                    scales[t] = (widening_scales(resid, sigma, contrib) if recipe.edge == EDGE_ALL else
+                    scales[t] = (widening_scales(resid, sigma, contrib) if is_edge_all(recipe.edge) else
                                  widening_scale(resid, sigma, np.linalg.norm(contrib, axis=1), narrow=True))
         _conformal(params, config, tasks, train_data, val, inputs, scales=scales)
         return params

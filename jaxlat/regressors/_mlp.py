@@ -26,17 +26,19 @@ from .._base import Regressor, predict_batch, residual_log_sigma, residual_rows,
 from .._train import TrainConfig, fit_with_adamw
 from ._recipe import (
     DEFAULT,
-    EDGE_ALL,
     MIN_LOG_SIGMA,
     OUTSIDE_TOL,
     Recipe,
     as_recipe,
+    beyond_edge,
     conformal_shift,
     edge_rows,
+    edge_thresholds,
     encode,
     encode_host,
     excess,
     fit_encoding,
+    is_edge_all,
     regression_loss,
     standardized_bounds,
     widened_log_sigma,
@@ -306,13 +308,19 @@ def _fit_recipe(key, x, y, names, hidden, activation, train, recipe: Recipe, pre
     c = None
     edge = edge_rows(x, names, recipe.edge, recipe.edge_frac) if recipe.edge else None
     if edge is not None:  # a first fit without the edge rows, its widening calibrated on them
-        first = _fit_network(jax.random.fold_in(key, 1), x[~edge], y[~edge], names, hidden, activation, train,
-                             dataclasses.replace(recipe, bins=0), x_val, y_val, members)
-        _set_interval(first, xs, ys, activation, predict)
+        # Its validation rows are those inside its range too: rows beyond would pick the
+        # epoch that extrapolates best and make the edge rows' errors look small.
+        fx, fy, vx, vy = x[~edge], y[~edge], None, None
+        if has_val:
+            inside = ~beyond_edge(x_val, edge_thresholds(x, names, recipe.edge, recipe.edge_frac))
+            vx, vy = x_val[inside], y_val[inside]
+        first = _fit_network(jax.random.fold_in(key, 1), fx, fy, names, hidden, activation, train,
+                             dataclasses.replace(recipe, bins=0), vx, vy, members)
+        _set_interval(first, *((vx, vy) if vx is not None and len(vx) else (fx, fy)), activation, predict)
         resid_e = _residuals(first, x[edge], y[edge], predict)
         contrib = np.asarray(first["kappa"], np.float64) * _standardized(first, x[edge])[1]
         sigma_e = np.full(len(resid_e), np.exp(float(first["log_sigma"])))
-        if recipe.edge == EDGE_ALL:
+        if is_edge_all(recipe.edge):
             c = widening_scales(resid_e, sigma_e, contrib)
         else:
             c = widening_scale(resid_e, sigma_e, np.linalg.norm(contrib, axis=1), narrow=True)

@@ -47,17 +47,19 @@ Recipe 2 (the default for new fits), each part switchable for ablations:
   every weight, so its time grows with their bytes (the V100 figures for 128 and 256 are in
   `docs/results.md`). About twice the training time where it applies.
 - `edge`: calibrates how fast the interval widens outside the training range on rows that
-  really lie outside a fit. A first fit (without the step network) leaves out the training
-  rows in the top `edge_frac` of any edge feature; its widening on those rows sets the final
-  fit's. By default (`"all"`) the edge features are every feature with at least 3 distinct
-  training values, and each row counts for the feature that widens it most, so that each
-  feature's slope gets its own factor (`widening_scales`): rows out along one feature need
-  not tell how wrong the network goes along another. With named features (e.g.
-  `("log_cin", "log_cout")`, the direction a user will extrapolate in) one factor scales all
-  slopes. With `()` the first-order `kappa` stands, which covered more than asked out of
-  range (0.93-0.94 on the V100 extrapolation split; `"all"`: 0.78 MLP, 0.84 MEDN,
-  `docs/results.md`). A type with too few rows to leave some out is fitted once. The first
-  fit costs about 0.4x the rest (MEDN on the V100 data: 367 s against 259 s).
+  really lie outside a fit. A first fit (without the step network, early-stopped on the
+  validation rows inside its own range) leaves out the training rows in the top `edge_frac`
+  of any edge feature; its widening on those rows sets the final fit's. By default (`"all"`)
+  the edge features are every feature with at least 3 distinct training values whose largest
+  level holds at most `2 * edge_frac` of the rows, and each left-out row counts for the
+  feature that widens it most, so that each feature's slope gets its own factor
+  (`widening_scales`): rows out along one feature need not tell how wrong the network goes
+  along another. With named features (e.g. `("log_cin", "log_cout")`, the direction a user
+  will extrapolate in) one factor scales all slopes. With `()` the first-order `kappa`
+  stands, which covered more than asked out of range (0.93-0.94 on the V100 extrapolation
+  split; `"all"`: 0.79 MLP, 0.82 MEDN, the depthwise type alone 0.71-0.72,
+  `docs/results.md`, where design variants moved a type's coverage by up to 0.07). A type
+  with too few rows to leave some out is fitted once. One more fit on about 60 % of the rows.
 
 References:
   Lei, G'Sell, Rinaldo, Tibshirani, Wasserman, "Distribution-Free Predictive Inference for
@@ -99,6 +101,11 @@ MAX_LEVELS = 64
 #: feature's widening calibrated on its own (`widening_scales`).
 EDGE_ALL = "all"
 _LOSSES = ("mse", "huber")
+
+
+def is_edge_all(edge) -> bool:
+    """Whether a `Recipe.edge` value is `EDGE_ALL`."""
+    return isinstance(edge, str) and edge == EDGE_ALL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +153,7 @@ class Recipe:
             raise ValueError(f"loss={self.loss!r} is not valid: expected one of {', '.join(_LOSSES)}")
         if not self.huber_delta > 0:
             raise ValueError(f"huber_delta={self.huber_delta} is not valid: expected a positive number")
-        if self.edge != EDGE_ALL:
+        if not is_edge_all(self.edge):
             if isinstance(self.edge, str) or not all(isinstance(n, str) for n in self.edge):
                 raise ValueError(f"edge={self.edge!r} is not valid: expected a sequence of feature names "
                                  f"or {EDGE_ALL!r}")
@@ -275,21 +282,43 @@ def widening_scales(abs_resid: np.ndarray, sigma_in: np.ndarray, contrib: np.nda
     return scales
 
 
-def edge_rows(x: np.ndarray, names, edge, frac: float) -> np.ndarray | None:
-    """Mask of the rows of `x [n, f]` in the top `frac` of any `edge` feature (ties at the
-    threshold included; `EDGE_ALL`: every feature with at least 3 distinct values, not flags
-    or one-hot columns), or None where none of those features is in `names` or too few rows
-    lie on either side to fit without them and calibrate on them."""
+def edge_thresholds(x: np.ndarray, names, edge, frac: float) -> dict[int, float]:
+    """Column -> the value from which a row of `x [n, f]` counts as an edge row: the top `frac`
+    of each `edge` feature (ties at the threshold included). With `EDGE_ALL`, every feature
+    with at least 3 distinct values (not flags or one-hot columns) whose ties keep the share
+    at most `2 * frac`: a grid feature whose largest level holds a quarter of the rows (a
+    kernel size, a batch size) would take that quarter out of the first fit; its rows count
+    for the other features instead."""
     x = np.asarray(x, np.float64)
-    if edge == EDGE_ALL:
+    if is_edge_all(edge):
         cols = [j for j in range(min(len(names), x.shape[1])) if len(np.unique(x[:, j])) >= 3]
     else:
         cols = [list(names).index(n) for n in edge if n in names]
-    if not cols:
-        return None
-    mask = np.zeros(len(x), bool)
+    out = {}
     for j in cols:
-        mask |= x[:, j] >= np.quantile(x[:, j], 1.0 - frac)
+        t = float(np.quantile(x[:, j], 1.0 - frac))
+        if not is_edge_all(edge) or np.mean(x[:, j] >= t) <= 2 * frac:
+            out[j] = t
+    return out
+
+
+def beyond_edge(x: np.ndarray, thresholds: Mapping[int, float]) -> np.ndarray:
+    """Mask of the rows of `x [n, f]` at or above any of `thresholds` (`edge_thresholds`)."""
+    x = np.asarray(x, np.float64)
+    mask = np.zeros(len(x), bool)
+    for j, t in thresholds.items():
+        mask |= x[:, j] >= t
+    return mask
+
+
+def edge_rows(x: np.ndarray, names, edge, frac: float) -> np.ndarray | None:
+    """Mask of the edge rows of `x [n, f]` (`edge_thresholds`), or None where none of the
+    `edge` features is in `names` or too few rows lie on either side to fit without them and
+    calibrate on them."""
+    thresholds = edge_thresholds(x, names, edge, frac)
+    if not thresholds:
+        return None
+    mask = beyond_edge(x, thresholds)
     if int(mask.sum()) < MIN_OUTSIDE_ROWS or int((~mask).sum()) < 4 * MIN_OUTSIDE_ROWS:
         return None
     return mask
@@ -297,7 +326,7 @@ def edge_rows(x: np.ndarray, names, edge, frac: float) -> np.ndarray | None:
 
 def check_edge(edge, names_per_type: Mapping[str, Any]) -> None:
     """`ValueError` when an `edge` feature is a feature of none of the module types."""
-    if edge == EDGE_ALL:
+    if is_edge_all(edge):
         return
     known = {n for names in names_per_type.values() for n in names}
     bad = [n for n in edge if n not in known]
