@@ -200,3 +200,24 @@ def fit_with_adamw(
             if config.patience and since >= config.patience:
                 break
     return best
+
+
+def fit_members(
+    loss_fn: LossFn,
+    init: Callable[[jax.Array], Any],
+    members: int,
+    train: Batch,
+    *,
+    key: jax.Array,
+    config: TrainConfig,
+    val: Batch | None = None,
+) -> Any:
+    """`members` models, each `init(init_key)` fitted by `fit_with_adamw` from its own seeds
+    (the first from `key`, member `i` from `fold_in(key, 1000 + i)`), as host arrays; with
+    more than one, every leaf stacked along a leading members axis (an ensemble)."""
+    trained = []
+    for i in range(members):
+        init_key, train_key = jax.random.split(key if i == 0 else jax.random.fold_in(key, 1000 + i))
+        params = fit_with_adamw(loss_fn, init(init_key), train, key=train_key, config=config, val=val)
+        trained.append(jax.tree.map(np.asarray, params))
+    return trained[0] if members == 1 else jax.tree.map(lambda *a: np.stack(a), *trained)

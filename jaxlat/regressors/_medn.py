@@ -37,7 +37,7 @@ from flax import nnx
 
 from .._base import Regressor, predict_batch, standardizer
 from .._features import feature_schema
-from .._train import TrainConfig, fit_with_adamw
+from .._train import TrainConfig, fit_members, fit_with_adamw
 from ._recipe import (
     DEFAULT,
     MIN_LOG_SIGMA,
@@ -500,13 +500,8 @@ def medn_regressor(
         """`members` MEDNs of `config` from their own seeds on `rows` (`(z, task, target)`),
         stacked along a leading axis when more than one."""
         loss = MEDNLoss(config, nll_weight, recipe.loss, recipe.huber_delta)
-        trained = []
-        for i in range(members):
-            init_key, train_key = jax.random.split(key if i == 0 else jax.random.fold_in(key, 1000 + i))
-            _, state = nnx.split(MEDN(config, rngs=nnx.Rngs(params=init_key)))
-            model = fit_with_adamw(loss, nnx.to_pure_dict(state), rows, key=train_key, config=train, val=val_rows)
-            trained.append(jax.tree.map(np.asarray, model))
-        return trained[0] if members == 1 else jax.tree.map(lambda *a: np.stack(a), *trained)
+        init = lambda k: nnx.to_pure_dict(nnx.split(MEDN(config, rngs=nnx.Rngs(params=k)))[1])
+        return fit_members(loss, init, members, rows, key=key, config=train, val=val_rows)
 
     def fit_steps(key, params, config, encs, train_data, val, inputs, rows, val_rows):
         """The step network: each task's features, log prior and encoding (masked bins stay 0),

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._base import Regressor, predict_batch, residual_log_sigma, residual_rows, standardizer
-from .._train import TrainConfig, fit_with_adamw
+from .._train import TrainConfig, fit_members, fit_with_adamw
 from ._recipe import (
     DEFAULT,
     MIN_LOG_SIGMA,
@@ -242,13 +242,8 @@ def _fit_network(key, x, y, names, hidden, activation, train, recipe: Recipe, x_
 def _train_members(key, rows, val, hidden, activation, train, loss, members):
     """`members` networks from their own seeds on `rows` (standardized inputs and target),
     stacked along a leading axis when more than one."""
-    trained = []
-    for i in range(members):
-        init_key, train_key = jax.random.split(key if i == 0 else jax.random.fold_in(key, 1000 + i))
-        layers = init_mlp(init_key, (rows[0].shape[1], *hidden, 1))
-        layers = fit_with_adamw(loss, layers, rows, key=train_key, config=train, val=val)
-        trained.append(jax.tree.map(np.asarray, layers))
-    return trained[0] if members == 1 else jax.tree.map(lambda *a: np.stack(a), *trained)
+    init = lambda k: init_mlp(k, (rows[0].shape[1], *hidden, 1))
+    return fit_members(loss, init, members, rows, key=key, config=train, val=val)
 
 
 def _augment(params, x, prior=None):
