@@ -149,7 +149,12 @@ def _step_input(steps, x, prior, xp=jnp):
     the features, the log prior and the features' piecewise-linear encoding, standardized and
     clipped to the training range. `xp` is the array module (`np` for rows on the host)."""
     prior = xp.reshape(xp.asarray(prior, xp.float32), (*x.shape[:-1], 1))
-    xa = xp.concatenate([x, prior, encode(steps["encoding"], x, xp)], axis=-1)
+    return _step_scaled(steps, xp.concatenate([x, prior, encode(steps["encoding"], x, xp)], axis=-1), xp)
+
+
+def _step_scaled(steps, xa, xp=jnp):
+    """Step-network inputs before scaling, `xa [..., f_steps]`, standardized and clipped to
+    the training range."""
     lo, hi = standardized_bounds(steps["x_min"], steps["x_max"], steps["x_mean"], steps["x_scale"])
     return xp.clip((xa - steps["x_mean"]) / steps["x_scale"], lo, hi)
 
@@ -228,7 +233,7 @@ def _fit_network(key, x, y, names, hidden, activation, train, recipe: Recipe, x_
         steps["x_min"], steps["x_max"] = xs.min(axis=0), xs.max(axis=0)
         act = _ACTIVATIONS[activation]
         left = lambda r: (r[1] - np.asarray(apply_mlp(params["layers"], r[0], act))[:, 0]).astype(np.float32)
-        step_rows = (_step_inputs_host(steps, x, prior_tr), left(rows))
+        step_rows = (_step_scaled(steps, xs.astype(np.float32), np).astype(np.float32), left(rows))
         step_val = None
         if has_val:
             prior_val = roofline_log_ms_host(params["prior"], x_val) if recipe.prior else np.zeros(len(x_val))
