@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds per zoo model and batch size")
     p.add_argument("--zoo-retest", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the zoo a second time at the end (its test-retest; default on)")
-    p.add_argument("--objectives", default="both,networks", type=objectives_arg,
+    p.add_argument("--objectives", default="split,both", type=objectives_arg,
                    help=f"calibration objectives (`jaxlat calibrate --objective`: "
                         f"{', '.join(jaxlat.CALIBRATION_OBJECTIVES)}), comma-separated: the first is the "
                         "run's calibration; each other one is fitted on a copy of its measurements "

@@ -29,7 +29,9 @@ Run on the target machine, it
    module predictions kept, scaled by one factor, or scaled per module type (a multiplicative
    factor fitted on the calibration rows of each type); the whole-model composition kept,
    rescaled or refitted (`jaxlat.fit_composition`, the base's coefficients as prior). The choice
-   is made by K-fold held-out error on three quarters of the calibration measurements; the
+   is made by K-fold held-out error on three quarters of the calibration measurements (by
+   default one candidate for the module rows and, where another leads there, one for the
+   networks, which composes whole models: `objective`); the
    remaining quarter, never used for fitting or for the choice, gives the accuracy the card
    reports, beside every base's uncalibrated accuracy on the same rows and networks.
 4. **writes** the chosen `LatencyPredictor` to `OUT/predictor` (fitted on all measurements),
@@ -109,8 +111,12 @@ MIN_NETWORKS = 4
 MODULE_CORRECTIONS = ("none", "global", "per_type")
 COMPOSITIONS = ("kept", "rescaled", "refitted")
 #: What the choice scores (`choose`): the held-out error of the module rows and of the networks
-#: averaged, of the networks alone (whole models: NAS, deployment), or of the module rows alone.
-CALIBRATION_OBJECTIVES = ("both", "networks", "modules")
+#: averaged, of the networks alone (whole models: NAS, deployment), of the module rows alone,
+#: or `split`: each part its own candidate, the best for module rows answering module queries
+#: and the best for networks composing whole models (`LatencyPredictor.with_whole_models`).
+CALIBRATION_OBJECTIVES = ("split", "both", "networks", "modules")
+#: The objectives that score one candidate (`split` takes the leaders of two of them).
+_SCORED_OBJECTIVES = ("both", "networks", "modules")
 #: Share of the suite's measurement time for module configs (the rest: networks).
 _MODULE_SHARE = 0.6
 #: Share of configs and networks measured again at the end (test-retest), with bounds.
@@ -1210,10 +1216,21 @@ class Choice:
     candidates: list[dict[str, Any]]  # every candidate: its held-out errors and score
     #: Per objective (`CALIBRATION_OBJECTIVES`), the candidate it would choose and its errors.
     by_objective: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: With `objective="split"`, where the networks' best candidate is another: it composes the
+    #: whole models (`base`, `modules`, `composition` as in `candidates`); else None.
+    whole: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
-        return candidate_label(self.base, self.correction, self.composition)
+        own = candidate_label(self.base, self.correction, self.composition)
+        if self.whole is None:
+            return own
+        return f"modules: {own}; whole models: {candidate_label(*whole_key(self.whole))}"
+
+
+def whole_key(c: Mapping[str, Any]) -> tuple[str, str, str]:
+    """`(base, modules, composition)` of a candidate entry."""
+    return c["base"], c["modules"], c["composition"]
 
 
 def candidate_label(base: str, correction: str, composition: str) -> str:
@@ -1241,18 +1258,21 @@ def choose(
     suite: Suite,
     row_fold: np.ndarray,
     net_fold: np.ndarray,
-    objective: str = "both",
+    objective: str = "split",
 ) -> Choice:
     """The candidate (base, module correction, composition form) with the lowest held-out error,
     out of fold: with `objective="both"` the mean of the mean |log error| of the module rows and
-    of the networks; `"networks"` or `"modules"`: that part's alone. Within `_TIE` of the best,
+    of the networks; `"networks"` or `"modules"`: that part's alone; `"split"` (the default):
+    one of each, below. Within `_TIE` of the best,
     the simplest wins (fewer fitted values, then the earlier base).
 
-    One candidate serves both parts (whole models are composed from its module predictions),
-    and the two can disagree: a base fine-tuned on the module rows predicts modules best while
-    another base's modules, composed, predict the networks best (`docs/results.md`, "A new
-    machine"). `"networks"` suits whole-model use (NAS, choosing a deployment), `"modules"`
-    per-layer use."""
+    With one candidate for both parts (whole models composed from its module predictions), the
+    two can disagree: a base fine-tuned on the module rows predicts modules best while another
+    base's modules, composed, predict the networks best (`docs/results.md`, "A new machine").
+    `"networks"` suits whole-model use (NAS, choosing a deployment), `"modules"` per-layer use,
+    and `"split"` takes the `"modules"` leader for module queries and, where it differs, the
+    `"networks"` leader for whole models (`Choice.whole`): scores and `chosen` are then those
+    of the module part, `chosen_whole` marks the other."""
     check_objective(objective)
     rows_sel, nets_sel = row_fold >= 0, net_fold >= 0
     table = []
@@ -1291,16 +1311,21 @@ def choose(
         best = min(c["_scores"][o] for c in scored)
         return min((c for c in scored if c["_scores"][o] <= best + _TIE), key=lambda c: c["_rank"])
 
-    leaders = {o: leader(o) for o in CALIBRATION_OBJECTIVES}
-    pick = leaders[objective]
+    leaders = {o: leader(o) for o in _SCORED_OBJECTIVES}
+    split = objective == "split"
+    pick = leaders["modules" if split else objective]
+    whole = leaders["networks"] if split and leaders["networks"] is not pick else None
     for c in table:
         c.pop("_rank", None)
         if "_scores" in c:
-            c["score"] = c.pop("_scores")[objective]
+            c["score"] = c.pop("_scores")["modules" if split else objective]
         c["chosen"] = c is pick
+        if split:
+            c["chosen_whole"] = c is whole
     keys = ("base", "modules", "composition", "module_mean_abs_log_err", "network_mean_abs_log_err")
     by_objective = {o: {k: c[k] for k in keys} for o, c in leaders.items()}
-    return Choice(pick["base"], pick["modules"], pick["composition"], table, by_objective)
+    return Choice(pick["base"], pick["modules"], pick["composition"], table, by_objective,
+                  None if whole is None else {k: whole[k] for k in keys})
 
 
 def base_arrays(
@@ -1405,8 +1430,11 @@ def objective_lines(choice: Mapping[str, Any]) -> list[str]:
         "What each objective would choose (cross-validated mean |log error| of modules / networks):",
         "",
     ]
+    split = {"modules": " (this calibration's module part)", "networks": " (this calibration's whole-model part)"}
     for o, c in by.items():
         here = " (this calibration's)" if o == choice.get("objective") else ""
+        if choice.get("objective") == "split":
+            here = split.get(o, "")
         lines.append(
             f"- `--objective {o}`{here}: {candidate_label(c['base'], c['modules'], c['composition'])}; "
             f"{c['module_mean_abs_log_err']:.3f} / {c['network_mean_abs_log_err']:.3f}"
@@ -1418,6 +1446,7 @@ _OBJECTIVE_WORDS = {
     "both": "modules and networks, averaged",
     "networks": "the networks alone",
     "modules": "the module rows alone",
+    "split": "the module rows for module queries, the networks for whole models",
 }
 
 
@@ -1514,6 +1543,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     ]
     for c in sorted(ch["candidates"], key=lambda c: (c["score"] is None, c["score"] or 0)):
         mark = " (chosen)" if c["chosen"] else ""
+        if c.get("chosen_whole"):
+            mark = " (chosen for whole models)"
         lines.append(
             f"| {c['base']}{mark} | {c['modules']} | {c['composition']} | "
             f"{_fmt(c.get('module_mean_abs_log_err'), '.3f')} | {_fmt(c.get('network_mean_abs_log_err'), '.3f')} "
@@ -1534,9 +1565,21 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                 else "."
             ),
         ]
+    whole = ch.get("whole_models")
+    coef = ch["composition_coef"]
+    if whole:
+        factors = ", ".join(f"{t} x{v:.3f}" for t, v in sorted(whole["module_scale"].items()) if abs(v - 1) > 1e-9)
+        lines += [
+            "",
+            (f"Whole models are composed by a second predictor, **{whole['label']}**"
+             + (f" (module scale factors {factors})" if factors else "")
+             + "; module queries are answered by the first (`--objective split`)."),
+        ]
+        coef = whole["composition_coef"]
     lines += [
         "",
-        "Composition: " + ", ".join(f"{k} {v:.4g}" for k, v in ch["composition_coef"].items()) + ".",
+        "Composition" + (" (of the second predictor)" if whole else "") + ": "
+        + ", ".join(f"{k} {v:.4g}" for k, v in coef.items()) + ".",
         "",
         "## Held-out accuracy",
         "",
@@ -1631,7 +1674,7 @@ def _other_objective_hint(choice: Mapping[str, Any]) -> str:
     """For the summary: where whole models alone would choose another candidate, a hint naming
     `--objective networks` and the two held-out network errors; else nothing."""
     net, objective = (choice.get("by_objective") or {}).get("networks"), choice.get("objective", "both")
-    if not net or objective == "networks":
+    if not net or objective in ("networks", "split"):
         return ""
     mine = next(c for c in choice["candidates"] if c["chosen"])
     def key(c: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -1642,7 +1685,8 @@ def _other_objective_hint(choice: Mapping[str, Any]) -> str:
     return (
         f"\n  (for whole models alone, --objective networks would choose "
         f"{candidate_label(*key(net))}: cross-validated network error "
-        f"{net['network_mean_abs_log_err']:.3f} against {mine['network_mean_abs_log_err']:.3f}; see card.md)"
+        f"{net['network_mean_abs_log_err']:.3f} against {mine['network_mean_abs_log_err']:.3f}; "
+        "--objective split would compose whole models with it and keep module queries as they are; see card.md)"
     )
 
 
@@ -1737,6 +1781,7 @@ class Adaptation:
     selection_rows: int  # module rows and networks the choice was made on
     selection_networks: int
     folds: int
+    final_whole: Fitted | None = None  # the whole-model part's fit (`objective="split"`)
 
 
 def adapt(
@@ -1747,7 +1792,7 @@ def adapt(
     statistic: str,
     seed: int,
     tune: bool = True,
-    objective: str = "both",
+    objective: str = "split",
 ) -> Adaptation:
     """Choose and fit the calibration of `bases` to the module rows `df` and the measured
     network `records` (see the module docstring). With `tune`, each base with network
@@ -1784,49 +1829,39 @@ def adapt(
                 _log.info("fine-tuning %s out of fold", name)
                 arrays.append(tuned_arrays(name, bases[name], df, records, row_fold, report_rows, statistic))
     choice = choose(arrays, suite, row_fold, net_fold, objective)
-    chosen = next(a for a in arrays if a.name == choice.base)
-    # What the card reports: the choice fitted on the selection part, scored on the report part.
-    on_sel = fit_candidate(chosen, suite, ~report_rows, ~report_nets, choice.correction, choice.composition)
-    candidates = [(f"calibrated ({choice.label})", chosen, on_sel)] + [
-        (f"{a.name}, uncalibrated", a, Fitted({t: 0.0 for t in a.types}, a.coef))
-        for a in arrays
-        if a.name in bases
+    by_name = {a.name: a for a in arrays}
+    parts = [(choice.base, choice.correction, choice.composition)]
+    if choice.whole is not None:
+        parts.append(whole_key(choice.whole))
+    # What the card reports: each part fitted on the selection part, scored on the report part
+    # (module rows by the first, networks by the last).
+    on_sel = [fit_candidate(by_name[b], suite, ~report_rows, ~report_nets, corr, comp) for b, corr, comp in parts]
+    cal_rows = predict_log(by_name[parts[0][0]], suite, on_sel[0])[0]
+    cal_nets = predict_log(by_name[parts[-1][0]], suite, on_sel[-1])[1]
+    table = [
+        {
+            "predictor": f"calibrated ({choice.label})",
+            "modules": accuracy(cal_rows[report_rows], suite.log_y[report_rows]),
+            "networks": accuracy(cal_nets[report_nets], suite.net_log_y[report_nets]),
+        }
     ]
-    table = []
-    for label, a, fitted in candidates:
-        rows, nets = predict_log(a, suite, fitted)
+    for a in arrays:
+        if a.name not in bases:
+            continue
+        rows, nets = predict_log(a, suite, Fitted({t: 0.0 for t in a.types}, a.coef))
         table.append(
             {
-                "predictor": label,
+                "predictor": f"{a.name}, uncalibrated",
                 "modules": accuracy(rows[report_rows], suite.log_y[report_rows]),
                 "networks": accuracy(nets[report_nets], suite.net_log_y[report_nets]),
             }
         )
-    # The predictor: the choice fitted on every measurement.
-    start = bases.get(choice.base)
-    if start is None:  # a fine-tuned base: tuned again on every module row
-        start = fine_tuned(bases[choice.base.removesuffix(TUNED)], df, statistic=statistic)
-        chosen = base_arrays(choice.base, start, df, records)
-    final = fit_candidate(
-        chosen,
-        suite,
-        np.ones(len(suite.log_y), bool),
-        np.ones(len(suite.net_log_y), bool),
-        choice.correction,
-        choice.composition,
-    )
-    sums = shifted_sums(chosen, final.shift)
-    comp = _composition(
-        final.coef, sums, suite.net_counts, np.exp(suite.net_log_y), choice.composition, choice.base
-    )
-    predictor = with_module_log_scale(start, final.shift).with_composition(comp)
-    check = predictor.predict_models(records)["latency_ms"].to_numpy(float)
-    expected = compose_ms(final.coef, sums, suite.net_counts)
-    if not np.allclose(check, expected, rtol=2e-3):
-        raise RuntimeError(
-            f"calibrate: the calibrated predictor gives {check[:3]} ms for the first networks where "
-            f"its fit gives {expected[:3]} ms; please report this"
-        )
+    # The predictor: each part fitted on every measurement.
+    tuned: dict[str, LatencyPredictor] = {}
+    fitted = [_final_part(bases, tuned, by_name[b], df, records, suite, statistic, corr, comp) for b, corr, comp in parts]
+    predictor, final = fitted[0]
+    if len(fitted) > 1:
+        predictor = predictor.with_whole_models(fitted[1][0])
     held_out = {"rows": int(report_rows.sum()), "networks": int(report_nets.sum()), "table": table}
     return Adaptation(
         predictor,
@@ -1836,7 +1871,44 @@ def adapt(
         int((~report_rows).sum()),
         int((~report_nets).sum()),
         int(net_fold.max()) + 1,
+        fitted[1][1] if len(fitted) > 1 else None,
     )
+
+
+def _final_part(
+    bases: Mapping[str, LatencyPredictor],
+    tuned: dict[str, LatencyPredictor],
+    arrays: BaseArrays,
+    df: pd.DataFrame,
+    records: Sequence[profilers.ArchRecord],
+    suite: Suite,
+    statistic: str,
+    correction: str,
+    composition: str,
+) -> tuple[LatencyPredictor, Fitted]:
+    """One chosen candidate fitted on every measurement, as a predictor of `statistic` (its module
+    factors and composition), checked against the fit; a fine-tuned base is tuned again on every module row
+    (once per base: `tuned` caches it)."""
+    start = bases.get(arrays.name)
+    if start is None:  # a fine-tuned base
+        if arrays.name not in tuned:
+            tuned[arrays.name] = fine_tuned(bases[arrays.name.removesuffix(TUNED)], df, statistic=statistic)
+        start = tuned[arrays.name]
+        arrays = base_arrays(arrays.name, start, df, records)
+    every_row, every_net = np.ones(len(suite.log_y), bool), np.ones(len(suite.net_log_y), bool)
+    final = fit_candidate(arrays, suite, every_row, every_net, correction, composition)
+    sums = shifted_sums(arrays, final.shift)
+    comp = _composition(final.coef, sums, suite.net_counts, np.exp(suite.net_log_y), composition, arrays.name)
+    predictor = copy.copy(with_module_log_scale(start, final.shift).with_composition(comp))
+    predictor.statistic = statistic  # what it was calibrated to, whatever its base learned
+    check = predictor.predict_models(records)["latency_ms"].to_numpy(float)
+    expected = compose_ms(final.coef, sums, suite.net_counts)
+    if not np.allclose(check, expected, rtol=2e-3):
+        raise RuntimeError(
+            f"calibrate: the calibrated predictor gives {check[:3]} ms for the first networks where "
+            f"its fit gives {expected[:3]} ms; please report this"
+        )
+    return predictor, final
 
 
 def _this_machine(
@@ -1845,18 +1917,29 @@ def _this_machine(
     """A copy of `predictor` that describes this machine: its device metadata (with the
     calibration's base and correction) and the statistic it was calibrated to."""
     c, shift = adaptation.choice, adaptation.final.shift
-    out = copy.copy(predictor)
-    out.device = {k: meta.get(k) for k in ("device_id", "backend", "device", "fingerprint")} | {
-        "calibration": {
-            "base": c.base,
-            "module_correction": c.correction,
-            "composition": c.composition,
-            "module_scale": {t: math.exp(d) for t, d in sorted(shift.items())},
-            "card": "../card.json",
+    device = {k: meta.get(k) for k in ("device_id", "backend", "device", "fingerprint")}
+
+    def described(p: LatencyPredictor, base: str, correction: str, composition: str, log_shift, card: str):
+        out = copy.copy(p)
+        out.device = device | {
+            "calibration": {
+                "base": base,
+                "module_correction": correction,
+                "composition": composition,
+                "module_scale": {t: math.exp(d) for t, d in sorted(log_shift.items())},
+                "card": card,
+            }
         }
-    }
-    out.statistic = statistic
-    return out
+        out.statistic = statistic
+        return out
+
+    whole = None
+    if predictor.is_split:
+        w = c.whole
+        whole = described(predictor.whole_models, w["base"], w["modules"], w["composition"],
+                          adaptation.final_whole.shift, "../../card.json")
+    own = described(predictor.with_whole_models(None), c.base, c.correction, c.composition, shift, "../card.json")
+    return own.with_whole_models(whole)
 
 
 def calibrate_machine(
@@ -1874,7 +1957,7 @@ def calibrate_machine(
     network_min_run_time_s: float = 0.5,
     rounds: int = 5,
     tune: bool = True,
-    objective: str = "both",
+    objective: str = "split",
     progress: bool | None = None,
 ) -> Calibrated:
     """Measure a calibration suite on this machine within a time budget and write a predictor
@@ -1906,9 +1989,12 @@ def calibrate_machine(
         pooled 10th percentile of several rounds finds the fast state where one window often
         does not (`benchmarks/results/label_repeat.md`); `statistic="auto"` then picks it.
       tune: also score each base with its networks fine-tuned on the module rows.
-      objective: what chooses the candidate: `both` (held-out error of the module rows and of
-        the networks, averaged), `networks` (whole models alone: for NAS and deployment
-        choices) or `modules` (per-layer use). Changing it after a complete run only refits.
+      objective: what chooses the candidate: `split` (the default: the best for the module
+        rows answers module queries, the best for the networks composes whole models, a
+        predictor carrying two, `LatencyPredictor.with_whole_models`; one where the same
+        candidate leads both), `both` (one candidate, the held-out errors of the module rows
+        and of the networks averaged), `networks` (one, whole models alone) or `modules` (one,
+        module rows alone). Changing it after a complete run only refits.
       progress: a progress bar on stderr (None: on a terminal only).
 
     Returns:
@@ -1997,7 +2083,14 @@ def calibrate_machine(
             "selection_rows": adaptation.selection_rows,
             "selection_networks": adaptation.selection_networks,
             "module_scale": predictor.device["calibration"]["module_scale"],
-            "composition_coef": dict(predictor.composition.coef),
+            # The module part's own (for a split predictor, `whole_models` composes whole models).
+            "composition_coef": dict(predictor.with_whole_models(None).composition.coef),
+            "whole_models": None if c.whole is None else {
+                **{k: c.whole[k] for k in ("base", "modules", "composition")},
+                "label": candidate_label(*whole_key(c.whole)),
+                "module_scale": predictor.whole_models.device["calibration"]["module_scale"],
+                "composition_coef": dict(predictor.whole_models.composition.coef),
+            },
         },
         "held_out": adaptation.held_out,
         "predictor": str(paths.out / "predictor"),

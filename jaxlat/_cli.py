@@ -896,10 +896,11 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument(
         "--objective",
         # jaxlat.CALIBRATION_OBJECTIVES, not imported here: that loads JAX (tests check they agree)
-        choices=("both", "networks", "modules"),
-        default="both",
-        help="what chooses the calibration: both (module rows and networks, held out, averaged), networks "
-        "(whole models alone: NAS, deployment) or modules (per-layer use); default both",
+        choices=("split", "both", "networks", "modules"),
+        default="split",
+        help="what chooses the calibration: split (the best candidate for the module rows answers module "
+        "queries, the best for the networks composes whole models; the default), both (one candidate, module "
+        "rows and networks averaged), networks (one, whole models alone) or modules (one, module rows alone)",
     )
     ca.add_argument(
         "--no-register",

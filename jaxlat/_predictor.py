@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import functools
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,7 +40,7 @@ from ._features import (
     feature_schema,
     outside_training_range,
 )
-from ._io import ArtifactError, load_tree, save_tree, write_json
+from ._io import ArtifactError, load_tree, save_tree, sha256_file, write_json
 from ._predict import (
     INTERVAL_Z,
     Head,
@@ -74,9 +75,14 @@ _log = logging.getLogger(__name__)
 #: correction reads with copies at its `ms_per_mb`, as it predicted them (an older jaxlat
 #: refuses a version-3 directory instead of ignoring the copy rate). Version 4 adds per-type
 #: latency factors (`log_scale`, `with_type_scales`); it is written only by a predictor that has
-#: some, so that an older jaxlat refuses it rather than ignore them.
+#: some, so that an older jaxlat refuses it rather than ignore them. Version 5 carries a second
+#: predictor in `whole_models/` that composes whole models (`with_whole_models`); it is
+#: written only by such a predictor.
 PREDICTOR_FORMAT_VERSION = 3
-READABLE_PREDICTOR_VERSIONS = (1, 2, 3, 4)
+READABLE_PREDICTOR_VERSIONS = (1, 2, 3, 4, 5)
+#: Subdirectory of a predictor directory holding the predictor its whole models are composed
+#: from (format 5).
+WHOLE_MODELS_DIR = "whole_models"
 #: Feature-schema versions a predictor may have been trained on. Version 1 lacks the dtype
 #: one-hots `dtype=fp16w` and `dtype=int8`; such a model reads its own columns of today's
 #: encoding, and a config in a dtype it never saw is flagged as extrapolated (its dtype column
@@ -115,6 +121,12 @@ class LatencyPredictor:
     by `jaxlat._predict.model_latency`. `predict` and `predict_models` encode DataFrames and
     records, call its compiled form, and return DataFrames; `apply` is the pure function itself,
     for `jax.grad` and `jax.vmap` with respect to the parameters.
+
+    A predictor may carry a second one that composes its whole models (`with_whole_models`,
+    written by `jaxlat calibrate --objective split`): module queries (`predict`, `latency_fn`,
+    `regressor_view`, `params`, `apply`) answer from its own module models, whole-model
+    queries (`predict_models`, `breakdown`, `model_batch`, `composition`, the NAS latency) from
+    `whole_models`.
     """
 
     def __init__(
@@ -128,6 +140,7 @@ class LatencyPredictor:
         feature_version: int = FEATURE_SCHEMA_VERSION,
         statistic: str = "median",
         log_scale: Mapping[str, float] | None = None,
+        whole_models: LatencyPredictor | None = None,
     ):
         self.models = dict(models)
         self.feature_version = feature_version  # the feature schema its models were trained on
@@ -147,12 +160,42 @@ class LatencyPredictor:
         items = head_items(self.heads)
         self._model_fn = functools.partial(model_latency_jit, items)
         self._module_fn = functools.partial(module_outputs_jit, items)
+        self._whole = _checked_whole(whole_models, statistic)
 
     @property
     def composition(self) -> Composition | None:
         """The whole-model correction (None: whole models are the plain sum of their modules);
-        read-only: `with_composition` and `with_fitted_composition` return a new predictor."""
-        return self._composition
+        read-only: `with_composition` and `with_fitted_composition` return a new predictor.
+        A split predictor's is that of `whole_models`."""
+        return self._composition if self._whole is None else self._whole.composition
+
+    @property
+    def whole_models(self) -> LatencyPredictor:
+        """The predictor whole models are composed from: this one, or the second predictor it
+        carries (`with_whole_models`)."""
+        return self if self._whole is None else self._whole
+
+    @property
+    def is_split(self) -> bool:
+        """Whether whole models come from a second predictor (`with_whole_models`)."""
+        return self._whole is not None
+
+    def with_whole_models(self, predictor: LatencyPredictor | None) -> LatencyPredictor:
+        """A copy whose whole models (`predict_models`, `breakdown`, `model_batch`,
+        `composition`, the NAS latency) are composed by `predictor`, its module queries still
+        answered by this one's models (None: composed from its own again).
+
+        Why two: a base fine-tuned on a machine's module timings predicts those modules best,
+        while another base's modules, composed and corrected on measured networks, predict
+        whole networks best (`docs/results.md`, "A new machine"); one set of module
+        predictions cannot serve both.
+
+        Raises:
+          ValueError: `predictor` is itself split, or learned another latency statistic.
+        """
+        out = copy.copy(self)
+        out._whole = _checked_whole(predictor, self.statistic)
+        return out
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -162,7 +205,7 @@ class LatencyPredictor:
     def params(self) -> PredictorParams:
         """Every learned value, one PyTree: per-type (or shared MEDN) regressor parameters and
         the composition coefficients. Differentiate `apply` with respect to it."""
-        comp = self.composition or Composition(IDENTITY)
+        comp = self._composition or Composition(IDENTITY)  # its own, also when split
         # device_put, not jnp.asarray: on host data jnp.asarray compiles a program per shape.
         shifts = {m: jax.device_put(np.float32(self.log_scale.get(m, 0.0))) for m in self.heads}
         return PredictorParams(self._regressor_params, jax.device_put(comp.coef_array), shifts)
@@ -170,7 +213,9 @@ class LatencyPredictor:
     def apply(self, params: PredictorParams, batch: ModelBatch):
         """The pure prediction function (`jaxlat._predict.model_latency` with this predictor's
         heads): `ModelPrediction` of every model in `batch` (`model_batch`). Transform it freely:
-        `jax.grad(lambda p: pred.apply(p, b).latency_ms.sum())(pred.params)`."""
+        `jax.grad(lambda p: pred.apply(p, b).latency_ms.sum())(pred.params)`. It composes this
+        predictor's own module models: for a split predictor, whole models are
+        `pred.whole_models.apply(pred.whole_models.params, batch)`."""
         return model_latency(self.heads, params, batch)
 
     def _model(self, module: str) -> TypeModel:
@@ -300,7 +345,9 @@ class LatencyPredictor:
 
     def breakdown(self, record: ArchRecord) -> pd.DataFrame:
         """Per-operator predictions of an architecture record (`profilers.ArchRecord`): graph
-        order, with `op`, `approx` and the share of the module sum."""
+        order, with `op`, `approx` and the share of the module sum (from `whole_models`)."""
+        if self._whole is not None:
+            return self._whole.breakdown(record)
         df = record.frame()
         if df.empty:
             raise ValueError(f"{record.name}: the record has no mapped modules")
@@ -325,6 +372,8 @@ class LatencyPredictor:
         """
         import pandas as pd
 
+        if self._whole is not None:
+            return self._whole.model_batch(records, pad=pad)
         records = list(records)
         n = len(records)
         n_models = padded_size(n, minimum=1) if pad else n
@@ -356,6 +405,8 @@ class LatencyPredictor:
     def _predict_batch(self, records: Sequence[ArchRecord]) -> tuple[ModelPrediction, np.ndarray]:
         """`ModelPrediction` (host arrays, padding dropped) and extrapolation counts of records;
         a model with a non-finite module prediction is an error naming it."""
+        if self._whole is not None:
+            return self._whole._predict_batch(records)
         records = list(records)
         batch, n_ext = self.model_batch(records)
         out = jax.tree.map(lambda a: np.asarray(a, np.float64)[:len(records)], self._model_fn(self.params, batch))
@@ -378,6 +429,8 @@ class LatencyPredictor:
         """
         import pandas as pd
 
+        if self._whole is not None:
+            return self._whole.predict_models(records)
         records = list(records)
         out, n_ext = self._predict_batch(records)
         counts = [r.counts() for r in records]
@@ -418,14 +471,18 @@ class LatencyPredictor:
 
     def with_composition(self, composition: Composition | None) -> LatencyPredictor:
         """A copy with another composition correction (the module models and the compiled
-        functions shared, not copied)."""
+        functions shared, not copied); a split predictor's goes to `whole_models`."""
         out = copy.copy(self)
-        out._composition = composition
+        if self._whole is not None:
+            out._whole = self._whole.with_composition(composition)
+        else:
+            out._composition = composition
         return out
 
     def with_params(self, params: PredictorParams) -> LatencyPredictor:
         """A copy whose learned values are `params` (same structure as `self.params`), e.g. after
-        a gradient-based adaptation; the composition keeps its interval and fit report."""
+        a gradient-based adaptation; the composition keeps its interval and fit report. A split
+        predictor's `whole_models` is kept as it is (its own `params` are its own)."""
         if jax.tree.structure(params) != jax.tree.structure(self.params):
             raise ValueError("with_params: params must have the structure of this predictor's `params`")
         models = {}
@@ -439,14 +496,15 @@ class LatencyPredictor:
             new = jax.tree.map(np.asarray, combine(params.regressors["medn"], self.heads[_first_shared(self.models)].static))
             medn = (mr, {**new, "tasks": old["tasks"]})
         comp = None
-        if self.composition is not None or np.any(np.asarray(params.composition) != Composition(IDENTITY).coef_array):
-            base = self.composition or Composition(IDENTITY)
+        if self._composition is not None or np.any(np.asarray(params.composition) != Composition(IDENTITY).coef_array):
+            base = self._composition or Composition(IDENTITY)
             comp = dataclasses.replace(base, coef={t: float(v) for t, v in zip(TERMS, np.asarray(params.composition))})
         # Host-only (tree) models have no head, so their factors stay as they are.
         shifts = {m: v for m, v in self.log_scale.items() if m not in self.heads}
         shifts.update({m: float(v) for m, v in params.log_scale.items()})
         return LatencyPredictor(models, device=self.device, medn=medn, composition=comp, selection=self.selection,
-                                feature_version=self.feature_version, statistic=self.statistic, log_scale=shifts)
+                                feature_version=self.feature_version, statistic=self.statistic, log_scale=shifts,
+                                whole_models=self._whole)
 
     @property
     def type_scales(self) -> dict[str, float]:
@@ -458,7 +516,7 @@ class LatencyPredictor:
         """A copy whose module predictions of each type in `scales` are multiplied by its factor
         (intervals too), on top of any factor it has: how a predictor is carried to a machine
         that runs some module types faster or slower. Whole models follow, through the module
-        sum. The factors are part of `params` (`PredictorParams.log_scale`), so `jax.grad` fits
+        sum (a split predictor's `whole_models` takes the factors of the types it has). The factors are part of `params` (`PredictorParams.log_scale`), so `jax.grad` fits
         them like any other parameter.
 
         Raises:
@@ -474,6 +532,9 @@ class LatencyPredictor:
             shifts[module] = shifts.get(module, 0.0) + float(np.log(f))
         out = copy.copy(self)
         out.log_scale = _checked_log_scale(shifts, self.models)
+        if self._whole is not None:
+            theirs = {m: f for m, f in scales.items() if m in self._whole.models}
+            out._whole = self._whole.with_type_scales(theirs) if theirs else self._whole
         return out
 
     def fitted_composition(self, records: Sequence[ArchRecord]) -> Composition:
@@ -483,6 +544,8 @@ class LatencyPredictor:
         Raises:
           ValueError: a record not measured end to end, or fewer than 6 records.
         """
+        if self._whole is not None:
+            return self._whole.fitted_composition(records)
         measured = [r for r in records if r.measured]
         if len(measured) < len(records):
             raise ValueError(f"fitted_composition: {len(records) - len(measured)} record(s) were not measured end to end")
@@ -505,6 +568,8 @@ class LatencyPredictor:
         warnings.warn("LatencyPredictor.fit_composition changes the predictor in place; use "
                       "with_fitted_composition(records) or fitted_composition(records)", DeprecationWarning,
                       stacklevel=2)
+        if self._whole is not None:
+            raise ValueError("fit_composition: not for a split predictor; use with_fitted_composition(records)")
         self._composition = self.fitted_composition(records)
         return self._composition
 
@@ -526,8 +591,8 @@ class LatencyPredictor:
         if self.log_scale:  # format 4: an older jaxlat would ignore the factors, so it refuses
             manifest["format_version"] = 4
             manifest["log_scale"] = dict(self.log_scale)
-        if self.composition is not None:
-            manifest["composition"] = self.composition.as_json()
+        if self._composition is not None:
+            manifest["composition"] = self._composition.as_json()
         if self.selection is not None:
             manifest["selection"] = self.selection
         if self._medn is None and any(m.shared for m in self.models.values()):
@@ -549,6 +614,13 @@ class LatencyPredictor:
                     raise ArtifactError(f"{module}: {m.regressor.name} is a reference regressor and is not saved")
                 entry.update(save_tree(d / f"{module}.npz", m.params))
             manifest["modules"][module] = entry
+        whole_dir = d / WHOLE_MODELS_DIR
+        if self._whole is not None:  # format 5: an older jaxlat would compose from the wrong modules
+            self._whole.save(whole_dir)
+            manifest["format_version"] = 5
+            manifest["whole_models"] = {"dir": WHOLE_MODELS_DIR, "sha256": sha256_file(whole_dir / "predictor.json")}
+        elif (whole_dir / "predictor.json").exists():  # a split predictor's, saved here before: not this one's
+            shutil.rmtree(whole_dir)
         write_json(d / "predictor.json", manifest)
         return d
 
@@ -624,9 +696,39 @@ class LatencyPredictor:
             log_scale = _checked_log_scale(manifest.get("log_scale", {}), models)
         except (TypeError, ValueError) as e:
             raise ArtifactError(f"{path}: log_scale: {e}") from None
-        return cls(models, device=manifest.get("device", {}), medn=medn, composition=comp,
-                   selection=manifest.get("selection"), feature_version=feature_version, statistic=statistic,
-                   log_scale=log_scale)
+        whole = None
+        if "whole_models" in manifest:
+            entry, sub = manifest["whole_models"], d / WHOLE_MODELS_DIR
+            if not isinstance(entry, dict) or entry.get("dir") != WHOLE_MODELS_DIR:
+                raise ArtifactError(f"{path}: whole_models={entry!r} is not valid: expected "
+                                    f"{{'dir': {WHOLE_MODELS_DIR!r}, 'sha256': ...}}")
+            if not (sub / "predictor.json").exists():
+                raise ArtifactError(f"{path}: its whole-model predictor {sub} is missing")
+            if sha256_file(sub / "predictor.json") != entry.get("sha256"):
+                raise ArtifactError(f"{sub / 'predictor.json'}: checksum mismatch; it is not the whole-model "
+                                    f"predictor saved with {path}")
+            whole = cls.load(sub)
+        try:
+            return cls(models, device=manifest.get("device", {}), medn=medn, composition=comp,
+                       selection=manifest.get("selection"), feature_version=feature_version, statistic=statistic,
+                       log_scale=log_scale, whole_models=whole)
+        except ValueError as e:
+            raise ArtifactError(f"{path}: {e}") from None
+
+
+def _checked_whole(whole: LatencyPredictor | None, statistic: str) -> LatencyPredictor | None:
+    """`whole` if it may compose the whole models of a predictor of `statistic`, else a
+    ValueError saying why."""
+    if whole is None:
+        return None
+    if not isinstance(whole, LatencyPredictor):
+        raise ValueError(f"whole_models={type(whole).__name__} is not valid: expected a LatencyPredictor or None")  # noqa: TRY004
+    if whole.is_split:
+        raise ValueError("whole_models: that predictor is split itself; pass its `whole_models`")
+    if whole.statistic != statistic:
+        raise ValueError(f"whole_models learned the {whole.statistic} latency, this predictor the {statistic}: "
+                         "both parts must learn the same statistic")
+    return whole
 
 
 def _device_of(df: pd.DataFrame) -> dict[str, Any]:

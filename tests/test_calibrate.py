@@ -114,11 +114,17 @@ def test_a_small_real_calibration_writes_a_predictor_and_a_card(calibrated):
     assert len(choice["candidates"]) == 2 * len(shipped) * len(cal.MODULE_CORRECTIONS) * len(cal.COMPOSITIONS)
     assert {c["base"] for c in choice["candidates"]} == {*shipped, *(f"{n}{cal.TUNED}" for n in shipped)}
     assert all(c["score"] is not None or c["note"] for c in choice["candidates"])
-    assert choice["objective"] == "both" and set(choice["by_objective"]) == set(jaxlat.CALIBRATION_OBJECTIVES)
-    assert choice["by_objective"]["both"]["base"] == choice["base"]
+    assert choice["objective"] == "split" and set(choice["by_objective"]) == set(cal._SCORED_OBJECTIVES)
+    assert choice["by_objective"]["modules"]["base"] == choice["base"]
+    whole = choice["whole_models"]  # the networks' leader where it is another candidate
+    leader = choice["by_objective"]["networks"]
+    assert (whole is None) == (cal.whole_key(leader) == (choice["base"], choice["module_correction"],
+                                                          choice["composition"]))
+    assert whole is None or cal.whole_key(whole) == cal.whole_key(leader)
     table = card["held_out"]["table"]
     assert [r["predictor"] for r in table[1:]] == [f"{n}, uncalibrated" for n in shipped]
-    assert table[0]["predictor"].startswith(f"calibrated ({choice['base']} + ")
+    assert table[0]["predictor"] == f"calibrated ({choice['label']})"
+    assert choice["label"].startswith(f"modules: {choice['base']} + " if whole else f"{choice['base']} + ")
     assert all(r["modules"]["n"] == card["held_out"]["rows"] > 0 for r in table)
     assert all(r["networks"]["n"] == card["held_out"]["networks"] > 0 for r in table)
     text = (result.out / "card.md").read_text()
@@ -138,6 +144,7 @@ def test_the_summary_points_to_the_networks_objective_only_where_it_would_choose
     result, _, _ = calibrated
     card = copy.deepcopy(result.card)
     choice = card["choice"]
+    choice["objective"] = "both"  # one candidate for both parts (`split` takes the networks' anyway)
     chosen = next(c for c in choice["candidates"] if c["chosen"])
     other = next(c for c in choice["candidates"] if c["score"] is not None and not c["chosen"])
     keys = ("base", "modules", "composition", "module_mean_abs_log_err", "network_mean_abs_log_err")
@@ -298,7 +305,7 @@ def test_bad_python_arguments_name_the_argument(tmp_path):
         ({"register": "yes"}, "register='yes' is not valid"),
         ({"modules": "conv2d,nope"}, "module 'nope' is not valid"),
         ({"budget_min": True}, "budget_min=True is not valid"),
-        ({"objective": "whole"}, "objective='whole' is not valid (--objective): expected one of both"),
+        ({"objective": "whole"}, "objective='whole' is not valid (--objective): expected one of split, both"),
     ]:
         with pytest.raises(ValueError, match=re.escape(expected)):
             cal.calibrate_machine(tmp_path / "cal", **kwargs)
@@ -390,14 +397,23 @@ def test_the_objective_decides_between_a_base_for_modules_and_one_for_networks()
     for o, ch in choices.items():  # each candidate's score is its error under the objective
         for c in ch.candidates:
             m, n = c["module_mean_abs_log_err"], c["network_mean_abs_log_err"]
-            assert c["score"] == pytest.approx({"both": (m + n) / 2, "networks": n, "modules": m}[o])
+            assert c["score"] == pytest.approx({"both": (m + n) / 2, "networks": n, "modules": m, "split": m}[o])
+    # `split` takes both: the modules' leader, and the networks' to compose whole models.
+    split = choices["split"]
+    assert split.base == "modules" and split.whole["base"] == "networks"
+    assert [c["base"] for c in split.candidates if c["chosen_whole"]] == ["networks"]
+    assert split.label == f"modules: {choices['modules'].label}; whole models: {choices['networks'].label}"
+    assert all(ch.whole is None for o, ch in choices.items() if o != "split")
+    # Where one candidate leads both, `split` is that one alone.
+    assert cal.choose([good_modules], suite, row_fold, net_fold, "split").whole is None
     # Whatever the objective, the choice records what each would take; the card lists them.
     both = choices["both"]
-    assert {o: c["base"] for o, c in both.by_objective.items()} == {o: ch.base for o, ch in choices.items()}
+    assert {o: c["base"] for o, c in both.by_objective.items()} == {
+        o: ch.base for o, ch in choices.items() if o != "split"}
     lines = cal.objective_lines({"by_objective": both.by_objective, "objective": "both"})
     assert any(line.startswith("- `--objective networks`: networks + ") for line in lines)
     assert sum("(this calibration's)" in line for line in lines) == 1
-    expected = r"objective='whole' is not valid \(--objective\): expected one of both, "
+    expected = r"objective='whole' is not valid \(--objective\): expected one of split, both, "
     with pytest.raises(ValueError, match=expected):
         cal.choose([base], suite, row_fold, net_fold, "whole")
 
@@ -570,3 +586,53 @@ def test_the_costs_are_re_estimated_from_what_was_measured():
     assert fast["s_per_config"] == probe["s_per_config"]  # too few rows to tell
     nothing = {"module_s": 0.0, "n_rows": 0, "network_s": 0.0, "n_records": 0, "n_processes": 0}
     assert cal.observed_cost(probe, settings, **nothing) == probe
+
+
+def test_a_split_calibration_keeps_module_queries_and_composes_with_the_other_part(calibrated, monkeypatch, tmp_path):
+    """`objective="split"` on real measurements: the module part is the modules' leader among one
+    base's candidates, the whole-model part the networks' leader among another's (forced apart
+    here by giving each objective one base); the predictor answers each query from its part, the
+    card and the saved predictor say so."""
+    result, _, _ = calibrated
+    choose = cal.choose
+
+    def apart(arrays, suite, row_fold, net_fold, objective):
+        assert objective == "split"
+        mods = choose([a for a in arrays if a.name == "epyc_torch_1t"], suite, row_fold, net_fold, "modules")
+        nets = choose([a for a in arrays if a.name == "cpu_torch_1t"], suite, row_fold, net_fold, "networks")
+        keys = ("base", "modules", "composition", "module_mean_abs_log_err", "network_mean_abs_log_err")
+        whole = next(c for c in nets.candidates if c["chosen"])
+        table = [{**c, "chosen_whole": False} for c in mods.candidates]
+        table += [{**c, "chosen": False, "chosen_whole": c["chosen"]} for c in nets.candidates]
+        return dataclasses.replace(mods, candidates=table, whole={k: whole[k] for k in keys})
+
+    monkeypatch.setattr(cal, "choose", apart)
+    out = tmp_path / "cal"
+    shutil.copytree(result.out / "data", out / "data")
+    split = cal.calibrate_machine(out, progress=False, register=False, tune=False, objective="split",
+                                  base="epyc_torch_1t,cpu_torch_1t", **SMALL)
+    choice = split.card["choice"]
+    assert choice["objective"] == "split" and choice["base"] == "epyc_torch_1t"
+    assert choice["whole_models"]["base"] == "cpu_torch_1t" and "; whole models: cpu_torch_1t + " in choice["label"]
+    pred = split.predictor()
+    assert pred.is_split and pred.device["calibration"]["base"] == "epyc_torch_1t"
+    assert pred.whole_models.device["calibration"]["base"] == "cpu_torch_1t"
+    assert pred.statistic == pred.whole_models.statistic == split.card["statistic"]
+    df = profilers.read_dataset(out / "data" / "modules.parquet")
+    epyc = jaxlat.load_predictor("epyc_torch_1t").with_type_scales(choice["module_scale"])
+    np.testing.assert_allclose(pred.predict(df)["latency_ms"], epyc.predict(df)["latency_ms"], rtol=1e-5)
+    records = [r for r in cal.read_records(out / "data" / "networks.jsonl") if r.measured]
+    np.testing.assert_allclose(pred.predict_models(records)["latency_ms"],
+                               pred.whole_models.predict_models(records)["latency_ms"])
+    # The whole-model part is cpu_torch_1t with its own factors; its composition is what composes.
+    cpu = jaxlat.load_predictor("cpu_torch_1t").with_type_scales(choice["whole_models"]["module_scale"])
+    np.testing.assert_allclose(pred.whole_models.predict(df)["latency_ms"], cpu.predict(df)["latency_ms"], rtol=1e-5)
+    assert dict(pred.composition.coef) == choice["whole_models"]["composition_coef"]
+    assert dict(pred.with_whole_models(None).composition.coef) == choice["composition_coef"]
+    assert choice["composition_coef"] != choice["whole_models"]["composition_coef"]
+    text = (out / "card.md").read_text()
+    assert "Whole models are composed by a second predictor, **cpu_torch_1t + " in text
+    assert "(chosen for whole models)" in text and "(chosen)" in text
+    assert "Composition (of the second predictor): scale " in text
+    held = split.card["held_out"]["table"][0]
+    assert held["predictor"].startswith("calibrated (modules: epyc_torch_1t + ")

@@ -2,6 +2,8 @@
 over records, NaN handling, the regressor registry."""
 
 import functools
+import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -205,3 +207,106 @@ def test_type_scales_multiply_one_types_modules_and_reach_whole_models(predictor
     with pytest.raises(ValueError, match="module='nope' has no model"):
         predictor.with_type_scales({"nope": 1.5})
 
+
+
+@pytest.fixture(scope="module")
+def split(predictor):
+    """Module queries from `cpu_torch_1t`, whole models composed by `epyc_torch_1t` (both learned
+    the statistic given here, so that they may be joined)."""
+    other = LatencyPredictor.load(ROOT / "jaxlat" / "predictors" / "epyc_torch_1t")
+    other.statistic = predictor.statistic
+    return predictor.with_whole_models(other), other
+
+
+def test_a_split_predictor_answers_modules_and_whole_models_from_its_two_parts(predictor, split, records, tmp_path):
+    pred, whole = split
+    assert pred.is_split and pred.whole_models is whole and not predictor.is_split
+    frame = records[0].frame().drop(columns=["op", "approx"])
+    mine = pred.predict(frame)["latency_ms"].to_numpy()
+    np.testing.assert_allclose(mine, predictor.predict(frame)["latency_ms"].to_numpy())
+    assert not np.allclose(mine, whole.predict(frame)["latency_ms"].to_numpy(), rtol=0.01)  # the parts differ
+    models = pred.predict_models(records)
+    np.testing.assert_allclose(models["latency_ms"], whole.predict_models(records)["latency_ms"])
+    assert not np.allclose(models["latency_ms"], predictor.predict_models(records)["latency_ms"], rtol=0.01)
+    np.testing.assert_allclose(pred.breakdown(records[0])["latency_ms"], whole.breakdown(records[0])["latency_ms"])
+    assert pred.composition == whole.composition
+    np.testing.assert_allclose(pred.composition_terms(records), whole.composition_terms(records))
+    # Saved as format 5, with the second predictor in its subdirectory; loaded, it predicts the same.
+    pred.save(tmp_path / "split")
+    manifest = json.loads((tmp_path / "split" / "predictor.json").read_text())
+    assert manifest["format_version"] == 5 and manifest["whole_models"]["dir"] == "whole_models"
+    back = LatencyPredictor.load(tmp_path / "split")
+    assert back.is_split
+    np.testing.assert_allclose(back.predict(frame)["latency_ms"], mine, rtol=1e-6)
+    np.testing.assert_allclose(back.predict_models(records)["latency_ms"], models["latency_ms"], rtol=1e-6)
+    # The two parts belong together: another whole-model predictor, or none, is refused.
+    other = tmp_path / "split" / "whole_models" / "predictor.json"
+    other.write_text(other.read_text().replace('"created_at"', '"note": "edited", "created_at"'))
+    with pytest.raises(ArtifactError, match="checksum mismatch; it is not the whole-model predictor saved"):
+        LatencyPredictor.load(tmp_path / "split")
+    shutil.rmtree(tmp_path / "split" / "whole_models")
+    with pytest.raises(ArtifactError, match="its whole-model predictor .* is missing"):
+        LatencyPredictor.load(tmp_path / "split")
+    bad = {**manifest, "whole_models": {"dir": "..", "sha256": "0"}}
+    (tmp_path / "split" / "predictor.json").write_text(json.dumps(bad))
+    with pytest.raises(ArtifactError, match=r"whole_models=\{'dir': '\.\.'.*is not valid"):
+        LatencyPredictor.load(tmp_path / "split")
+    # A predictor that is not split, saved over a split one's directory, leaves no second part.
+    pred.save(tmp_path / "over")
+    predictor.save(tmp_path / "over")
+    assert not (tmp_path / "over" / "whole_models").exists() and not LatencyPredictor.load(tmp_path / "over").is_split
+
+
+def test_transforms_of_a_split_predictor_reach_the_right_part(predictor, split, records):
+    pred, whole = split
+    frame = records[0].frame().drop(columns=["op", "approx"])
+    conv = (frame["module"] == "conv2d").to_numpy()
+    assert conv.any()
+    # A type's factor scales it in both parts: module queries and whole models follow.
+    scaled = pred.with_type_scales({"conv2d": 2.0})
+    np.testing.assert_allclose(scaled.predict(frame)["latency_ms"][conv], 2 * pred.predict(frame)["latency_ms"][conv],
+                               rtol=1e-5)
+    np.testing.assert_allclose(scaled.whole_models.type_scales["conv2d"], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(scaled.predict_models(records)["latency_ms"],
+                               whole.with_type_scales({"conv2d": 2.0}).predict_models(records)["latency_ms"], rtol=1e-5)
+    assert np.all(scaled.predict_models(records)["latency_ms"] > pred.predict_models(records)["latency_ms"])
+    # `params`, `apply` and `with_params` are the module part's, composition included.
+    params = pred.params
+    np.testing.assert_array_equal(np.asarray(params.composition), np.asarray(predictor.params.composition))
+    batch, _ = predictor.model_batch(records)
+    np.testing.assert_allclose(np.asarray(pred.apply(params, batch).latency_ms),
+                               np.asarray(predictor.apply(predictor.params, batch).latency_ms), rtol=1e-6)
+    again = pred.with_params(params)
+    assert again.is_split and again.whole_models is whole
+    np.testing.assert_allclose(again._composition.coef_array, predictor.composition.coef_array, rtol=1e-6)
+    # A composition goes to the whole-model part; the module part's own stays as it was.
+    eight = load_records(ROOT / "data" / "cpu_generated_models.jsonl")[:8]
+    comp = whole.fitted_composition(eight)
+    again = pred.with_composition(comp)
+    assert again.composition == comp and again.whole_models.composition == comp and again.is_split
+    assert again._composition == pred._composition
+    assert pred.with_fitted_composition(eight).composition == comp
+    # Joined back with nothing: whole models from its own modules again.
+    alone = pred.with_whole_models(None)
+    np.testing.assert_allclose(alone.predict_models(records)["latency_ms"],
+                               predictor.predict_models(records)["latency_ms"])
+    # The NAS latency composes with the whole-model part.
+    from jaxlat.nas import expected_latency_fn
+
+    from .helpers import TINY_SPACE
+
+    probs = jnp.full((3, len(TINY_SPACE.ops)), 1.0 / len(TINY_SPACE.ops))
+    assert float(expected_latency_fn(pred, TINY_SPACE)(probs)) == pytest.approx(
+        float(expected_latency_fn(whole, TINY_SPACE)(probs)), rel=1e-6)
+
+
+def test_the_parts_of_a_split_predictor_must_fit_together(predictor, split):
+    pred, _ = split
+    with pytest.raises(ValueError, match="that predictor is split itself"):
+        predictor.with_whole_models(pred)
+    other = LatencyPredictor.load(ROOT / "jaxlat" / "predictors" / "epyc_torch_1t")
+    other.statistic = "p10" if predictor.statistic == "median" else "median"
+    with pytest.raises(ValueError, match="both parts must learn the same statistic"):
+        predictor.with_whole_models(other)
+    with pytest.raises(ValueError, match="whole_models=str is not valid: expected a LatencyPredictor or None"):
+        predictor.with_whole_models("epyc_torch_1t")

@@ -140,11 +140,14 @@ def expected_latency_fn(
     Returns:
       `latency_ms(probs [n_layers, n_ops], widths [n_widths] or None, params=None) -> []`,
       already jitted; vmap- and grad-able in every argument (`params`: a `PredictorParams`
-      like `predictor.params`, the default).
+      like `predictor.whole_models.params`, the default; for a predictor that is not split,
+      that is `predictor.params`).
 
     Raises:
       ValueError: the predictor has no model for a module type of the space.
     """
+    # A split predictor composes whole models with its second predictor; `params` are then its.
+    predictor = getattr(predictor, "whole_models", predictor)
     info, fixed, choices = relax(space)
     rows, w = _collect(fixed, choices, 1 + info.n_layers * info.n_ops)
     common = {"batch_size": space.batch_size, "dtype": space.dtype, "threads": space.threads,
