@@ -333,7 +333,7 @@ def _cmd_predictors(args: argparse.Namespace) -> int:
         print(f"{i.name}{' (' + ', '.join(tags) + ')' if tags else ''}")
         print(
             f"  {i.backend} on {i.device}: {i.hardware}; learns the {i.statistic}; "
-            f"{'whole models and modules' if i.whole_models else 'modules only'}"
+            f"{'modules only' if not i.whole_models else 'modules; whole models by a second predictor' if i.split else 'whole models and modules'}"
         )
         print(f"  modules: {', '.join(i.modules)}")
         if not i.shipped:

@@ -13,6 +13,10 @@ from typing import Any
 
 import numpy as np
 
+#: Subdirectory of a predictor directory holding the predictor its whole models are composed
+#: from (format 5, `LatencyPredictor.with_whole_models`).
+WHOLE_MODELS_DIR = "whole_models"
+
 
 class ArtifactError(ValueError):
     """A saved artifact that cannot be loaded, with the reason."""

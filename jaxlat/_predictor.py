@@ -40,7 +40,7 @@ from ._features import (
     feature_schema,
     outside_training_range,
 )
-from ._io import ArtifactError, load_tree, save_tree, sha256_file, write_json
+from ._io import WHOLE_MODELS_DIR, ArtifactError, load_tree, save_tree, sha256_file, write_json
 from ._predict import (
     INTERVAL_Z,
     Head,
@@ -80,9 +80,6 @@ _log = logging.getLogger(__name__)
 #: written only by such a predictor.
 PREDICTOR_FORMAT_VERSION = 3
 READABLE_PREDICTOR_VERSIONS = (1, 2, 3, 4, 5)
-#: Subdirectory of a predictor directory holding the predictor its whole models are composed
-#: from (format 5).
-WHOLE_MODELS_DIR = "whole_models"
 #: Feature-schema versions a predictor may have been trained on. Version 1 lacks the dtype
 #: one-hots `dtype=fp16w` and `dtype=int8`; such a model reads its own columns of today's
 #: encoding, and a config in a dtype it never saw is flagged as extrapolated (its dtype column

@@ -321,6 +321,7 @@ class PredictorInfo:
     modules: tuple[str, ...]  # module types it predicts
     whole_models: bool  # has a composition correction (whole-model prediction)
     calibrated: bool = False  # written by `jaxlat calibrate` and registered for its CPU model
+    split: bool = False  # whole models composed by a second predictor (`with_whole_models`)
 
 
 def _info(path: Path, *, name: str, shipped: bool, calibrated: bool = False) -> PredictorInfo:
@@ -337,8 +338,9 @@ def _info(path: Path, *, name: str, shipped: bool, calibrated: bool = False) -> 
         hardware=hardware,
         statistic=str(manifest.get("statistic", "median")),
         modules=tuple(sorted(manifest.get("modules", {}))),
-        whole_models=manifest.get("composition") is not None,
+        whole_models=manifest.get("composition") is not None or "whole_models" in manifest,
         calibrated=calibrated,
+        split="whole_models" in manifest,
     )
 
 
@@ -354,8 +356,9 @@ def list_predictors(directory: str | Path | None = None, *, calibrated: bool = T
 
     Returns:
       One `PredictorInfo` per predictor: the shipped ones first, by name, then the calibrated
-      ones, then the local ones by path (a directory listed already is not repeated). A
-      `predictor.json` that cannot be read is skipped with a warning.
+      ones, then the local ones by path (a directory listed already is not repeated; the
+      second part of a split predictor is not listed apart). A `predictor.json` that cannot be
+      read is skipped with a warning.
 
     Raises:
       FileNotFoundError: `directory` does not exist.
@@ -386,6 +389,10 @@ def list_predictors(directory: str | Path | None = None, *, calibrated: bool = T
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such directory")
+    from ._io import WHOLE_MODELS_DIR
+
     for manifest in sorted(root.rglob("predictor.json")):
+        if manifest.parent.name == WHOLE_MODELS_DIR and (manifest.parent.parent / "predictor.json").exists():
+            continue  # the second part of a split predictor, listed with it
         add(manifest.parent, is_calibrated=False)
     return out

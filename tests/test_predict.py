@@ -237,6 +237,9 @@ def test_a_split_predictor_answers_modules_and_whole_models_from_its_two_parts(p
     assert manifest["format_version"] == 5 and manifest["whole_models"]["dir"] == "whole_models"
     back = LatencyPredictor.load(tmp_path / "split")
     assert back.is_split
+    # Listed once, as a split predictor (its second part is not a predictor of its own there).
+    (info,) = jaxlat.list_predictors(tmp_path, calibrated=False)[len(jaxlat.list_predictors(calibrated=False)):]
+    assert info.path == tmp_path / "split" and info.split and info.whole_models
     np.testing.assert_allclose(back.predict(frame)["latency_ms"], mine, rtol=1e-6)
     np.testing.assert_allclose(back.predict_models(records)["latency_ms"], models["latency_ms"], rtol=1e-6)
     # The two parts belong together: another whole-model predictor, or none, is refused.
