@@ -426,8 +426,6 @@ class LatencyPredictor:
         """
         import pandas as pd
 
-        if self._whole is not None:
-            return self._whole.predict_models(records)
         records = list(records)
         out, n_ext = self._predict_batch(records)
         counts = [r.counts() for r in records]
@@ -513,7 +511,8 @@ class LatencyPredictor:
         """A copy whose module predictions of each type in `scales` are multiplied by its factor
         (intervals too), on top of any factor it has: how a predictor is carried to a machine
         that runs some module types faster or slower. Whole models follow, through the module
-        sum (a split predictor's `whole_models` takes the factors of the types it has). The factors are part of `params` (`PredictorParams.log_scale`), so `jax.grad` fits
+        sum (a split predictor's `whole_models` takes the factors of the types it has). The
+        factors are part of `params` (`PredictorParams.log_scale`), so `jax.grad` fits
         them like any other parameter.
 
         Raises:
@@ -541,8 +540,6 @@ class LatencyPredictor:
         Raises:
           ValueError: a record not measured end to end, or fewer than 6 records.
         """
-        if self._whole is not None:
-            return self._whole.fitted_composition(records)
         measured = [r for r in records if r.measured]
         if len(measured) < len(records):
             raise ValueError(f"fitted_composition: {len(records) - len(measured)} record(s) were not measured end to end")
