@@ -3,7 +3,8 @@
 A per-type latency factor (`LatencyPredictor.with_type_scales`) moves every config of a type by
 the same ratio; a new machine also differs in *how* latency depends on a config (a matrix unit
 that speeds up large matmuls and not small ones, another cache size). `fine_tuned` fits the
-network regressors (MLP and MEDN heads) further on rows measured there, pulled toward their
+network regressors' weights (MLP and MEDN heads; their standardization statistics, ranges
+and roofline prior stay as trained) further on rows measured there, pulled toward their
 starting values, with a per-type factor for every type:
 
     loss = mean |log predicted - log measured| + l2 * sum (theta - theta_start)^2
@@ -68,20 +69,55 @@ def _padded(predictor: LatencyPredictor, frame: pd.DataFrame, column: str) -> di
     return out
 
 
+#: The keys of a network regressor's parameters that hold weights (`fine_tuned` trains them);
+#: the others are statistics of its training data (standardization, ranges, interval
+#: calibration, the roofline prior), which stay as they are.
+WEIGHT_KEYS = ("layers", "model")
+
+
+def split_weights(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`(weights, rest)` of one network regressor's parameters: the `WEIGHT_KEYS` entries (and
+    a step network's, `params["steps"]["layers"]`) and everything else; `merge_weights` joins them.
+
+    Examples:
+      >>> w, rest = split_weights({"layers": [1], "x_scale": 2, "steps": {"layers": [3], "edges": 4}})
+      >>> w, rest
+      ({'layers': [1], 'steps': {'layers': [3]}}, {'x_scale': 2, 'steps': {'edges': 4}})
+      >>> merge_weights(w, rest) == {"layers": [1], "x_scale": 2, "steps": {"layers": [3], "edges": 4}}
+      True
+    """
+    weights = {k: v for k, v in params.items() if k in WEIGHT_KEYS}
+    rest = {k: v for k, v in params.items() if k not in WEIGHT_KEYS}
+    if isinstance(params.get("steps"), dict):
+        steps_w, steps_rest = split_weights(params["steps"])
+        weights["steps"], rest["steps"] = steps_w, steps_rest
+    return weights, rest
+
+
+def merge_weights(weights: dict[str, Any], rest: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `split_weights`."""
+    out = {**rest, **weights}
+    if isinstance(rest.get("steps"), dict):
+        out["steps"] = merge_weights(weights.get("steps", {}), rest["steps"])
+    return out
+
+
 @functools.partial(jax.jit, static_argnames=("items", "steps", "learning_rate"))
-def _fit(items, trainable, frozen, log_scale, data, *, steps: int, learning_rate: float, l2: float):
-    """`steps` of Adam on (trainable network params, per-type log shifts); returns them."""
+def _fit(items, trainable, fixed, frozen, log_scale, data, *, steps: int, learning_rate: float, l2: float):
+    """`steps` of Adam on (trainable network weights, per-type log shifts); returns them.
+    `fixed`: the other parameters of the trainable regressors (`split_weights`)."""
     heads = dict(items)
     start = trainable
     n = sum(jnp.sum(w) for _, w, _ in data.values())
     opt = optax.adam(learning_rate)
 
     def loss(theta):
-        reg, shift = theta
+        weights, shift = theta
+        reg = {k: merge_weights(v, fixed[k]) for k, v in weights.items()}
         params = PredictorParams({**frozen, **reg}, jnp.zeros(6, jnp.float32), shift)
         out = module_outputs(heads, params, {m: v[0] for m, v in data.items()})
         err = sum(jnp.sum(w * jnp.abs(out[m][:, 0] - y)) for m, (_, w, y) in data.items()) / n
-        pull = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(reg), jax.tree.leaves(start)))
+        pull = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(weights), jax.tree.leaves(start)))
         return err + l2 * pull
 
     def step(carry, _):
@@ -139,12 +175,15 @@ def fine_tuned(
         raise ValueError(f"frame: no rows of a module type the predictor predicts ({', '.join(predictor.modules)})")
     params = predictor.params
     keys = trainable_keys(predictor)
-    trainable = {k: params.regressors[k] for k in keys}
+    parts = {k: split_weights(params.regressors[k]) for k in keys}
+    trainable = {k: w for k, (w, _) in parts.items()}
+    fixed = {k: rest for k, (_, rest) in parts.items()}
     frozen = {k: v for k, v in params.regressors.items() if k not in keys}
     shift = {m: jnp.asarray(params.log_scale[m]) for m in params.log_scale}
     items = tuple(sorted((m, h) for m, h in predictor.heads.items() if m in data))
     data = {m: tuple(jax.device_put(a) for a in v) for m, v in data.items()}
-    reg, shift = _fit(items, trainable, frozen, shift, data, steps=int(steps),
+    reg, shift = _fit(items, trainable, fixed, frozen, shift, data, steps=int(steps),
                       learning_rate=float(learning_rate), l2=jnp.float32(l2))
+    reg = {k: merge_weights(v, fixed[k]) for k, v in reg.items()}
     new = params._replace(regressors={**frozen, **reg}, log_scale=shift)
     return predictor.with_params(new)

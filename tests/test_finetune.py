@@ -10,7 +10,7 @@ import pytest
 
 import jaxlat
 import profilers
-from jaxlat._finetune import fine_tuned, trainable_keys
+from jaxlat._finetune import fine_tuned, split_weights, trainable_keys
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -92,3 +92,20 @@ def test_bad_frames_are_refused(setting):
         fine_tuned(pred, train.drop(columns=["latency_ms_p10"]), statistic="p10")
     with pytest.raises(ValueError, match="every latency must be finite and > 0"):
         fine_tuned(pred, train.assign(latency_ms_p10=0.0), statistic="p10")
+
+
+def test_only_the_network_weights_move_and_a_far_start_stays_finite():
+    # The xeon_amx MEDN fine-tuned on rows of the AMD VM whose latencies lie far from its
+    # predictions: when its standardization statistics were trained too, Adam's first steps
+    # drove a feature scale through zero and every prediction became NaN (this subset did).
+    pred = jaxlat.load_predictor("xeon_amx_torch_1t")
+    df = profilers.read_dataset(DATA / "epyc_torch_1t.parquet")
+    df = df.sample(frac=1, random_state=0).groupby(["module", "batch_size"]).head(24).reset_index(drop=True)
+    train = df[np.random.default_rng(0).random(len(df)) < 0.6]
+    tuned = fine_tuned(pred, train, statistic="p10")
+    out = tuned.predict(df)["latency_ms"].to_numpy(float)
+    assert np.all(np.isfinite(out)) and _log_err(tuned, train) < _log_err(pred, train)
+    for key in trainable_keys(pred):
+        _, before = split_weights(pred.params.regressors[key])
+        _, after = split_weights(tuned.params.regressors[key])
+        assert jax.tree.all(jax.tree.map(np.array_equal, before, after)), key
