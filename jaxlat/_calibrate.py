@@ -26,8 +26,10 @@ Run on the target machine, it
 3. **adapts** every base predictor (the shipped ones, or `base`), and each base's networks
    fine-tuned on the calibration's module rows (`jaxlat.fine_tuned`, out of fold; not
    with `tune=False`), with candidate corrections: the
-   module predictions kept, scaled by one factor, or scaled per module type (a multiplicative
-   factor fitted on the calibration rows of each type); the whole-model composition kept,
+   module predictions kept, scaled by one factor, scaled per module type (a multiplicative
+   factor fitted on the calibration rows of each type), or scaled per module type with the
+   factors fitted on the measured networks (`fit_network_shift`: a type's modules inside a
+   network need not run at the ratio they run alone); the whole-model composition kept,
    rescaled or refitted (`jaxlat.fit_composition`, the base's coefficients as prior). The choice
    is made by K-fold held-out error on three quarters of the calibration measurements (by
    default one candidate for the module rows and, where another leads there, one for the
@@ -108,7 +110,7 @@ _PADDED_FAMILIES = ("resnet", "mbconv")
 MIN_CONFIGS_PER_TYPE_BATCH = 3
 MIN_NETWORKS = 4
 #: Module corrections and composition forms, simplest first (ties go to the simpler).
-MODULE_CORRECTIONS = ("none", "global", "per_type")
+MODULE_CORRECTIONS = ("none", "global", "per_type", "per_type_networks")
 COMPOSITIONS = ("kept", "rescaled", "refitted")
 #: What the choice scores (`choose`): the held-out error of the module rows and of the networks
 #: averaged, of the networks alone (whole models: NAS, deployment), of the module rows alone,
@@ -141,6 +143,9 @@ _DEFAULT_COST = {"s_per_config": 0.4, "s_per_network": 3.0, "s_startup": 4.0}
 MODULE_CHUNK = 96
 #: `fit_composition` needs at least this many networks.
 _MIN_REFIT_NETWORKS = 6
+#: Pull of the network-fitted per-type factors toward the module rows' (`fit_network_shift`):
+#: weight of their squared log distance against the networks' mean squared log error, per network.
+_NETWORK_SHIFT_L2 = 1.0
 
 # -- settings ---------------------------------------------------------------------------------
 
@@ -1080,6 +1085,53 @@ def fit_log_shift(
     return {t: float(np.median(log_ratio[module == t])) if np.any(module == t) else overall for t in types}
 
 
+def fit_network_shift(
+    prior: Mapping[str, float],
+    types: Sequence[str],
+    net_sums: np.ndarray,
+    counts: np.ndarray,
+    y_ms: np.ndarray,
+    coef: np.ndarray,
+    l2: float = _NETWORK_SHIFT_L2,
+) -> dict[str, float]:
+    """Per-type log factors of the module predictions fitted on measured networks: those that
+    make the composition `coef` of the scaled module sums fit the networks' latencies `y_ms`,
+
+        mean_n (log compose(coef, sum_t exp(a_t) net_sums[n, t], counts[n]) - log y_n)^2
+          + l2 / n * sum_t (a_t - prior[t])^2,
+
+    pulled toward `prior` (the module rows' factors). Types in `prior` that no network has
+    (`net_sums` columns `types`) keep their prior; with no network, `prior` is returned.
+
+    Examples:
+      >>> sums = np.array([[1.0, 1.0], [2.0, 1.0], [1.0, 3.0]])
+      >>> y = sums @ np.array([2.0, 0.5])  # type a runs 2x, b 0.5x its prediction
+      >>> out = fit_network_shift({"a": 0.0, "b": 0.0}, ["a", "b"], sums, np.zeros((3, 5)), y,
+      ...                         np.array([1.0, 0, 0, 0, 0, 0]), l2=1e-6)
+      >>> {t: round(math.exp(v), 3) for t, v in out.items()}
+      {'a': 2.0, 'b': 0.5}
+    """
+    from scipy.optimize import minimize
+
+    out = {t: float(v) for t, v in prior.items()}
+    if len(y_ms) == 0:
+        return out
+    p0 = np.array([out.get(t, 0.0) for t in types], float)
+    sums, rest = np.asarray(net_sums, float), np.asarray(counts, float) @ np.asarray(coef[1:], float)
+    log_y, n = np.log(np.asarray(y_ms, float)), len(y_ms)
+
+    def loss(a: np.ndarray) -> tuple[float, np.ndarray]:
+        scaled = sums * np.exp(a)[None, :]
+        pred = np.maximum(coef[0] * scaled.sum(axis=1) + rest, 1e-9)
+        r = np.log(pred) - log_y
+        grad = 2.0 / n * (r / pred) @ (coef[0] * scaled) + 2.0 * l2 / n * (a - p0)
+        return float(np.mean(r**2) + l2 / n * np.sum((a - p0) ** 2)), grad
+
+    fitted = minimize(loss, p0, jac=True, method="L-BFGS-B").x
+    out.update({t: float(v) for t, v in zip(types, fitted)})
+    return out
+
+
 def shifted_sums(base: BaseArrays, shift: Mapping[str, float]) -> np.ndarray:
     """`[n]` module sums of the networks with each type's predictions scaled by `exp(shift)`."""
     return base.net_sums @ np.exp(np.array([shift.get(t, 0.0) for t in base.types], float))
@@ -1117,9 +1169,15 @@ def fit_candidate(
     base: BaseArrays, suite: Suite, rows: np.ndarray, nets: np.ndarray, correction: str, composition: str
 ) -> Fitted | None:
     """A candidate (module correction, composition form) fitted on the suite's `rows` and `nets`
-    (boolean masks); None where it cannot be fitted there."""
+    (boolean masks); None where it cannot be fitted there. `per_type_networks`: the `per_type`
+    factors of the rows, then fitted on the networks (`fit_network_shift`), the base's
+    composition held; the composition form is fitted after."""
     types = base.modules  # all of them: a global factor reaches types the suite did not measure too
-    shift = fit_log_shift(correction, suite.module[rows], suite.log_y[rows] - base.log_pred[rows], types)
+    per_rows = "per_type" if correction == "per_type_networks" else correction
+    shift = fit_log_shift(per_rows, suite.module[rows], suite.log_y[rows] - base.log_pred[rows], types)
+    if correction == "per_type_networks":
+        shift = fit_network_shift(shift, base.types, base.net_sums[nets], suite.net_counts[nets],
+                                  np.exp(suite.net_log_y[nets]), base.coef)
     coef = fit_coef(
         composition,
         shifted_sums(base, shift)[nets],
@@ -1239,6 +1297,7 @@ def candidate_label(base: str, correction: str, composition: str) -> str:
         "none": "module predictions kept",
         "global": "one scale for all module types",
         "per_type": "per-type scale",
+        "per_type_networks": "per-type scale fitted on the networks",
     }[correction]
     return f"{base} + {mods} + composition {composition}"
 

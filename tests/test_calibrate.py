@@ -636,3 +636,24 @@ def test_a_split_calibration_keeps_module_queries_and_composes_with_the_other_pa
     assert "Composition (of the second predictor): scale " in text
     held = split.card["held_out"]["table"][0]
     assert held["predictor"].startswith("calibrated (modules: epyc_torch_1t + ")
+
+
+def test_per_type_factors_fitted_on_the_networks_win_where_networks_run_types_differently():
+    # The module rows say conv2d runs 2x its prediction; inside the networks it runs 1.3x (a
+    # context the isolated timing does not have). Only the network-fitted factors compose them.
+    suite, base = _planted(n_archs=20)
+    true = base.net_sums @ np.array([1.3, 1.0]) + suite.net_counts[:, 0] * 0.01
+    rng = np.random.default_rng(2)
+    suite = dataclasses.replace(suite, net_log_y=np.log(true) + rng.normal(0, 0.02, len(true)))
+    report_rows, report_nets, row_fold, net_fold = cal.split_suite(suite, 0)
+    choice = cal.choose([base], suite, row_fold, net_fold, "split")
+    assert (choice.correction, choice.composition) == ("per_type", "kept")
+    assert choice.whole is not None and choice.whole["modules"] == "per_type_networks"
+    fit = cal.fit_candidate(base, suite, ~report_rows, ~report_nets, "per_type_networks", "kept")
+    # Near the networks' 1.3x, a little toward the rows' 2x (its prior).
+    assert math.log(1.3) <= fit.shift["conv2d"] < math.log(1.5)
+    assert fit.shift["pool2d"] == pytest.approx(cal.fit_candidate(base, suite, ~report_rows, ~report_nets, "per_type",
+                                                                  "kept").shift["pool2d"])  # no network has it
+    nets = cal.predict_log(base, suite, fit)[1]
+    assert cal.accuracy(nets[report_nets], suite.net_log_y[report_nets])["acc10"] == 1.0
+    assert "per-type scale fitted on the networks" in cal.candidate_label("b", "per_type_networks", "kept")
