@@ -144,7 +144,8 @@ MODULE_CHUNK = 96
 #: `fit_composition` needs at least this many networks.
 _MIN_REFIT_NETWORKS = 6
 #: Pull of the network-fitted per-type factors toward the module rows' (`fit_network_shift`):
-#: weight of their squared log distance against the networks' mean squared log error, per network.
+#: their summed squared log distance, times this over the number of networks, is added to the
+#: networks' mean squared log error (the pull weighs as much as one network's error).
 _NETWORK_SHIFT_L2 = 1.0
 
 # -- settings ---------------------------------------------------------------------------------
@@ -1122,9 +1123,10 @@ def fit_network_shift(
 
     def loss(a: np.ndarray) -> tuple[float, np.ndarray]:
         scaled = sums * np.exp(a)[None, :]
-        pred = np.maximum(coef[0] * scaled.sum(axis=1) + rest, 1e-9)
+        raw = coef[0] * scaled.sum(axis=1) + rest
+        pred = np.maximum(raw, 1e-6)  # a negative per-count term could take it below 0
         r = np.log(pred) - log_y
-        grad = 2.0 / n * (r / pred) @ (coef[0] * scaled) + 2.0 * l2 / n * (a - p0)
+        grad = 2.0 / n * (np.where(raw > 1e-6, r / pred, 0.0)) @ (coef[0] * scaled) + 2.0 * l2 / n * (a - p0)
         return float(np.mean(r**2) + l2 / n * np.sum((a - p0) ** 2)), grad
 
     fitted = minimize(loss, p0, jac=True, method="L-BFGS-B").x
@@ -1619,7 +1621,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                 f"{t} x{v:.3f}" + ("" if t in meas["modules"] else "*") for t, v in sorted(scales.items())
             )
             + (
-                " (* not measured: the factor of all measured rows)."
+                " (* no module row measured: the factor of all measured rows, or fitted on the networks)."
                 if set(scales) - set(meas["modules"])
                 else "."
             ),

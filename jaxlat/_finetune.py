@@ -69,10 +69,10 @@ def _padded(predictor: LatencyPredictor, frame: pd.DataFrame, column: str) -> di
     return out
 
 
-#: The keys of a network regressor's parameters that hold weights (`fine_tuned` trains them);
-#: the others are statistics of its training data (standardization, ranges, interval
-#: calibration, the roofline prior), which stay as they are.
-WEIGHT_KEYS = ("layers", "model")
+#: The keys of a network regressor's parameters that `fine_tuned` trains: its weights and a
+#: device-aware MEDN's device vector; the others are statistics of its training data
+#: (standardization, ranges, interval calibration, the roofline prior), which stay as they are.
+WEIGHT_KEYS = ("layers", "model", "device_vec")
 
 
 def split_weights(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -150,7 +150,7 @@ def fine_tuned(
       statistic: the label column (`jaxlat.STATISTICS`); default the predictor's own.
       steps: full-batch Adam steps.
       learning_rate: Adam's step size.
-      l2: weight of the squared distance of the network parameters from their starting values.
+      l2: weight of the squared distance of the network weights from their starting values.
 
     Returns:
       A new `LatencyPredictor` (same regressors and composition, other parameters and per-type
