@@ -331,10 +331,11 @@ def _cmd_predictors(args: argparse.Namespace) -> int:
             if on
         ]
         print(f"{i.name}{' (' + ', '.join(tags) + ')' if tags else ''}")
-        print(
-            f"  {i.backend} on {i.device}: {i.hardware}; learns the {i.statistic}; "
-            f"{'modules only' if not i.whole_models else 'modules; whole models by a second predictor' if i.split else 'whole models and modules'}"
-        )
+        if i.split:
+            scope = "modules; whole models by a second predictor"
+        else:
+            scope = "whole models and modules" if i.whole_models else "modules only"
+        print(f"  {i.backend} on {i.device}: {i.hardware}; learns the {i.statistic}; {scope}")
         print(f"  modules: {', '.join(i.modules)}")
         if not i.shipped:
             print(f"  path: {i.path}")
