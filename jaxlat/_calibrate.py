@@ -32,8 +32,8 @@ Run on the target machine, it
    network need not run at the ratio they run alone); the whole-model composition kept,
    rescaled or refitted (`jaxlat.fit_composition`, the base's coefficients as prior). The choice
    is made by K-fold held-out error on three quarters of the calibration measurements (by
-   default one candidate for the module rows and, where another leads there, one for the
-   networks, which composes whole models: `objective`); the
+   default one candidate for the module rows, and for whole models the mean of the networks'
+   leader and the next two candidates of its base: `objective`, `choose`); the
    remaining quarter, never used for fitting or for the choice, gives the accuracy the card
    reports, beside every base's uncalibrated accuracy on the same rows and networks.
 4. **writes** the chosen `LatencyPredictor` to `OUT/predictor` (fitted on all measurements),
@@ -128,6 +128,9 @@ _REPORT_SHARE = 0.25
 _FOLDS = 5
 #: Two candidates whose held-out scores differ by less than this (mean |log error|) tie.
 _TIE = 0.005
+#: With `objective="split"`, whole models are composed by the mean of up to this many
+#: candidates of one base: the networks' leader and the next best of its base (`blend`).
+WHOLE_MEMBERS = 3
 #: Sampled module configs are at most this many FLOPs (at their batch size): affordable timing.
 _MAX_FLOPS = 1.5e9
 #: ... and predicted (by the first base predictor) at most this many ms per call: with warm-up
@@ -1190,6 +1193,38 @@ def fit_candidate(
     return None if coef is None else Fitted(shift, coef)
 
 
+def blend(fits: Sequence[Fitted]) -> Fitted:
+    """One candidate whose whole-model predictions are the mean of those of `fits` (candidates
+    of one base): the composition is linear in its coefficients and its `scale` multiplies the
+    module sum, so the mean is exact, the coefficients averaged and each type's factor
+    `mean(scale_i * factor_i) / mean(scale_i)`. Its module predictions are the module sums'
+    weights, not a mean of the members' module predictions.
+
+    >>> a = Fitted({"conv2d": 0.0}, np.array([1.0, 0.1, 0, 0, 0, 0]))
+    >>> b = Fitted({"conv2d": math.log(3.0)}, np.array([1.0, 0.3, 0, 0, 0, 0]))
+    >>> m = blend([a, b]); round(math.exp(m.shift["conv2d"]), 6), m.coef[:2].tolist()
+    (2.0, [1.0, 0.2])
+    """
+    if len(fits) == 1:
+        return fits[0]
+    coef = np.mean([f.coef for f in fits], axis=0)
+    scale = np.array([f.coef[0] for f in fits], float)  # TERMS[0]: the module sum's coefficient
+    if coef[0] <= 0:
+        raise ValueError(f"blend: the members' module-sum coefficients {scale.tolist()} do not average above 0")
+    types = sorted(set().union(*(f.shift for f in fits)))
+    shift = {t: float(np.log(np.mean(scale * np.exp([f.shift.get(t, 0.0) for f in fits])) / coef[0])) for t in types}
+    return Fitted(shift, coef)
+
+
+def fit_members(
+    base: BaseArrays, suite: Suite, rows: np.ndarray, nets: np.ndarray, members: Sequence[tuple[str, str]]
+) -> Fitted | None:
+    """`fit_candidate` of each `(correction, composition)` of `members` on one base, as one
+    candidate (`blend`); None where one of them cannot be fitted."""
+    fits = [fit_candidate(base, suite, rows, nets, corr, comp) for corr, comp in members]
+    return None if any(f is None for f in fits) else blend(fits)
+
+
 def predict_log(base: BaseArrays, suite: Suite, fitted: Fitted) -> tuple[np.ndarray, np.ndarray]:
     """Log latency of every module row and every network under a fitted candidate."""
     rows = base.log_pred + np.array([fitted.shift.get(m, 0.0) for m in suite.module], float)
@@ -1230,20 +1265,16 @@ def cross_validate(
     net_fold: np.ndarray,
     correction: str,
     composition: str,
+    members: Sequence[tuple[str, str]] = (),
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Out-of-fold log predictions of the selection part (NaN in the report part), or None where
-    the candidate cannot be fitted in some fold."""
+    the candidate cannot be fitted in some fold. With `members` (pairs of correction and
+    composition), of their `blend` instead."""
+    members = list(members) or [(correction, composition)]
     rows_out = np.full(len(suite.log_y), np.nan)
     nets_out = np.full(len(suite.net_log_y), np.nan)
     for k in np.unique(net_fold[net_fold >= 0]):
-        fit = fit_candidate(
-            base,
-            suite,
-            (row_fold >= 0) & (row_fold != k),
-            (net_fold >= 0) & (net_fold != k),
-            correction,
-            composition,
-        )
+        fit = fit_members(base, suite, (row_fold >= 0) & (row_fold != k), (net_fold >= 0) & (net_fold != k), members)
         if fit is None:
             return None
         r, n = predict_log(base, suite, fit)
@@ -1276,8 +1307,10 @@ class Choice:
     candidates: list[dict[str, Any]]  # every candidate: its held-out errors and score
     #: Per objective (`CALIBRATION_OBJECTIVES`), the candidate it would choose and its errors.
     by_objective: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    #: With `objective="split"`, where the networks' best candidate is another: it composes the
-    #: whole models (`base`, `modules`, `composition` as in `candidates`); else None.
+    #: With `objective="split"`, where it is not the module part's candidate: what composes the
+    #: whole models (`base`, `modules`, `composition` of the networks' leader as in
+    #: `candidates`, `members`: the `[correction, composition]` pairs of that base whose mean
+    #: it is, the leader's first, and the held-out errors of that mean); else None.
     whole: dict[str, Any] | None = None
 
     @property
@@ -1285,7 +1318,7 @@ class Choice:
         own = candidate_label(self.base, self.correction, self.composition)
         if self.whole is None:
             return own
-        return f"modules: {own}; whole models: {candidate_label(*whole_key(self.whole))}"
+        return f"modules: {own}; whole models: {part_label(self.whole)}"
 
 
 def whole_key(c: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -1293,15 +1326,39 @@ def whole_key(c: Mapping[str, Any]) -> tuple[str, str, str]:
     return c["base"], c["modules"], c["composition"]
 
 
+def part_members(c: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The `(correction, composition)` pairs a part is the mean of (one for a single candidate;
+    an entry written before blends has none)."""
+    return [tuple(m) for m in c.get("members") or [(c["modules"], c["composition"])]]
+
+
+_CORRECTION_WORDS = {
+    "none": "module predictions kept",
+    "global": "one scale for all module types",
+    "per_type": "per-type scale",
+    "per_type_networks": "per-type scale fitted on the networks",
+}
+
+
 def candidate_label(base: str, correction: str, composition: str) -> str:
     """A candidate in words, e.g. `epyc_torch_1t + per-type scale + composition refitted`."""
-    mods = {
-        "none": "module predictions kept",
-        "global": "one scale for all module types",
-        "per_type": "per-type scale",
-        "per_type_networks": "per-type scale fitted on the networks",
-    }[correction]
-    return f"{base} + {mods} + composition {composition}"
+    return f"{base} + {_CORRECTION_WORDS[correction]} + composition {composition}"
+
+
+def part_label(c: Mapping[str, Any]) -> str:
+    """A part (`Choice.whole`, or a candidate entry) in words: `candidate_label`, or for the mean
+    of several, e.g. `xeon_amx_torch_1t + per-type scale + composition refitted, kept and
+    rescaled, averaged` (`xeon_amx_torch_1t, the mean of 3: ...; ...` where the corrections
+    differ)."""
+    members = part_members(c)
+    if len(members) == 1:
+        return candidate_label(c["base"], *members[0])
+    if len({corr for corr, _ in members}) == 1:  # the usual case: one correction, its compositions
+        comps = [comp for _, comp in members]
+        listed = ", ".join(comps[:-1]) + f" and {comps[-1]}"
+        return f"{c['base']} + {_CORRECTION_WORDS[members[0][0]]} + composition {listed}, averaged"
+    each = "; ".join(f"{_CORRECTION_WORDS[corr]} + composition {comp}" for corr, comp in members)
+    return f"{c['base']}, the mean of {len(members)}: {each}"
 
 
 def check_objective(objective: str) -> str:
@@ -1331,9 +1388,13 @@ def choose(
     two can disagree: a base fine-tuned on the module rows predicts modules best while another
     base's modules, composed, predict the networks best (`docs/results.md`, "A new machine").
     `"networks"` suits whole-model use (NAS, choosing a deployment), `"modules"` per-layer use,
-    and `"split"` takes the `"modules"` leader for module queries and, where it differs, the
-    `"networks"` leader for whole models (`Choice.whole`): scores and `chosen` are then those
-    of the module part, `chosen_whole` marks the other."""
+    and `"split"` takes the `"modules"` leader for module queries and, for whole models
+    (`Choice.whole`), the mean (`blend`) of the `"networks"` leader and the next best
+    candidates of its base by held-out network error, `WHOLE_MEMBERS` in all: scores and
+    `chosen` are then those of the module part, `chosen_whole` marks the members. The mean is
+    a hedge, not a score's choice: the networks scored are generated ones, and on real
+    architectures the leader among a few close candidates was often not the best
+    (`docs/results.md`, "A new machine"); averaged, their errors partly cancel."""
     check_objective(objective)
     rows_sel, nets_sel = row_fold >= 0, net_fold >= 0
     table = []
@@ -1351,8 +1412,7 @@ def choose(
                         }
                     )
                     continue
-                m_err = float(np.mean(np.abs(oof[0][rows_sel] - suite.log_y[rows_sel])))
-                n_err = float(np.mean(np.abs(oof[1][nets_sel] - suite.net_log_y[nets_sel])))
+                m_err, n_err = _oof_errors(oof, suite, rows_sel, nets_sel)
                 table.append(
                     {
                         **entry,
@@ -1375,18 +1435,37 @@ def choose(
     leaders = {o: leader(o) for o in _SCORED_OBJECTIVES}
     split = objective == "split"
     pick = leaders["modules" if split else objective]
-    whole = leaders["networks"] if split and leaders["networks"] is not pick else None
+    keys = ("base", "modules", "composition", "module_mean_abs_log_err", "network_mean_abs_log_err")
+    whole, members = None, []
+    if split:
+        lead = leaders["networks"]
+        same = sorted((c for c in scored if c["base"] == lead["base"] and c is not lead),
+                      key=lambda c: c["_scores"]["networks"])
+        members = [lead, *same[: WHOLE_MEMBERS - 1]]
+        if len(members) > 1:
+            base = next(b for b in bases if b.name == lead["base"])
+            pairs = [(c["modules"], c["composition"]) for c in members]
+            oof = cross_validate(base, suite, row_fold, net_fold, "", "", members=pairs)
+            m_err, n_err = _oof_errors(oof, suite, rows_sel, nets_sel)
+            whole = {**{k: lead[k] for k in keys[:3]}, "members": [list(m) for m in pairs],
+                     "module_mean_abs_log_err": m_err, "network_mean_abs_log_err": n_err}
+        elif lead is not pick:
+            whole = {k: lead[k] for k in keys}
     for c in table:
         c.pop("_rank", None)
         if "_scores" in c:
             c["score"] = c.pop("_scores")["modules" if split else objective]
         c["chosen"] = c is pick
         if split:
-            c["chosen_whole"] = c is whole
-    keys = ("base", "modules", "composition", "module_mean_abs_log_err", "network_mean_abs_log_err")
+            c["chosen_whole"] = whole is not None and any(c is m for m in members)
     by_objective = {o: {k: c[k] for k in keys} for o, c in leaders.items()}
-    return Choice(pick["base"], pick["modules"], pick["composition"], table, by_objective,
-                  None if whole is None else {k: whole[k] for k in keys})
+    return Choice(pick["base"], pick["modules"], pick["composition"], table, by_objective, whole)
+
+
+def _oof_errors(oof: tuple[np.ndarray, np.ndarray], suite: Suite, rows: np.ndarray, nets: np.ndarray) -> tuple[float, float]:
+    """Mean |log error| of out-of-fold predictions over the selection rows and networks."""
+    return (float(np.mean(np.abs(oof[0][rows] - suite.log_y[rows]))),
+            float(np.mean(np.abs(oof[1][nets] - suite.net_log_y[nets]))))
 
 
 def base_arrays(
@@ -1491,7 +1570,9 @@ def objective_lines(choice: Mapping[str, Any]) -> list[str]:
         "What each objective would choose (cross-validated mean |log error| of modules / networks):",
         "",
     ]
-    split = {"modules": " (this calibration's module part)", "networks": " (this calibration's whole-model part)"}
+    whole = " (leads this calibration's whole-model mean)" if (choice.get("whole_models") or {}).get("members") else (
+        " (this calibration's whole-model part)")
+    split = {"modules": " (this calibration's module part)", "networks": whole}
     for o, c in by.items():
         here = " (this calibration's)" if o == choice.get("objective") else ""
         if choice.get("objective") == "split":
@@ -1605,7 +1686,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     for c in sorted(ch["candidates"], key=lambda c: (c["score"] is None, c["score"] or 0)):
         mark = " (chosen)" if c["chosen"] else ""
         if c.get("chosen_whole"):
-            mark = " (chosen for whole models)"
+            mark = " (in the whole-model mean)" if (ch.get("whole_models") or {}).get("members") else " (chosen for whole models)"
         lines.append(
             f"| {c['base']}{mark} | {c['modules']} | {c['composition']} | "
             f"{_fmt(c.get('module_mean_abs_log_err'), '.3f')} | {_fmt(c.get('network_mean_abs_log_err'), '.3f')} "
@@ -1636,6 +1717,13 @@ def card_markdown(card: Mapping[str, Any]) -> str:
              + (f" (module scale factors {factors})" if factors else "")
              + "; module queries are answered by the first (`--objective split`)."),
         ]
+        if whole.get("members"):
+            lead = (ch.get("by_objective") or {}).get("networks")
+            lines[-1] += (
+                f" The mean's cross-validated network error: {whole['network_mean_abs_log_err']:.3f}"
+                + (f", its leader's alone {lead['network_mean_abs_log_err']:.3f}" if lead else "")
+                + "; the mean is a hedge: the networks scored are generated ones, not real architectures."
+            )
         coef = whole["composition_coef"]
     lines += [
         "",
@@ -1891,12 +1979,12 @@ def adapt(
                 arrays.append(tuned_arrays(name, bases[name], df, records, row_fold, report_rows, statistic))
     choice = choose(arrays, suite, row_fold, net_fold, objective)
     by_name = {a.name: a for a in arrays}
-    parts = [(choice.base, choice.correction, choice.composition)]
+    parts = [(choice.base, [(choice.correction, choice.composition)])]
     if choice.whole is not None:
-        parts.append(whole_key(choice.whole))
+        parts.append((choice.whole["base"], part_members(choice.whole)))
     # What the card reports: each part fitted on the selection part, scored on the report part
     # (module rows by the first, networks by the last).
-    on_sel = [fit_candidate(by_name[b], suite, ~report_rows, ~report_nets, corr, comp) for b, corr, comp in parts]
+    on_sel = [fit_members(by_name[b], suite, ~report_rows, ~report_nets, members) for b, members in parts]
     cal_rows = predict_log(by_name[parts[0][0]], suite, on_sel[0])[0]
     cal_nets = predict_log(by_name[parts[-1][0]], suite, on_sel[-1])[1]
     table = [
@@ -1919,7 +2007,7 @@ def adapt(
         )
     # The predictor: each part fitted on every measurement.
     tuned: dict[str, LatencyPredictor] = {}
-    fitted = [_final_part(bases, tuned, by_name[b], df, records, suite, statistic, corr, comp) for b, corr, comp in parts]
+    fitted = [_final_part(bases, tuned, by_name[b], df, records, suite, statistic, members) for b, members in parts]
     predictor, final = fitted[0]
     if len(fitted) > 1:
         predictor = predictor.with_whole_models(fitted[1][0])
@@ -1944,12 +2032,12 @@ def _final_part(
     records: Sequence[profilers.ArchRecord],
     suite: Suite,
     statistic: str,
-    correction: str,
-    composition: str,
+    members: Sequence[tuple[str, str]],
 ) -> tuple[LatencyPredictor, Fitted]:
-    """One chosen candidate fitted on every measurement, as a predictor of `statistic` (its module
-    factors and composition), checked against the fit; a fine-tuned base is tuned again on every module row
-    (once per base: `tuned` caches it)."""
+    """One chosen part (a candidate, or the mean of several of one base: `members`, pairs of
+    correction and composition) fitted on every measurement, as a predictor of `statistic` (its
+    module factors and composition), checked against the fit; a fine-tuned base is tuned again
+    on every module row (once per base: `tuned` caches it)."""
     start = bases.get(arrays.name)
     if start is None:  # a fine-tuned base
         if arrays.name not in tuned:
@@ -1957,9 +2045,10 @@ def _final_part(
         start = tuned[arrays.name]
         arrays = base_arrays(arrays.name, start, df, records)
     every_row, every_net = np.ones(len(suite.log_y), bool), np.ones(len(suite.net_log_y), bool)
-    final = fit_candidate(arrays, suite, every_row, every_net, correction, composition)
+    final = fit_members(arrays, suite, every_row, every_net, members)
     sums = shifted_sums(arrays, final.shift)
-    comp = _composition(final.coef, sums, suite.net_counts, np.exp(suite.net_log_y), composition, arrays.name)
+    how = members[0][1] if len(members) == 1 else "mean of " + ", ".join(f"{a} {b}" for a, b in members)
+    comp = _composition(final.coef, sums, suite.net_counts, np.exp(suite.net_log_y), how, arrays.name)
     predictor = copy.copy(with_module_log_scale(start, final.shift).with_composition(comp))
     predictor.statistic = statistic  # what it was calibrated to, whatever its base learned
     check = predictor.predict_models(records)["latency_ms"].to_numpy(float)
@@ -1980,13 +2069,15 @@ def _this_machine(
     c, shift = adaptation.choice, adaptation.final.shift
     device = {k: meta.get(k) for k in ("device_id", "backend", "device", "fingerprint")}
 
-    def described(p: LatencyPredictor, base: str, correction: str, composition: str, log_shift, card: str):
+    def described(p: LatencyPredictor, part: Mapping[str, Any], log_shift, card: str):
         out = copy.copy(p)
+        members = part_members(part)
         out.device = device | {
             "calibration": {
-                "base": base,
-                "module_correction": correction,
-                "composition": composition,
+                "base": part["base"],
+                "module_correction": part["modules"],
+                "composition": part["composition"],
+                **({"members": [list(m) for m in members]} if len(members) > 1 else {}),
                 "module_scale": {t: math.exp(d) for t, d in sorted(log_shift.items())},
                 "card": card,
             }
@@ -1996,10 +2087,9 @@ def _this_machine(
 
     whole = None
     if predictor.is_split:
-        w = c.whole
-        whole = described(predictor.whole_models, w["base"], w["modules"], w["composition"],
-                          adaptation.final_whole.shift, "../../card.json")
-    own = described(predictor.with_whole_models(None), c.base, c.correction, c.composition, shift, "../card.json")
+        whole = described(predictor.whole_models, c.whole, adaptation.final_whole.shift, "../../card.json")
+    own = {"base": c.base, "modules": c.correction, "composition": c.composition}
+    own = described(predictor.with_whole_models(None), own, shift, "../card.json")
     return own.with_whole_models(whole)
 
 
@@ -2051,9 +2141,9 @@ def calibrate_machine(
         does not (`benchmarks/results/label_repeat.md`); `statistic="auto"` then picks it.
       tune: also score each base with its networks fine-tuned on the module rows.
       objective: what chooses the candidate: `split` (the default: the best for the module
-        rows answers module queries, the best for the networks composes whole models, a
-        predictor carrying two, `LatencyPredictor.with_whole_models`; one where the same
-        candidate leads both), `both` (one candidate, the held-out errors of the module rows
+        rows answers module queries; whole models are composed by the mean of the best for
+        the networks and the next two of its base, a predictor carrying two,
+        `LatencyPredictor.with_whole_models`), `both` (one candidate, the held-out errors of the module rows
         and of the networks averaged), `networks` (one, whole models alone) or `modules` (one,
         module rows alone). Changing it after a complete run only refits.
       progress: a progress bar on stderr (None: on a terminal only).
@@ -2148,7 +2238,10 @@ def calibrate_machine(
             "composition_coef": dict(predictor.with_whole_models(None).composition.coef),
             "whole_models": None if c.whole is None else {
                 **{k: c.whole[k] for k in ("base", "modules", "composition")},
-                "label": candidate_label(*whole_key(c.whole)),
+                **({"members": c.whole["members"]} if "members" in c.whole else {}),
+                "module_mean_abs_log_err": c.whole["module_mean_abs_log_err"],
+                "network_mean_abs_log_err": c.whole["network_mean_abs_log_err"],
+                "label": part_label(c.whole),
                 "module_scale": predictor.whole_models.device["calibration"]["module_scale"],
                 "composition_coef": dict(predictor.whole_models.composition.coef),
             },

@@ -116,11 +116,18 @@ def test_a_small_real_calibration_writes_a_predictor_and_a_card(calibrated):
     assert all(c["score"] is not None or c["note"] for c in choice["candidates"])
     assert choice["objective"] == "split" and set(choice["by_objective"]) == set(cal._SCORED_OBJECTIVES)
     assert choice["by_objective"]["modules"]["base"] == choice["base"]
-    whole = choice["whole_models"]  # the networks' leader where it is another candidate
+    # Whole models: the networks' leader and the next best of its base, averaged (or the leader
+    # alone where its base has no other scored candidate, and nothing where that is the pick).
+    whole = choice["whole_models"]
     leader = choice["by_objective"]["networks"]
-    assert (whole is None) == (cal.whole_key(leader) == (choice["base"], choice["module_correction"],
-                                                          choice["composition"]))
-    assert whole is None or cal.whole_key(whole) == cal.whole_key(leader)
+    assert whole is not None and cal.whole_key(whole) == cal.whole_key(leader)
+    members = cal.part_members(whole)
+    assert 1 < len(members) <= cal.WHOLE_MEMBERS and members[0] == (leader["modules"], leader["composition"])
+    inside = [c for c in choice["candidates"] if c["chosen_whole"]]
+    assert {c["base"] for c in inside} == {leader["base"]} and len(inside) == len(members)
+    others = sorted((c for c in choice["candidates"] if c["base"] == leader["base"] and c["score"] is not None
+                     and cal.whole_key(c) != cal.whole_key(leader)), key=lambda c: c["network_mean_abs_log_err"])
+    assert members[1:] == [(c["modules"], c["composition"]) for c in others[: len(members) - 1]]
     table = card["held_out"]["table"]
     assert [r["predictor"] for r in table[1:]] == [f"{n}, uncalibrated" for n in shipped]
     assert table[0]["predictor"] == f"calibrated ({choice['label']})"
@@ -401,11 +408,12 @@ def test_the_objective_decides_between_a_base_for_modules_and_one_for_networks()
     # `split` takes both: the modules' leader, and the networks' to compose whole models.
     split = choices["split"]
     assert split.base == "modules" and split.whole["base"] == "networks"
-    assert [c["base"] for c in split.candidates if c["chosen_whole"]] == ["networks"]
-    assert split.label == f"modules: {choices['modules'].label}; whole models: {choices['networks'].label}"
+    assert cal.whole_key(split.whole) == (choices["networks"].base, choices["networks"].correction,
+                                          choices["networks"].composition)
+    assert [c["base"] for c in split.candidates if c["chosen_whole"]] == ["networks"] * cal.WHOLE_MEMBERS
+    assert split.label == f"modules: {choices['modules'].label}; whole models: {cal.part_label(split.whole)}"
+    assert cal.part_label(split.whole).startswith("networks, the mean of 3: module predictions kept + ")
     assert all(ch.whole is None for o, ch in choices.items() if o != "split")
-    # Where one candidate leads both, `split` is that one alone.
-    assert cal.choose([good_modules], suite, row_fold, net_fold, "split").whole is None
     # Whatever the objective, the choice records what each would take; the card lists them.
     both = choices["both"]
     assert {o: c["base"] for o, c in both.by_objective.items()} == {
@@ -657,3 +665,35 @@ def test_per_type_factors_fitted_on_the_networks_win_where_networks_run_types_di
     nets = cal.predict_log(base, suite, fit)[1]
     assert cal.accuracy(nets[report_nets], suite.net_log_y[report_nets])["acc10"] == 1.0
     assert "per-type scale fitted on the networks" in cal.candidate_label("b", "per_type_networks", "kept")
+
+
+def test_whole_models_are_the_exact_mean_of_the_networks_leader_and_the_next_of_its_base():
+    # A mean of candidates of one base is one candidate: the composition is linear in its
+    # coefficients, and the module sum's coefficient folds into the per-type factors.
+    suite, base = _planted(n_archs=20)
+    report_rows, report_nets, row_fold, net_fold = cal.split_suite(suite, 0)
+    members = [("per_type", "kept"), ("global", "refitted"), ("none", "rescaled")]
+    fits = [cal.fit_candidate(base, suite, ~report_rows, ~report_nets, *m) for m in members]
+    mean_ms = np.mean([np.exp(cal.predict_log(base, suite, f)[1]) for f in fits], axis=0)
+    blended = cal.fit_members(base, suite, ~report_rows, ~report_nets, members)
+    np.testing.assert_allclose(np.exp(cal.predict_log(base, suite, blended)[1]), mean_ms, rtol=1e-6)
+    with pytest.raises(ValueError, match="module-sum coefficients"):
+        cal.blend([cal.Fitted({}, np.zeros(6)), cal.Fitted({}, np.zeros(6))])
+    # `split`: the networks' leader first, then its base's next best by held-out network error;
+    # the mean's own held-out error is that of the mean fitted fold by fold.
+    other = dataclasses.replace(base, name="other", net_sums=base.net_sums * 1.5)
+    choice = cal.choose([other, base], suite, row_fold, net_fold, "split")
+    lead = choice.by_objective["networks"]
+    assert choice.whole["base"] == lead["base"] == "base"
+    ranked = sorted((c for c in choice.candidates if c["base"] == "base" and c["score"] is not None
+                     and cal.whole_key(c) != cal.whole_key(lead)), key=lambda c: c["network_mean_abs_log_err"])
+    expected = [(lead["modules"], lead["composition"])] + [(c["modules"], c["composition"]) for c in ranked[:2]]
+    assert cal.part_members(choice.whole) == expected
+    oof = cal.cross_validate(base, suite, row_fold, net_fold, "", "", members=expected)
+    sel = net_fold >= 0
+    assert choice.whole["network_mean_abs_log_err"] == pytest.approx(
+        float(np.mean(np.abs(oof[1][sel] - suite.net_log_y[sel]))))
+    same = {"base": "b", "members": [["per_type", "kept"], ["per_type", "refitted"]]}
+    assert cal.part_label(same) == "b + per-type scale + composition kept and refitted, averaged"
+    assert cal.part_label({"base": "b", "modules": "global", "composition": "kept"}) == cal.candidate_label(
+        "b", "global", "kept")
