@@ -319,7 +319,9 @@ def _sample(
 ) -> list[profilers.ModuleConfig]:
     """`n` configs of one type at one batch size: at most `_MAX_FLOPS` each where the ranges
     allow it, and predicted (`screen`) below `_MAX_PREDICTED_MS` per call where enough are. Drawn
-    three times over and the first `n` kept, so that a Latin hypercube stays spread."""
+    three times over and `n` kept, evenly spaced over the draw order: `sample_configs` returns
+    its families in blocks (a convolution's regular, depthwise and grouped configs), so the
+    first `n` would all be of the first family."""
     ranges = {"batch_size": (batch,)}
     try:
         drawn = profilers.sample_configs(
@@ -329,6 +331,8 @@ def _sample(
         drawn = profilers.sample_configs(module, 3 * n, method=method, seed=seed, ranges=ranges)
     ms = screen(drawn)
     fast = [c for c, t in zip(drawn, ms) if t <= _MAX_PREDICTED_MS]
+    if len(fast) >= n:  # spaced at least one apart, so the rounded positions are distinct
+        return [fast[i] for i in np.linspace(0, len(fast) - 1, n).round().astype(int)]
     slow = [drawn[i] for i in np.argsort(ms, kind="stable") if ms[i] > _MAX_PREDICTED_MS]
     return (fast + slow)[:n]
 

@@ -529,6 +529,22 @@ def test_configs_predicted_too_slow_to_time_are_left_out_of_the_suite():
     assert max(screen(unscreened)) > cal._MAX_PREDICTED_MS  # this draw has slow ones
 
 
+@pytest.mark.parametrize("module", ["conv2d", "conv_bn_act"])
+def test_the_suite_measures_every_family_of_a_type_in_about_its_share(module):
+    # `sample_configs` returns a type's families in blocks; the suite must not keep only the first.
+    weights = {f: w for f, (w, _) in profilers._catalogue.get_spec(module).families.items()}
+    assert set(weights) == {"regular", "depthwise", "grouped"}
+    for batch in (1, 8):
+        kept = cal._sample(module, 24, batch=batch, seed=5, method="lhs")
+        groups = np.array([c["groups"] for c in kept])
+        cin = np.array([c["cin"] for c in kept])
+        found = {"regular": np.sum(groups == 1), "depthwise": np.sum((groups > 1) & (groups == cin)),
+                 "grouped": np.sum((groups > 1) & (groups != cin))}
+        assert len(kept) == len({c.key for c in kept}) == 24
+        for f, w in weights.items():
+            assert abs(found[f] - w * 24) <= 2, (batch, found)
+
+
 def test_a_chosen_fine_tuned_base_is_tuned_again_on_every_row(calibrated, monkeypatch):
     """Whatever the scores, a fine-tuned candidate that is chosen becomes a predictor whose
     networks were tuned on every module row and whose whole-model predictions are its fit's
