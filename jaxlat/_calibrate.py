@@ -114,8 +114,9 @@ MODULE_CORRECTIONS = ("none", "global", "per_type", "per_type_networks")
 COMPOSITIONS = ("kept", "rescaled", "refitted")
 #: What the choice scores (`choose`): the held-out error of the module rows and of the networks
 #: averaged, of the networks alone (whole models: NAS, deployment), of the module rows alone,
-#: or `split`: each part its own candidate, the best for module rows answering module queries
-#: and the best for networks composing whole models (`LatencyPredictor.with_whole_models`).
+#: or `split`: each part its own, the best candidate for module rows answering module queries
+#: and the mean of the networks' leader and the next two of its base composing whole models
+#: (`LatencyPredictor.with_whole_models`).
 CALIBRATION_OBJECTIVES = ("split", "both", "networks", "modules")
 #: The objectives that score one candidate (`split` takes the leaders of two of them).
 _SCORED_OBJECTIVES = ("both", "networks", "modules")
@@ -1213,8 +1214,8 @@ def blend(fits: Sequence[Fitted]) -> Fitted:
         return fits[0]
     coef = np.mean([f.coef for f in fits], axis=0)
     scale = np.array([f.coef[0] for f in fits], float)  # TERMS[0]: the module sum's coefficient
-    if coef[0] <= 0:
-        raise ValueError(f"blend: the members' module-sum coefficients {scale.tolist()} do not average above 0")
+    if coef[0] <= 0:  # no member counts its module sum (`fit_composition` keeps scales >= 0)
+        return Fitted({t: 0.0 for f in fits for t in f.shift}, coef)
     types = sorted(set().union(*(f.shift for f in fits)))
     shift = {t: float(np.log(np.mean(scale * np.exp([f.shift.get(t, 0.0) for f in fits])) / coef[0])) for t in types}
     return Fitted(shift, coef)
@@ -1311,10 +1312,11 @@ class Choice:
     candidates: list[dict[str, Any]]  # every candidate: its held-out errors and score
     #: Per objective (`CALIBRATION_OBJECTIVES`), the candidate it would choose and its errors.
     by_objective: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    #: With `objective="split"`, where it is not the module part's candidate: what composes the
-    #: whole models (`base`, `modules`, `composition` of the networks' leader as in
-    #: `candidates`, `members`: the `[correction, composition]` pairs of that base whose mean
-    #: it is, the leader's first, and the held-out errors of that mean); else None.
+    #: With `objective="split"`: what composes the whole models (`base`, `modules`,
+    #: `composition` of the networks' leader as in `candidates`; `members`: the `[correction,
+    #: composition]` pairs of that base whose mean it is, the leader's first; the held-out errors
+    #: of that mean); None for the other objectives (and for `split` only where the leader's base
+    #: had no other scored candidate and the leader is the module part's candidate).
     whole: dict[str, Any] | None = None
 
     @property
@@ -1453,7 +1455,7 @@ def choose(
             m_err, n_err = _oof_errors(oof, suite, rows_sel, nets_sel)
             whole = {**{k: lead[k] for k in keys[:3]}, "members": [list(m) for m in pairs],
                      "module_mean_abs_log_err": m_err, "network_mean_abs_log_err": n_err}
-        elif lead is not pick:
+        elif lead is not pick:  # `kept` and `rescaled` always score, so only with a trimmed table
             whole = {k: lead[k] for k in keys}
     for c in table:
         c.pop("_rank", None)
@@ -1688,9 +1690,11 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "|---|---|---|---:|---:|---:|",
     ]
     for c in sorted(ch["candidates"], key=lambda c: (c["score"] is None, c["score"] or 0)):
-        mark = " (chosen)" if c["chosen"] else ""
+        marks = ["chosen"] if c["chosen"] else []
         if c.get("chosen_whole"):
-            mark = " (in the whole-model mean)" if (ch.get("whole_models") or {}).get("members") else " (chosen for whole models)"
+            marks.append("in the whole-model mean" if (ch.get("whole_models") or {}).get("members")
+                         else "chosen for whole models")
+        mark = f" ({'; '.join(marks)})" if marks else ""
         lines.append(
             f"| {c['base']}{mark} | {c['modules']} | {c['composition']} | "
             f"{_fmt(c.get('module_mean_abs_log_err'), '.3f')} | {_fmt(c.get('network_mean_abs_log_err'), '.3f')} "
@@ -1830,16 +1834,14 @@ def _other_objective_hint(choice: Mapping[str, Any]) -> str:
     if not net or objective in ("networks", "split"):
         return ""
     mine = next(c for c in choice["candidates"] if c["chosen"])
-    def key(c: Mapping[str, Any]) -> tuple[str, str, str]:
-        return c["base"], c["modules"], c["composition"]
-
-    if key(net) == key(mine):
+    if whole_key(net) == whole_key(mine):
         return ""
     return (
         f"\n  (for whole models alone, --objective networks would choose "
-        f"{candidate_label(*key(net))}: cross-validated network error "
+        f"{candidate_label(*whole_key(net))}: cross-validated network error "
         f"{net['network_mean_abs_log_err']:.3f} against {mine['network_mean_abs_log_err']:.3f}; "
-        "--objective split would compose whole models with it and keep module queries as they are; see card.md)"
+        "--objective split would compose whole models with the mean of it and the next two of its base "
+        "and keep module queries as they are; see card.md)"
     )
 
 
@@ -2069,7 +2071,8 @@ def _this_machine(
     predictor: LatencyPredictor, meta: Mapping[str, Any], adaptation: Adaptation, statistic: str
 ) -> LatencyPredictor:
     """A copy of `predictor` that describes this machine: its device metadata (with the
-    calibration's base and correction) and the statistic it was calibrated to."""
+    calibration's base and correction; for a mean of candidates, its leader's correction and
+    composition and all of them in `members`) and the statistic it was calibrated to."""
     c, shift = adaptation.choice, adaptation.final.shift
     device = {k: meta.get(k) for k in ("device_id", "backend", "device", "fingerprint")}
 

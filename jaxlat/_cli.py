@@ -900,7 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("split", "both", "networks", "modules"),
         default="split",
         help="what chooses the calibration: split (the best candidate for the module rows answers module "
-        "queries, the mean of the best three of one base for the networks composes whole models; the default), both (one candidate, module "
+        "queries, the mean of the networks' leader and the next two of its base composes whole models; the default), both (one candidate, module "
         "rows and networks averaged), networks (one, whole models alone) or modules (one, module rows alone)",
     )
     ca.add_argument(

@@ -116,8 +116,7 @@ def test_a_small_real_calibration_writes_a_predictor_and_a_card(calibrated):
     assert all(c["score"] is not None or c["note"] for c in choice["candidates"])
     assert choice["objective"] == "split" and set(choice["by_objective"]) == set(cal._SCORED_OBJECTIVES)
     assert choice["by_objective"]["modules"]["base"] == choice["base"]
-    # Whole models: the networks' leader and the next best of its base, averaged (or the leader
-    # alone where its base has no other scored candidate, and nothing where that is the pick).
+    # Whole models: the networks' leader and the next best of its base, averaged.
     whole = choice["whole_models"]
     leader = choice["by_objective"]["networks"]
     assert whole is not None and cal.whole_key(whole) == cal.whole_key(leader)
@@ -128,6 +127,11 @@ def test_a_small_real_calibration_writes_a_predictor_and_a_card(calibrated):
     others = sorted((c for c in choice["candidates"] if c["base"] == leader["base"] and c["score"] is not None
                      and cal.whole_key(c) != cal.whole_key(leader)), key=lambda c: c["network_mean_abs_log_err"])
     assert members[1:] == [(c["modules"], c["composition"]) for c in others[: len(members) - 1]]
+    assert result.predictor().whole_models.device["calibration"]["members"] == [list(m) for m in members]
+    card_text = (result.out / "card.md").read_text()
+    assert card_text.count("in the whole-model mean") == len(members)
+    assert sum("(chosen" in line for line in card_text.splitlines()) == 1  # kept beside a mean's mark
+    assert "(leads this calibration's whole-model mean)" in card_text
     table = card["held_out"]["table"]
     assert [r["predictor"] for r in table[1:]] == [f"{n}, uncalibrated" for n in shipped]
     assert table[0]["predictor"] == f"calibrated ({choice['label']})"
@@ -693,8 +697,10 @@ def test_whole_models_are_the_exact_mean_of_the_networks_leader_and_the_next_of_
     mean_ms = np.mean([np.exp(cal.predict_log(base, suite, f)[1]) for f in fits], axis=0)
     blended = cal.fit_members(base, suite, ~report_rows, ~report_nets, members)
     np.testing.assert_allclose(np.exp(cal.predict_log(base, suite, blended)[1]), mean_ms, rtol=1e-6)
-    with pytest.raises(ValueError, match="module-sum coefficients"):
-        cal.blend([cal.Fitted({}, np.zeros(6)), cal.Fitted({}, np.zeros(6))])
+    # Members that all leave the module sum out: their shifts count for nothing.
+    flat = cal.blend([cal.Fitted({"conv2d": 1.0}, np.array([0, 1.0, 0, 0, 0, 0])),
+                      cal.Fitted({"conv2d": -1.0}, np.array([0, 3.0, 0, 0, 0, 0]))])
+    assert flat.shift == {"conv2d": 0.0} and flat.coef.tolist() == [0, 2.0, 0, 0, 0, 0]
     # `split`: the networks' leader first, then its base's next best by held-out network error;
     # the mean's own held-out error is that of the mean fitted fold by fold.
     other = dataclasses.replace(base, name="other", net_sums=base.net_sums * 1.5)
@@ -705,10 +711,12 @@ def test_whole_models_are_the_exact_mean_of_the_networks_leader_and_the_next_of_
                      and cal.whole_key(c) != cal.whole_key(lead)), key=lambda c: c["network_mean_abs_log_err"])
     expected = [(lead["modules"], lead["composition"])] + [(c["modules"], c["composition"]) for c in ranked[:2]]
     assert cal.part_members(choice.whole) == expected
-    oof = cal.cross_validate(base, suite, row_fold, net_fold, "", "", members=expected)
+    # ... computed independently: each member out of fold alone, their latencies averaged.
+    each = [cal.cross_validate(base, suite, row_fold, net_fold, *m)[1] for m in expected]
     sel = net_fold >= 0
+    mean_log = np.log(np.mean(np.exp(each), axis=0))
     assert choice.whole["network_mean_abs_log_err"] == pytest.approx(
-        float(np.mean(np.abs(oof[1][sel] - suite.net_log_y[sel]))))
+        float(np.mean(np.abs(mean_log[sel] - suite.net_log_y[sel]))), rel=1e-6)
     same = {"base": "b", "members": [["per_type", "kept"], ["per_type", "refitted"]]}
     assert cal.part_label(same) == "b + per-type scale + composition kept and refitted, averaged"
     assert cal.part_label({"base": "b", "modules": "global", "composition": "kept"}) == cal.candidate_label(
