@@ -1268,14 +1268,11 @@ def cross_validate(
     suite: Suite,
     row_fold: np.ndarray,
     net_fold: np.ndarray,
-    correction: str,
-    composition: str,
-    members: Sequence[tuple[str, str]] = (),
+    members: Sequence[tuple[str, str]],
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Out-of-fold log predictions of the selection part (NaN in the report part), or None where
-    the candidate cannot be fitted in some fold. With `members` (pairs of correction and
-    composition), of their `blend` instead."""
-    members = list(members) or [(correction, composition)]
+    """Out-of-fold log predictions of the selection part (NaN in the report part) of a candidate,
+    `members` `[(correction, composition)]`, or of the `blend` of several; None where one cannot
+    be fitted in some fold."""
     rows_out = np.full(len(suite.log_y), np.nan)
     nets_out = np.full(len(suite.net_log_y), np.nan)
     for k in np.unique(net_fold[net_fold >= 0]):
@@ -1315,8 +1312,7 @@ class Choice:
     #: With `objective="split"`: what composes the whole models (`base`, `modules`,
     #: `composition` of the networks' leader as in `candidates`; `members`: the `[correction,
     #: composition]` pairs of that base whose mean it is, the leader's first; the held-out errors
-    #: of that mean); None for the other objectives (and for `split` only where the leader's base
-    #: had no other scored candidate and the leader is the module part's candidate).
+    #: of that mean); None for the other objectives.
     whole: dict[str, Any] | None = None
 
     @property
@@ -1408,7 +1404,7 @@ def choose(
         for ci, corr in enumerate(MODULE_CORRECTIONS):
             for pi, comp in enumerate(COMPOSITIONS):
                 entry: dict[str, Any] = {"base": base.name, "modules": corr, "composition": comp}
-                oof = cross_validate(base, suite, row_fold, net_fold, corr, comp)
+                oof = cross_validate(base, suite, row_fold, net_fold, [(corr, comp)])
                 if oof is None:
                     table.append(
                         {
@@ -1448,22 +1444,18 @@ def choose(
         same = sorted((c for c in scored if c["base"] == lead["base"] and c is not lead),
                       key=lambda c: c["_scores"]["networks"])
         members = [lead, *same[: WHOLE_MEMBERS - 1]]
-        if len(members) > 1:
-            base = next(b for b in bases if b.name == lead["base"])
-            pairs = [(c["modules"], c["composition"]) for c in members]
-            oof = cross_validate(base, suite, row_fold, net_fold, "", "", members=pairs)
-            m_err, n_err = _oof_errors(oof, suite, rows_sel, nets_sel)
-            whole = {**{k: lead[k] for k in keys[:3]}, "members": [list(m) for m in pairs],
-                     "module_mean_abs_log_err": m_err, "network_mean_abs_log_err": n_err}
-        elif lead is not pick:  # `kept` and `rescaled` always score, so only with a trimmed table
-            whole = {k: lead[k] for k in keys}
+        base = next(b for b in bases if b.name == lead["base"])
+        pairs = [(c["modules"], c["composition"]) for c in members]
+        m_err, n_err = _oof_errors(cross_validate(base, suite, row_fold, net_fold, pairs), suite, rows_sel, nets_sel)
+        whole = {**{k: lead[k] for k in keys[:3]}, "members": [list(m) for m in pairs],
+                 "module_mean_abs_log_err": m_err, "network_mean_abs_log_err": n_err}
     for c in table:
         c.pop("_rank", None)
         if "_scores" in c:
             c["score"] = c.pop("_scores")["modules" if split else objective]
         c["chosen"] = c is pick
         if split:
-            c["chosen_whole"] = whole is not None and any(c is m for m in members)
+            c["chosen_whole"] = any(c is m for m in members)
     by_objective = {o: {k: c[k] for k in keys} for o, c in leaders.items()}
     return Choice(pick["base"], pick["modules"], pick["composition"], table, by_objective, whole)
 
@@ -1689,11 +1681,11 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "| base | modules | composition | module err | network err | score |",
         "|---|---|---|---:|---:|---:|",
     ]
+    in_whole = "in the whole-model mean" if (ch.get("whole_models") or {}).get("members") else "chosen for whole models"
     for c in sorted(ch["candidates"], key=lambda c: (c["score"] is None, c["score"] or 0)):
         marks = ["chosen"] if c["chosen"] else []
         if c.get("chosen_whole"):
-            marks.append("in the whole-model mean" if (ch.get("whole_models") or {}).get("members")
-                         else "chosen for whole models")
+            marks.append(in_whole)
         mark = f" ({'; '.join(marks)})" if marks else ""
         lines.append(
             f"| {c['base']}{mark} | {c['modules']} | {c['composition']} | "

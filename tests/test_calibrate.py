@@ -443,7 +443,7 @@ def test_the_held_out_part_is_never_in_a_fold_and_keeps_an_architecture_together
 def test_refitting_the_composition_needs_six_networks():
     suite, base = _planted(n_archs=3)
     _, _, row_fold, net_fold = cal.split_suite(suite, 0)
-    assert cal.cross_validate(base, suite, row_fold, net_fold, "none", "refitted") is None
+    assert cal.cross_validate(base, suite, row_fold, net_fold, [("none", "refitted")]) is None
     table = cal.choose([base], suite, row_fold, net_fold).candidates
     assert all(
         c["score"] is None and "fewer than 6" in c["note"] for c in table if c["composition"] == "refitted"
@@ -712,7 +712,7 @@ def test_whole_models_are_the_exact_mean_of_the_networks_leader_and_the_next_of_
     expected = [(lead["modules"], lead["composition"])] + [(c["modules"], c["composition"]) for c in ranked[:2]]
     assert cal.part_members(choice.whole) == expected
     # ... computed independently: each member out of fold alone, their latencies averaged.
-    each = [cal.cross_validate(base, suite, row_fold, net_fold, *m)[1] for m in expected]
+    each = [cal.cross_validate(base, suite, row_fold, net_fold, [m])[1] for m in expected]
     sel = net_fold >= 0
     mean_log = np.log(np.mean(np.exp(each), axis=0))
     assert choice.whole["network_mean_abs_log_err"] == pytest.approx(
