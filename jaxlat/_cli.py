@@ -719,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=csv_list(str),
         metavar="NAME|MODULE=NAME",
         help="regressor for all types (NAME) or one type (MODULE=NAME): medn, mlp, ridge, poly2, poly3, "
-        "roofline; comma-separated or repeated; without it, medn (or --select)",
+        "roofline, roofline_pw; comma-separated or repeated; without it, medn (or --select)",
     )
     t.add_argument(
         "--epochs",

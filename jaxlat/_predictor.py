@@ -60,7 +60,8 @@ from ._predict import (
     partition,
 )
 from ._train import TrainConfig
-from .regressors import MultiTaskRegressor, medn_task_view, regressor_entry
+from .regressors import MultiTaskRegressor, blend_params, blend_regressor, medn_task_view, regressor_entry
+from .regressors._blend import part_spec
 from .regressors._recipe import Recipe, as_recipe, check_edge
 
 if TYPE_CHECKING:
@@ -501,6 +502,26 @@ class LatencyPredictor:
                                 feature_version=self.feature_version, statistic=self.statistic, log_scale=shifts,
                                 whole_models=self._whole)
 
+    def with_type_models(
+        self, models: Mapping[str, TypeModel], *, log_scale: Mapping[str, float] | None = None
+    ) -> LatencyPredictor:
+        """A copy whose models of the types in `models` are the ones given (each reading the
+        features of the model it replaces, e.g. `blended_type_model`), with per-type log shifts
+        `log_scale` (default: its own). Composition and whole-model predictor are kept; a shared
+        MEDN that no model reads any more is dropped.
+
+        Raises:
+          ValueError: a module type this predictor has no model for.
+        """
+        for module in models:
+            self._model(module)
+        new = {**self.models, **{str(k): v for k, v in models.items()}}
+        medn = self._medn if any(m.shared for m in new.values()) else None
+        return LatencyPredictor(new, device=self.device, medn=medn, composition=self._composition,
+                                selection=self.selection, feature_version=self.feature_version,
+                                statistic=self.statistic, log_scale=self.log_scale if log_scale is None else log_scale,
+                                whole_models=self._whole)
+
     @property
     def type_scales(self) -> dict[str, float]:
         """Per module type, the latency factor applied to its model (`with_type_scales`); 1.0
@@ -752,7 +773,7 @@ def train_predictor(
     Args:
       df: dataset rows (ok rows only).
       regressor: one name for every module type (`medn`, `mlp`, `ridge`, `poly2`, `poly3`,
-        `roofline`), a mapping module -> name, or `"auto"`: run `select_regressors` (with the
+        `roofline`, `roofline_pw`), a mapping module -> name, or `"auto"`: run `select_regressors` (with the
         keyword arguments in `select`, e.g. `{"mode": "time", "budgets": Budgets(...)}`) and
         keep its report in the predictor.
       select: keyword arguments of `select_regressors` when `regressor="auto"`.
@@ -825,6 +846,22 @@ def train_predictor(
         models[m] = _type_model(m, reg, params, x)
     pred = LatencyPredictor(models, device=_device_of(df), medn=medn, selection=selection, statistic=statistic)
     return pred.with_fitted_composition(archs) if archs else pred
+
+
+def blended_type_model(model: TypeModel, local: Regressor, local_params: PyTree, weight: float) -> TypeModel:
+    """`model` blended with `local`, a regressor fitted on the same encoded features
+    (`model.encode`): log latency `(1 - weight) * model's + weight * local's`
+    (`jaxlat.regressors.blend_regressor`); with `weight` 1, `local` alone. The blend holds its
+    own copy of a shared MEDN's weights.
+
+    Raises:
+      ValueError: `weight` outside [0, 1], or a part that is not a JAX regressor.
+    """
+    params = blend_params(model.params, local_params, weight)  # checks the weight
+    if float(weight) == 1.0:
+        return dataclasses.replace(model, regressor=local, params=local_params, shared=None)
+    reg = blend_regressor(model.regressor, local, [part_spec(model.regressor), part_spec(local)])
+    return dataclasses.replace(model, regressor=reg, params=params, shared=None)
 
 
 def _type_model(module: str, reg: Regressor, params: PyTree, x: np.ndarray, shared: str | None = None) -> TypeModel:

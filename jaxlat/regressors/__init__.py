@@ -1,6 +1,9 @@
-"""Regressors: per-type baselines (ridge, polynomial ridge, MLP, roofline), MEDN over all
-types, and reference tree ensembles (scikit-learn RandomForest, XGBoost)."""
+"""Regressors: per-type baselines (ridge, polynomial ridge, MLP, roofline, piecewise roofline),
+MEDN over all types, blends of two fitted ones, and reference tree ensembles (scikit-learn
+RandomForest, XGBoost)."""
 
+from ._blend import blend_params as blend_params
+from ._blend import blend_regressor as blend_regressor
 from ._linear import poly_ridge_regressor as poly_ridge_regressor
 from ._linear import ridge_regressor as ridge_regressor
 from ._medn import MEDN as MEDN
@@ -16,4 +19,5 @@ from ._registry import RegressorEntry as RegressorEntry
 from ._registry import register_regressor as register_regressor
 from ._registry import regressor_entry as regressor_entry
 from ._registry import regressor_names as regressor_names
+from ._roofline import piecewise_roofline_regressor as piecewise_roofline_regressor
 from ._roofline import roofline_regressor as roofline_regressor

@@ -609,11 +609,15 @@ def medn_task_view(medn: MultiTaskRegressor, params: Mapping[str, Any], module: 
     tasks = list(params["tasks"])
     if module not in tasks:
         raise ValueError(f"module={module!r} is not a task of this MEDN; tasks: {', '.join(tasks)}")
-    task = tasks.index(module)
     arrays = {k: v for k, v in params.items() if k != "tasks"}
-    predict = TaskPredict(medn.predict, task)
+    return medn_task_regressor(medn, module, tasks.index(module)), arrays
+
+
+def medn_task_regressor(medn: MultiTaskRegressor, module: str, task: int) -> Regressor:
+    """The per-type `Regressor` of `medn`'s task `module` (index `task` among its tasks), whose
+    parameters are the MEDN's without `tasks` (`medn_task_view`)."""
 
     def fit(*args, **kwargs):
         raise TypeError("a MEDN task view is not fitted on its own; fit the MEDN over all module types")
 
-    return Regressor(f"medn[{module}]", fit, predict, config={**medn.config, "task": module}), arrays
+    return Regressor(f"medn[{module}]", fit, TaskPredict(medn.predict, task), config={**medn.config, "task": module})

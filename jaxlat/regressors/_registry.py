@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from ._blend import blend_regressor
 from ._linear import poly_ridge_regressor
-from ._medn import medn_regressor
+from ._medn import medn_regressor, medn_task_regressor
 from ._mlp import mlp_regressor
 from ._recipe import DEFAULT, LEGACY, Recipe, as_recipe
-from ._roofline import roofline_regressor
+from ._roofline import piecewise_roofline_regressor, roofline_regressor
 
 
 class RegressorEntry(NamedTuple):
@@ -31,11 +32,14 @@ class RegressorEntry(NamedTuple):
         the artifact (`{}` builds the defaults; the MLP and MEDN read their training recipe
         from it, see `_recipe`).
       multi_task: fitted over all module types at once (MEDN).
+      trainable: fitted from rows (`train_predictor`, selection); False for a regressor that is
+        only assembled from fitted ones and rebuilt when a predictor loads (`blend`).
     """
 
     name: str
     build: Callable[[Mapping[str, Any]], Any]
     multi_task: bool = False
+    trainable: bool = True
 
 
 def _recipe(c: Mapping[str, Any], architecture: str) -> Recipe:
@@ -72,7 +76,27 @@ _REGISTRY: dict[str, RegressorEntry] = {
     "poly2": RegressorEntry("poly2", lambda c: poly_ridge_regressor(2, alpha=c.get("alpha"))),
     "poly3": RegressorEntry("poly3", lambda c: poly_ridge_regressor(3, alpha=c.get("alpha"))),
     "roofline": RegressorEntry("roofline", lambda c: roofline_regressor()),
+    "roofline_pw": RegressorEntry("roofline_pw", lambda c: piecewise_roofline_regressor()),
 }
+
+
+def _part(spec: Mapping[str, Any]):
+    """A blend's part from its spec (`_blend.part_spec`)."""
+    config = spec.get("config", {})
+    if spec.get("regressor") == "medn" and "task_index" in config:
+        return medn_task_regressor(_medn(config), str(config["task"]), int(config["task_index"]))
+    return regressor_entry(spec.get("regressor")).build(config)
+
+
+def _blend(c: Mapping[str, Any]):
+    parts = c.get("parts")
+    if not parts:
+        raise ValueError("regressor='blend' is not trained from rows: `jaxlat calibrate` builds it from two "
+                         "fitted models of a type; train one of the others")
+    return blend_regressor(_part(parts[0]), _part(parts[1]), parts)
+
+
+_REGISTRY["blend"] = RegressorEntry("blend", _blend, trainable=False)
 
 
 def register_regressor(name: str, build: Callable[[Mapping[str, Any]], Any], *, multi_task: bool = False,
@@ -107,9 +131,10 @@ def regressor_entry(name: str) -> RegressorEntry:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(f"regressor={name!r} is not valid: expected one of {', '.join(_REGISTRY)}") from None
+        raise ValueError(f"regressor={name!r} is not valid: expected one of {', '.join(regressor_names())}") from None
 
 
 def regressor_names() -> tuple[str, ...]:
-    """Names of every registered regressor, in registration order."""
-    return tuple(_REGISTRY)
+    """Names of every registered regressor that trains from rows, in registration order (a
+    `blend`, assembled by `jaxlat calibrate`, is registered for loading only)."""
+    return tuple(n for n, e in _REGISTRY.items() if e.trainable)
