@@ -33,9 +33,16 @@ Run on the target machine, it
    rescaled or refitted (`jaxlat.fit_composition`, the base's coefficients as prior). The choice
    is made by K-fold held-out error on three quarters of the calibration measurements (by
    default one candidate for the module rows, and for whole models the mean of the networks'
-   leader and the next two candidates of its base: `objective`, `choose`); the
-   remaining quarter, never used for fitting or for the choice, gives the accuracy the card
-   reports, beside every base's uncalibrated accuracy on the same rows and networks.
+   leader and the next two candidates of its base: `objective`, `choose`). Then, for module
+   queries (`objective="split"`), each module type's model may be blended with a piecewise
+   roofline fitted on this machine's rows of the type (`piecewise_roofline_regressor`: per
+   kind an overhead and a per-FLOP cost, bytes costing more beyond each cache size): the
+   roofline's share of the log latency (`LOCAL_WEIGHTS`, 0 to 1) is chosen per type by the
+   same folds (`local_weights`). A few dozen rows pin such a roofline down where a network
+   needs hundreds: simple types (activations, additions) take it, convolutions mostly keep
+   the pick. The remaining quarter, never used for fitting or for the choice, gives the
+   accuracy the card reports, beside every base's uncalibrated accuracy on the same rows and
+   networks.
 4. **writes** the chosen `LatencyPredictor` to `OUT/predictor` (fitted on all measurements),
    `OUT/card.json` and `OUT/card.md`, and registers it for this CPU model
    (`jaxlat._shipped.register_calibrated`), so that `jaxlat.load_predictor()` and `jaxlat predict`
@@ -86,6 +93,8 @@ from ._finetune import fine_tuned, trainable_keys
 from ._io import check_output_dir, write_json
 from ._metrics import evaluate, metrics_for_json
 from ._predict import module_sum
+from ._predictor import blended_type_model
+from .regressors._roofline import piecewise_roofline_log_ms_host, piecewise_roofline_regressor
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -132,6 +141,12 @@ _TIE = 0.005
 #: With `objective="split"`, whole models are composed by the mean of up to this many
 #: candidates of one base: the networks' leader and the next best of its base (`blend`).
 WHOLE_MEMBERS = 3
+#: With `objective="split"`, the shares a module type's model may give to a piecewise roofline
+#: fitted on this machine's rows of the type (`local_weights`): its log latency is
+#: `(1 - w) * the module pick's + w * the roofline's`; 0 keeps the module pick alone.
+LOCAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: A type needs this many selection rows for its roofline to be scored (fewer: weight 0).
+_MIN_LOCAL_ROWS = 10
 #: Sampled module configs are at most this many FLOPs (at their batch size): affordable timing.
 _MAX_FLOPS = 1.5e9
 #: ... and predicted (by the first base predictor) at most this many ms per call: with warm-up
@@ -1590,6 +1605,27 @@ _OBJECTIVE_WORDS = {
 }
 
 
+def local_blend_lines(local: Mapping[str, Any] | None, held_out: Mapping[str, Any]) -> list[str]:
+    """The card's words on the piecewise roofline blended into module types (none: `[]`)."""
+    if not local:
+        return []
+    used = {t: w for t, w in local["weights"].items() if w > 0}
+    if not local["errors"]:
+        return ["", (f"No module type had the {_MIN_LOCAL_ROWS} selection rows a piecewise roofline fitted "
+                     "here needs to be scored; none is blended.")]
+    if used:
+        which = ", ".join(f"{t} {w:g}" for t, w in used.items())
+        head = (f"Module types blended with a piecewise roofline fitted on this machine's rows of the type "
+                f"(its share of the log latency, chosen by out-of-fold error): {which}; the other types "
+                "keep the pick alone.")
+    else:
+        head = ("A piecewise roofline fitted on this machine's rows of each type was scored beside the pick; "
+                "it improved no type out of fold, so none is blended.")
+    without, with_ = local["held_out_without"], held_out["table"][0]["modules"]
+    return ["", head + f" Held-out module rows within ±10 %: {_fmt(without['acc10'])} without the blend, "
+            f"{_fmt(with_['acc10'])} with it."]
+
+
 def card_markdown(card: Mapping[str, Any]) -> str:
     """`card.md`: the card's figures for a reader."""
     m, meas, rt, ch, ho = (
@@ -1707,6 +1743,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                 else "."
             ),
         ]
+    lines += local_blend_lines(ch.get("local_blend"), card["held_out"])
     whole = ch.get("whole_models")
     coef = ch["composition_coef"]
     if whole:
@@ -1917,6 +1954,105 @@ def _suite(df: pd.DataFrame, records: Sequence[profilers.ArchRecord], statistic:
     )
 
 
+# -- a piecewise roofline fitted here, blended into the module pick --------------------------------
+
+
+def local_features(predictor: LatencyPredictor, df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per module type of `df`, its rows' features as `predictor`'s model of the type reads them
+    (`[n_t, f]`, in `df` order): what the piecewise roofline is fitted on, so that it and the
+    model it is blended with read the same columns."""
+    module = df["module"].astype(str).to_numpy()
+    return {t: predictor._encode(t, df[module == t], source="calibrate") for t in sorted(set(module))
+            if t in predictor.models}
+
+
+def _fit_local(x: np.ndarray, log_y: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    return piecewise_roofline_regressor().fit(None, x, log_y, names=names)
+
+
+def local_predict(
+    x: Mapping[str, np.ndarray], names: Mapping[str, Sequence[str]], suite: Suite, train: np.ndarray
+) -> np.ndarray:
+    """`[r]` log predictions of a piecewise roofline per module type fitted on the type's
+    `train` rows (a mask over the suite's rows); NaN for types with fewer than
+    `_MIN_LOCAL_ROWS` of them."""
+    out = np.full(len(suite.log_y), np.nan)
+    for t, xt in x.items():
+        idx = np.flatnonzero(suite.module == t)
+        on = train[idx]
+        if on.sum() >= _MIN_LOCAL_ROWS:
+            out[idx] = piecewise_roofline_log_ms_host(_fit_local(xt[on], suite.log_y[idx[on]], names[t]), xt)
+    return out
+
+
+def local_oof(
+    x: Mapping[str, np.ndarray], names: Mapping[str, Sequence[str]], suite: Suite, row_fold: np.ndarray
+) -> np.ndarray:
+    """`[r]` out-of-fold `local_predict` of the selection rows (each fold's rows by a fit on the
+    type's other selection rows); NaN in the report part."""
+    out = np.full(len(suite.log_y), np.nan)
+    for k in np.unique(row_fold[row_fold >= 0]):
+        pred = local_predict(x, names, suite, (row_fold >= 0) & (row_fold != k))
+        out[row_fold == k] = pred[row_fold == k]
+    return out
+
+
+def local_weights(
+    pick_oof: np.ndarray, roofline_oof: np.ndarray, suite: Suite, rows: np.ndarray
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Per module type, the share of the piecewise roofline (`LOCAL_WEIGHTS`) whose blend with
+    the module pick has the lowest out-of-fold mean |log error| on the selection `rows`; within
+    `_TIE` of the best the smallest share wins (0: the pick alone). Returns the weights (every
+    type of the suite) and each type's errors per weight (types scored only).
+
+    Examples:
+      >>> suite = Suite(np.array(["a"] * 4), np.log([1.0, 2, 4, 8]), np.array(list("wxyz")), np.zeros(0),
+      ...               np.zeros((0, 5)), np.zeros(0))
+      >>> w, _ = local_weights(np.log([2.0, 4, 8, 16]), np.log([1.0, 2, 4, 8]), suite, np.ones(4, bool))
+      >>> w
+      {'a': 1.0}
+    """
+    weights, errors = {}, {}
+    for t in sorted(set(suite.module)):
+        on = rows & (suite.module == t) & np.isfinite(roofline_oof) & np.isfinite(pick_oof)
+        if not on.any():
+            weights[t] = 0.0
+            continue
+        err = [float(np.mean(np.abs((1 - w) * pick_oof[on] + w * roofline_oof[on] - suite.log_y[on])))
+               for w in LOCAL_WEIGHTS]
+        best = min(err)
+        weights[t] = next(w for w, e in zip(LOCAL_WEIGHTS, err) if e <= best + _TIE)
+        errors[t] = err
+    return weights, errors
+
+
+def blend_log(pick_log: np.ndarray, roofline_log: np.ndarray, module: np.ndarray, weights: Mapping[str, float]) -> np.ndarray:
+    """`(1 - w_t) * pick_log + w_t * roofline_log` per row of type `t` (rows of weight 0, or
+    whose roofline is NaN, keep `pick_log`)."""
+    w = np.array([weights.get(t, 0.0) for t in module], float)
+    out = np.where(w > 0, (1 - w) * pick_log + w * np.nan_to_num(roofline_log), pick_log)
+    return np.where(np.isfinite(roofline_log) | (w == 0), out, pick_log)
+
+
+def with_local_blend(
+    predictor: LatencyPredictor, x: Mapping[str, np.ndarray], suite: Suite, weights: Mapping[str, float]
+) -> LatencyPredictor:
+    """`predictor` with each module type of weight `w > 0` blended with a piecewise roofline
+    fitted on all its rows (`jaxlat._predictor.blended_type_model`); the type's factor
+    (`log_scale`) is scaled by `1 - w`, so that the pick's part keeps it and the roofline's
+    part, fitted on this machine's latencies, takes none."""
+    models, shifts = {}, dict(predictor.log_scale)
+    for t, w in weights.items():
+        if w <= 0 or t not in x:
+            continue
+        model = predictor.models[t]
+        params = _fit_local(x[t], suite.log_y[suite.module == t], model.feature_names)
+        models[t] = blended_type_model(model, piecewise_roofline_regressor(), params, w)
+        if t in shifts:
+            shifts[t] = (1 - w) * shifts[t]
+    return predictor.with_type_models(models, log_scale=shifts) if models else predictor
+
+
 @dataclasses.dataclass(frozen=True)
 class Adaptation:
     """The outcome of `adapt`: the calibrated predictor and how it was chosen and scored."""
@@ -1929,6 +2065,10 @@ class Adaptation:
     selection_networks: int
     folds: int
     final_whole: Fitted | None = None  # the whole-model part's fit (`objective="split"`)
+    #: With `objective="split"`: per module type the piecewise roofline's share in its model
+    #: (`weights`), the out-of-fold errors per share (`errors`, `LOCAL_WEIGHTS` order), and the
+    #: held-out module accuracy of the pick without the blend (`held_out_without`).
+    local: dict[str, Any] | None = None
 
 
 def adapt(
@@ -1985,6 +2125,18 @@ def adapt(
     on_sel = [fit_members(by_name[b], suite, ~report_rows, ~report_nets, members) for b, members in parts]
     cal_rows = predict_log(by_name[parts[0][0]], suite, on_sel[0])[0]
     cal_nets = predict_log(by_name[parts[-1][0]], suite, on_sel[-1])[1]
+    local = None
+    if objective == "split":  # module queries have their own predictor: blend a roofline fitted here
+        start = bases[choice.base.removesuffix(TUNED)]
+        x = local_features(start, df)
+        names = {t: start.models[t].feature_names for t in x}
+        pick_oof = cross_validate(by_name[choice.base], suite, row_fold, net_fold, [(choice.correction, choice.composition)])
+        weights, errors = local_weights(pick_oof[0], local_oof(x, names, suite, row_fold), suite, row_fold >= 0)
+        local = {"regressor": "roofline_pw", "weights": weights, "errors": errors, "error_weights": list(LOCAL_WEIGHTS),
+                 "held_out_without": accuracy(cal_rows[report_rows], suite.log_y[report_rows])}
+        cal_rows = blend_log(cal_rows, local_predict(x, names, suite, row_fold >= 0), suite.module, weights)
+        _log.info("module types blended with a piecewise roofline fitted here: %s",
+                  ", ".join(f"{t} {w:g}" for t, w in weights.items() if w > 0) or "none")
     table = [
         {
             "predictor": f"calibrated ({choice.label})",
@@ -2007,6 +2159,8 @@ def adapt(
     tuned: dict[str, LatencyPredictor] = {}
     fitted = [_final_part(bases, tuned, by_name[b], df, records, suite, statistic, members) for b, members in parts]
     predictor, final = fitted[0]
+    if local is not None:
+        predictor = with_local_blend(predictor, x, suite, local["weights"])
     if len(fitted) > 1:
         predictor = predictor.with_whole_models(fitted[1][0])
     held_out = {"rows": int(report_rows.sum()), "networks": int(report_nets.sum()), "table": table}
@@ -2019,6 +2173,7 @@ def adapt(
         int((~report_nets).sum()),
         int(net_fold.max()) + 1,
         fitted[1][1] if len(fitted) > 1 else None,
+        local,
     )
 
 
@@ -2089,6 +2244,9 @@ def _this_machine(
         whole = described(predictor.whole_models, c.whole, adaptation.final_whole.shift, "../../card.json")
     own = {"base": c.base, "modules": c.correction, "composition": c.composition}
     own = described(predictor.with_whole_models(None), own, shift, "../card.json")
+    used = {t: w for t, w in ((adaptation.local or {}).get("weights") or {}).items() if w > 0}
+    if used:  # the module types blended with a piecewise roofline fitted here, and its share
+        own.device["calibration"]["roofline_weights"] = used
     return own.with_whole_models(whole)
 
 
@@ -2233,6 +2391,7 @@ def calibrate_machine(
             "selection_rows": adaptation.selection_rows,
             "selection_networks": adaptation.selection_networks,
             "module_scale": predictor.device["calibration"]["module_scale"],
+            "local_blend": adaptation.local,
             # The module part's own (for a split predictor, `whole_models` composes whole models).
             "composition_coef": dict(predictor.with_whole_models(None).composition.coef),
             "whole_models": None if c.whole is None else {

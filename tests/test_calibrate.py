@@ -721,3 +721,78 @@ def test_whole_models_are_the_exact_mean_of_the_networks_leader_and_the_next_of_
     assert cal.part_label(same) == "b + per-type scale + composition kept and refitted, averaged"
     assert cal.part_label({"base": "b", "modules": "global", "composition": "kept"}) == cal.candidate_label(
         "b", "global", "kept")
+
+
+def test_a_type_whose_pick_errs_with_size_takes_the_roofline_fitted_here():
+    """Planted: this machine's linear latency is a roofline of the config, and the module pick
+    errs by a factor that grows with size (a base from another machine), while conv2d latency
+    departs from any roofline (a factor per config) and the pick has it right to 1 %. Out of fold, linear takes the roofline alone and conv2d keeps
+    the pick; the blend of the held-out rows is what the weights say."""
+    from .helpers import synthetic_arrays
+
+    _, x_l, y_l, names_l = synthetic_arrays("linear", 60, seed=1)
+    _, x_c, y_c, names_c = synthetic_arrays("conv2d", 60, seed=2)
+    module = np.array(["linear"] * 60 + ["conv2d"] * 60, object)
+    rng = np.random.default_rng(0)
+    log_y = np.concatenate([y_l, y_c + rng.normal(0, 0.3, 60)]).astype(float)
+    pick = log_y + np.concatenate([0.3 * (y_l - y_l.mean()), rng.normal(0, 0.01, 60)])
+    suite = cal.Suite(module, log_y, np.array([f"k{i}" for i in range(120)], object), np.zeros(0),
+                      np.zeros((0, 5)), np.zeros(0))
+    row_fold = np.where(np.arange(120) % 4 == 0, -1, np.arange(120) % 5)
+    x, names = {"linear": x_l, "conv2d": x_c}, {"linear": names_l, "conv2d": names_c}
+    oof = cal.local_oof(x, names, suite, row_fold)
+    assert np.isnan(oof[row_fold < 0]).all() and np.isfinite(oof[row_fold >= 0]).all()
+    weights, errors = cal.local_weights(pick, oof, suite, row_fold >= 0)
+    assert weights == {"conv2d": 0.0, "linear": 1.0}
+    assert errors["linear"][-1] < 0.01 < errors["linear"][0]
+    blended = cal.blend_log(pick, cal.local_predict(x, names, suite, row_fold >= 0), module, weights)
+    held = row_fold < 0
+    np.testing.assert_allclose(blended[held & (module == "conv2d")], pick[held & (module == "conv2d")])
+    assert np.abs(blended[held & (module == "linear")] - log_y[held & (module == "linear")]).max() < 0.02
+    # Too few rows to score: no roofline, weight 0.
+    few = np.where(module == "linear", np.where(np.arange(120) < 8, 0, -1), row_fold)
+    w_few, e_few = cal.local_weights(pick, cal.local_oof(x, names, suite, few), suite, few >= 0)
+    assert w_few["linear"] == 0.0 and "linear" not in e_few
+
+
+def test_a_real_calibration_blends_the_roofline_into_the_types_it_weighs(calibrated, monkeypatch, tmp_path):
+    """On the small real calibration's measurements (refitted, one base, no fine-tuning), with
+    weights set for both types: each type's saved model predicts `(1 - w) * the pick's + w *
+    a piecewise roofline fitted on all its rows` (the pick: the same calibration without the
+    blend), and the card and the predictor say which types and how much."""
+    from jaxlat.regressors import piecewise_roofline_regressor
+
+    result, _, _ = calibrated
+    runs = {}
+    for name, weights in (("plain", (0.0,)), ("blend", cal.LOCAL_WEIGHTS)):
+        out = tmp_path / name
+        shutil.copytree(result.out / "data", out / "data")
+        with monkeypatch.context() as mp:
+            mp.setattr(cal, "LOCAL_WEIGHTS", weights)
+            mp.setattr(cal, "_MIN_LOCAL_ROWS", 3)
+            if name == "blend":
+                mp.setattr(cal, "local_weights", lambda *a: ({"conv2d": 0.5, "linear": 1.0}, {"conv2d": [0.2] * 5,
+                                                                                                  "linear": [0.2] * 5}))
+            runs[name] = cal.calibrate_machine(out, progress=False, register=False, tune=False,
+                                               base="cpu_torch_1t", **SMALL)
+    plain, blend = runs["plain"].predictor(), runs["blend"].predictor()
+    df = profilers.read_dataset(tmp_path / "blend" / "data" / "modules.parquet")
+    column = jaxlat.statistic_column(blend.statistic)
+    for t, w in (("conv2d", 0.5), ("linear", 1.0)):
+        rows = df[df["module"] == t]
+        x = plain._encode(t, rows)
+        reg = piecewise_roofline_regressor()
+        params = reg.fit(None, x, np.log(rows[column].to_numpy(float)), names=plain.models[t].feature_names)
+        want = (1 - w) * np.log(plain.predict(rows)["latency_ms"].to_numpy(float)) + w * jaxlat.predict_batch(reg, params, x)[:, 0]
+        np.testing.assert_allclose(np.log(blend.predict(rows)["latency_ms"].to_numpy(float)), want, rtol=1e-4, atol=1e-4)
+    assert blend.models["linear"].regressor.name == "roofline_pw" and blend.models["conv2d"].regressor.name == "blend"
+    assert blend.device["calibration"]["roofline_weights"] == {"conv2d": 0.5, "linear": 1.0}
+    assert "roofline_weights" not in plain.device["calibration"]
+    # Whole models are not touched: the other part composes them.
+    records = [r for r in cal.read_records(tmp_path / "blend" / "data" / "networks.jsonl") if r.measured]
+    np.testing.assert_allclose(blend.predict_models(records)["latency_ms"], plain.predict_models(records)["latency_ms"])
+    card = runs["blend"].card["choice"]["local_blend"]
+    assert card["weights"] == {"conv2d": 0.5, "linear": 1.0} and card["held_out_without"]["n"] > 0
+    text = (tmp_path / "blend" / "card.md").read_text()
+    assert "blended with a piecewise roofline fitted on this machine's rows of the type" in text
+    assert "conv2d 0.5, linear 1" in text and " without the blend, " in text
