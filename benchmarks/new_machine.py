@@ -236,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{_fmt(held['modules']['acc10'])}, networks {_fmt(held['networks']['acc10'])}")
     lines += ["", ("The zoo's test-retest: its second pass against its first, in each predictor's statistic (the "
                    "ratio: second / first, median over records, the machine's drift between the passes).")]
-    lines += ["", (f"Command: `python benchmarks/new_machine.py --work {args.work} "
-                   f"--budget-min {args.budget_min:g} --objectives {','.join(objectives)}`\n")]
+    lines += ["", f"Command: `python benchmarks/new_machine.py {' '.join(sys.argv[1:])}`\n"]
     print(write_results(args.out, args.name, payload, "\n".join(lines)))
     return 0
 
