@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -86,12 +87,17 @@ def fresh_configs(work: Path, n_per_type: int, seed: int, min_run_time_s: float,
 
 
 def module_scores(pred: Any, df: Any) -> dict[str, Any]:
-    """±10 % accuracy of a predictor on module rows, in its own statistic, and the rows' count."""
+    """±10 % accuracy of a predictor on module rows, in its own statistic (over all and per
+    module type), and the rows' count."""
     truth = df[jaxlat.statistic_column(pred.statistic)].to_numpy(np.float64)
     keep = df["module"].isin(pred.modules).to_numpy()
     out = pred.predict(df[keep])
-    m = jaxlat.evaluate(truth[keep], out["latency_ms"].to_numpy(np.float64))
-    return {"n": int(keep.sum()), "acc10": m["acc10"], "acc20": m["acc20"], "mape": m["mape"]}
+    pred = out["latency_ms"].to_numpy(np.float64)
+    m = jaxlat.evaluate(truth[keep], pred)
+    hit = np.abs(pred / truth[keep] - 1) <= 0.10
+    types = df["module"].to_numpy()[keep]
+    per_type = {t: float(hit[types == t].mean()) for t in sorted(set(types))}
+    return {"n": int(keep.sum()), "acc10": m["acc10"], "acc20": m["acc20"], "mape": m["mape"], "per_type": per_type}
 
 
 def zoo_scores(pred: Any, records: list[Any]) -> dict[str, Any]:
@@ -236,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{_fmt(held['modules']['acc10'])}, networks {_fmt(held['networks']['acc10'])}")
     lines += ["", ("The zoo's test-retest: its second pass against its first, in each predictor's statistic (the "
                    "ratio: second / first, median over records, the machine's drift between the passes).")]
-    lines += ["", f"Command: `python benchmarks/new_machine.py {' '.join(sys.argv[1:])}`\n"]
+    lines += ["", f"Command: `python benchmarks/new_machine.py {shlex.join(sys.argv[1:] if argv is None else argv)}`\n"]
     print(write_results(args.out, args.name, payload, "\n".join(lines)))
     return 0
 

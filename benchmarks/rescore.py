@@ -12,6 +12,7 @@ pass. The run's configs that its calibration measured are dropped, as there.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -58,11 +59,15 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['zoo']['within10']} of {r['zoo']['n']} | {r['zoo']['median_abs_err']:.3f} | "
                      + (f"{z2['within10']} of {z2['n']} | " if z2 else "- | ")
                      + (f"{zr['within10']} of {zr['n']} |" if zr["n"] else "- |"))
+    types = sorted(next(iter(rows.values()))["modules"]["per_type"])
+    lines += ["", "Fresh modules within ±10 %, per type:", "", "| module | " + " | ".join(rows) + " |",
+              "|---|" + "---|" * len(rows)]
+    lines += [f"| {t} | " + " | ".join(f"{r['modules']['per_type'].get(t, float('nan')):.3f}" for r in rows.values())
+              + " |" for t in types]
     for name, r in rows.items():
         lines += ["", f"Per zoo record, {name} predicted / measured:", ""]
         lines += [f"- {n}: {v:.3f}" for n, v in r["zoo"]["ratio"].items()]
-    cmd = " ".join(f"--predictor {n}" for n in args.predictor)
-    lines += ["", f"Command: `python benchmarks/rescore.py --work {args.work} {cmd} --name {args.name}`\n"]
+    lines += ["", f"Command: `python benchmarks/rescore.py {shlex.join(sys.argv[1:] if argv is None else argv)}`\n"]
     print(write_results(args.out, args.name, payload, "\n".join(lines)))
     return 0
 

@@ -1605,7 +1605,7 @@ _OBJECTIVE_WORDS = {
 }
 
 
-def local_blend_lines(local: Mapping[str, Any] | None, held_out: Mapping[str, Any]) -> list[str]:
+def roofline_share_lines(local: Mapping[str, Any] | None, held_out: Mapping[str, Any]) -> list[str]:
     """The card's words on the piecewise roofline blended into module types (none: `[]`)."""
     if not local:
         return []
@@ -1617,7 +1617,8 @@ def local_blend_lines(local: Mapping[str, Any] | None, held_out: Mapping[str, An
         which = ", ".join(f"{t} {w:g}" for t, w in used.items())
         head = (f"Module types blended with a piecewise roofline fitted on this machine's rows of the type "
                 f"(its share of the log latency, chosen by out-of-fold error): {which}; the other types "
-                "keep the pick alone.")
+                "keep the pick alone. A blended type's scale factor above is what the pick's share of it "
+                "takes (1 at a share of 1).")
     else:
         head = ("A piecewise roofline fitted on this machine's rows of each type was scored beside the pick; "
                 "it improved no type out of fold, so none is blended.")
@@ -1743,7 +1744,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                 else "."
             ),
         ]
-    lines += local_blend_lines(ch.get("local_blend"), card["held_out"])
+    lines += roofline_share_lines(ch.get("roofline_shares"), card["held_out"])
     whole = ch.get("whole_models")
     coef = ch["composition_coef"]
     if whole:
@@ -1971,16 +1972,21 @@ def _fit_local(x: np.ndarray, log_y: np.ndarray, names: Sequence[str]) -> dict[s
 
 
 def local_predict(
-    x: Mapping[str, np.ndarray], names: Mapping[str, Sequence[str]], suite: Suite, train: np.ndarray
+    x: Mapping[str, np.ndarray],
+    names: Mapping[str, Sequence[str]],
+    suite: Suite,
+    train: np.ndarray,
+    *,
+    min_rows: int = _MIN_LOCAL_ROWS,
 ) -> np.ndarray:
     """`[r]` log predictions of a piecewise roofline per module type fitted on the type's
-    `train` rows (a mask over the suite's rows); NaN for types with fewer than
-    `_MIN_LOCAL_ROWS` of them."""
+    `train` rows (a mask over the suite's rows); NaN for types with fewer than `min_rows` of
+    them."""
     out = np.full(len(suite.log_y), np.nan)
     for t, xt in x.items():
         idx = np.flatnonzero(suite.module == t)
         on = train[idx]
-        if on.sum() >= _MIN_LOCAL_ROWS:
+        if on.sum() >= max(min_rows, 1):
             out[idx] = piecewise_roofline_log_ms_host(_fit_local(xt[on], suite.log_y[idx[on]], names[t]), xt)
     return out
 
@@ -1989,10 +1995,12 @@ def local_oof(
     x: Mapping[str, np.ndarray], names: Mapping[str, Sequence[str]], suite: Suite, row_fold: np.ndarray
 ) -> np.ndarray:
     """`[r]` out-of-fold `local_predict` of the selection rows (each fold's rows by a fit on the
-    type's other selection rows); NaN in the report part."""
+    type's other selection rows) of the types with at least `_MIN_LOCAL_ROWS` selection rows;
+    NaN in the report part and for the other types."""
     out = np.full(len(suite.log_y), np.nan)
+    scored = {t: xt for t, xt in x.items() if np.sum((suite.module == t) & (row_fold >= 0)) >= _MIN_LOCAL_ROWS}
     for k in np.unique(row_fold[row_fold >= 0]):
-        pred = local_predict(x, names, suite, (row_fold >= 0) & (row_fold != k))
+        pred = local_predict(scored, names, suite, (row_fold >= 0) & (row_fold != k), min_rows=1)
         out[row_fold == k] = pred[row_fold == k]
     return out
 
@@ -2013,7 +2021,7 @@ def local_weights(
       {'a': 1.0}
     """
     weights, errors = {}, {}
-    for t in sorted(set(suite.module)):
+    for t in sorted(map(str, set(suite.module))):
         on = rows & (suite.module == t) & np.isfinite(roofline_oof) & np.isfinite(pick_oof)
         if not on.any():
             weights[t] = 0.0
@@ -2026,7 +2034,7 @@ def local_weights(
     return weights, errors
 
 
-def blend_log(pick_log: np.ndarray, roofline_log: np.ndarray, module: np.ndarray, weights: Mapping[str, float]) -> np.ndarray:
+def roofline_share_log(pick_log: np.ndarray, roofline_log: np.ndarray, module: np.ndarray, weights: Mapping[str, float]) -> np.ndarray:
     """`(1 - w_t) * pick_log + w_t * roofline_log` per row of type `t` (rows of weight 0, or
     whose roofline is NaN, keep `pick_log`)."""
     w = np.array([weights.get(t, 0.0) for t in module], float)
@@ -2034,23 +2042,30 @@ def blend_log(pick_log: np.ndarray, roofline_log: np.ndarray, module: np.ndarray
     return np.where(np.isfinite(roofline_log) | (w == 0), out, pick_log)
 
 
-def with_local_blend(
+def with_roofline_shares(
     predictor: LatencyPredictor, x: Mapping[str, np.ndarray], suite: Suite, weights: Mapping[str, float]
 ) -> LatencyPredictor:
     """`predictor` with each module type of weight `w > 0` blended with a piecewise roofline
-    fitted on all its rows (`jaxlat._predictor.blended_type_model`); the type's factor
-    (`log_scale`) is scaled by `1 - w`, so that the pick's part keeps it and the roofline's
-    part, fitted on this machine's latencies, takes none."""
+    fitted on all its rows (`jaxlat._predictor.blended_type_model`; at `w` 1 the roofline alone,
+    its training range that of those rows); the type's factor (`log_scale`) is scaled by
+    `1 - w`, so that the pick's part keeps it and the roofline's part, fitted on this machine's
+    latencies, takes none."""
     models, shifts = {}, dict(predictor.log_scale)
     for t, w in weights.items():
         if w <= 0 or t not in x:
             continue
         model = predictor.models[t]
         params = _fit_local(x[t], suite.log_y[suite.module == t], model.feature_names)
-        models[t] = blended_type_model(model, piecewise_roofline_regressor(), params, w)
+        models[t] = blended_type_model(model, piecewise_roofline_regressor(), params, w, local_x=x[t])
         if t in shifts:
             shifts[t] = (1 - w) * shifts[t]
     return predictor.with_type_models(models, log_scale=shifts) if models else predictor
+
+
+def shares_applied(shift: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
+    """The calibration's per-type log factors as a predictor with roofline shares applies them:
+    each scaled by `1 - w` of its type (`with_roofline_shares`)."""
+    return {t: (1 - weights.get(t, 0.0)) * d for t, d in shift.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -2134,7 +2149,7 @@ def adapt(
         weights, errors = local_weights(pick_oof[0], local_oof(x, names, suite, row_fold), suite, row_fold >= 0)
         local = {"regressor": "roofline_pw", "weights": weights, "errors": errors, "error_weights": list(LOCAL_WEIGHTS),
                  "held_out_without": accuracy(cal_rows[report_rows], suite.log_y[report_rows])}
-        cal_rows = blend_log(cal_rows, local_predict(x, names, suite, row_fold >= 0), suite.module, weights)
+        cal_rows = roofline_share_log(cal_rows, local_predict(x, names, suite, row_fold >= 0), suite.module, weights)
         _log.info("module types blended with a piecewise roofline fitted here: %s",
                   ", ".join(f"{t} {w:g}" for t, w in weights.items() if w > 0) or "none")
     table = [
@@ -2160,7 +2175,8 @@ def adapt(
     fitted = [_final_part(bases, tuned, by_name[b], df, records, suite, statistic, members) for b, members in parts]
     predictor, final = fitted[0]
     if local is not None:
-        predictor = with_local_blend(predictor, x, suite, local["weights"])
+        predictor = with_roofline_shares(predictor, x, suite, local["weights"])
+        final = dataclasses.replace(final, shift=shares_applied(final.shift, local["weights"]))
     if len(fitted) > 1:
         predictor = predictor.with_whole_models(fitted[1][0])
     held_out = {"rows": int(report_rows.sum()), "networks": int(report_nets.sum()), "table": table}
@@ -2246,7 +2262,7 @@ def _this_machine(
     own = described(predictor.with_whole_models(None), own, shift, "../card.json")
     used = {t: w for t, w in ((adaptation.local or {}).get("weights") or {}).items() if w > 0}
     if used:  # the module types blended with a piecewise roofline fitted here, and its share
-        own.device["calibration"]["roofline_weights"] = used
+        own.device["calibration"]["roofline_shares"] = used
     return own.with_whole_models(whole)
 
 
@@ -2391,7 +2407,7 @@ def calibrate_machine(
             "selection_rows": adaptation.selection_rows,
             "selection_networks": adaptation.selection_networks,
             "module_scale": predictor.device["calibration"]["module_scale"],
-            "local_blend": adaptation.local,
+            "roofline_shares": adaptation.local,
             # The module part's own (for a split predictor, `whole_models` composes whole models).
             "composition_coef": dict(predictor.with_whole_models(None).composition.coef),
             "whole_models": None if c.whole is None else {

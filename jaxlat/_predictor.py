@@ -693,7 +693,10 @@ class LatencyPredictor:
                     entry = regressor_entry(e["regressor"])
                 except ValueError as err:
                     raise ArtifactError(f"{path}: {module!r}: {err} (register it before loading)") from None
-                reg = entry.build(e["config"])
+                try:
+                    reg = entry.build(e["config"])
+                except ValueError as err:
+                    raise ArtifactError(f"{path}: {module!r}: {err}") from None
                 params, shared = load_tree(d, e), None
             models[module] = TypeModel(
                 module, reg, params, names, np.asarray(e["feature_min"], np.float32),
@@ -848,19 +851,33 @@ def train_predictor(
     return pred.with_fitted_composition(archs) if archs else pred
 
 
-def blended_type_model(model: TypeModel, local: Regressor, local_params: PyTree, weight: float) -> TypeModel:
+def blended_type_model(
+    model: TypeModel, local: Regressor, local_params: PyTree, weight: float, *, local_x: np.ndarray | None = None
+) -> TypeModel:
     """`model` blended with `local`, a regressor fitted on the same encoded features
     (`model.encode`): log latency `(1 - weight) * model's + weight * local's`
-    (`jaxlat.regressors.blend_regressor`); with `weight` 1, `local` alone. The blend holds its
-    own copy of a shared MEDN's weights.
+    (`jaxlat.regressors.blend_regressor`); with `weight` 1, `local` alone, whose training range
+    (for the extrapolation flags) is that of `local_x`, the rows it was fitted on, where given.
+    The blend holds its own copy of a shared MEDN's weights.
 
     Raises:
-      ValueError: `weight` outside [0, 1], or a part that is not a JAX regressor.
+      ValueError: `weight` outside [0, 1], or a part that is not a JAX regressor or not one a
+        saved predictor can rebuild (a registered name).
     """
     params = blend_params(model.params, local_params, weight)  # checks the weight
     if float(weight) == 1.0:
-        return dataclasses.replace(model, regressor=local, params=local_params, shared=None)
-    reg = blend_regressor(model.regressor, local, [part_spec(model.regressor), part_spec(local)])
+        out = dataclasses.replace(model, regressor=local, params=local_params, shared=None)
+        if local_x is not None and len(local_x):
+            out = dataclasses.replace(out, feature_min=np.min(local_x, axis=0), feature_max=np.max(local_x, axis=0))
+        return out
+    specs = [part_spec(model.regressor), part_spec(local)]
+    for spec, reg in zip(specs, (model.regressor, local)):
+        try:
+            regressor_entry(spec["regressor"])
+        except ValueError:
+            raise ValueError(f"{model.module}: {reg.name} is not a registered regressor; a blend with it could "
+                             "not be loaded again") from None
+    reg = blend_regressor(model.regressor, local, specs)
     return dataclasses.replace(model, regressor=reg, params=params, shared=None)
 
 

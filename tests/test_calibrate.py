@@ -635,6 +635,7 @@ def test_a_split_calibration_keeps_module_queries_and_composes_with_the_other_pa
         return dataclasses.replace(mods, candidates=table, whole={k: whole[k] for k in keys})
 
     monkeypatch.setattr(cal, "choose", apart)
+    monkeypatch.setattr(cal, "LOCAL_WEIGHTS", (0.0,))  # the module part's own predictions, unblended
     out = tmp_path / "cal"
     shutil.copytree(result.out / "data", out / "data")
     split = cal.calibrate_machine(out, progress=False, register=False, tune=False, objective="split",
@@ -745,14 +746,50 @@ def test_a_type_whose_pick_errs_with_size_takes_the_roofline_fitted_here():
     weights, errors = cal.local_weights(pick, oof, suite, row_fold >= 0)
     assert weights == {"conv2d": 0.0, "linear": 1.0}
     assert errors["linear"][-1] < 0.01 < errors["linear"][0]
-    blended = cal.blend_log(pick, cal.local_predict(x, names, suite, row_fold >= 0), module, weights)
+    blended = cal.roofline_share_log(pick, cal.local_predict(x, names, suite, row_fold >= 0), module, weights)
     held = row_fold < 0
     np.testing.assert_allclose(blended[held & (module == "conv2d")], pick[held & (module == "conv2d")])
     assert np.abs(blended[held & (module == "linear")] - log_y[held & (module == "linear")]).max() < 0.02
-    # Too few rows to score: no roofline, weight 0.
-    few = np.where(module == "linear", np.where(np.arange(120) < 8, 0, -1), row_fold)
-    w_few, e_few = cal.local_weights(pick, cal.local_oof(x, names, suite, few), suite, few >= 0)
-    assert w_few["linear"] == 0.0 and "linear" not in e_few
+    # A type is scored from `_MIN_LOCAL_ROWS` selection rows on (spread over the folds); below, weight 0.
+    for n_rows, scored in ((cal._MIN_LOCAL_ROWS - 1, False), (cal._MIN_LOCAL_ROWS, True)):
+        some = np.where(module == "linear", np.where(np.arange(120) < n_rows, np.arange(120) % 5, -1), row_fold)
+        w_some, e_some = cal.local_weights(pick, cal.local_oof(x, names, suite, some), suite, some >= 0)
+        assert ("linear" in e_some) == scored and (w_some["linear"] == 1.0) == scored, n_rows
+
+
+def test_roofline_shares_scale_the_types_factor_and_take_the_rows_range():
+    """On a predictor whose types carry factors: a type at share 0.5 predicts the mean of its
+    factored pick and the roofline (log), its factor halved; at share 1 the roofline alone, its
+    factor dropped, its training range that of the rows the roofline was fitted on."""
+    import pandas as pd
+
+    from .helpers import synthetic_rows
+
+    base = jaxlat.load_predictor("xeon_amx_torch_1t").with_type_scales({"activation": 1.5, "linear": 2.0})
+    df = pd.DataFrame(synthetic_rows(["activation", "linear"], 30, seed=4))
+    suite = cal._suite(df, [], base.statistic)
+    x = cal.local_features(base, df)
+    weights = {"activation": 0.5, "linear": 1.0}
+    shared = cal.with_roofline_shares(base, x, suite, weights)
+    roof = cal.local_predict(x, {t: base.models[t].feature_names for t in x}, suite, np.ones(len(df), bool))
+    want = cal.roofline_share_log(np.log(base.predict(df)["latency_ms"].to_numpy(float)), roof, suite.module, weights)
+    np.testing.assert_allclose(np.log(shared.predict(df)["latency_ms"].to_numpy(float)), want, rtol=1e-5, atol=1e-5)
+    assert shared.log_scale == {"activation": pytest.approx(0.5 * math.log(1.5))}
+    assert cal.shares_applied({"activation": math.log(1.5), "linear": math.log(2.0), "add": 0.1}, weights) == {
+        "activation": pytest.approx(0.5 * math.log(1.5)), "linear": 0.0, "add": 0.1}
+    np.testing.assert_allclose(shared.models["linear"].feature_min, x["linear"].min(axis=0))
+    assert not np.array_equal(base.models["linear"].feature_min, shared.models["linear"].feature_min)
+
+
+def test_the_card_says_when_no_type_was_scored_or_none_improved():
+    held = {"table": [{"modules": {"acc10": 0.5}}]}
+    unscored = cal.roofline_share_lines({"weights": {"conv2d": 0.0}, "errors": {}, "held_out_without": {"acc10": 0.5}},
+                                        held)
+    assert "No module type had the 10 selection rows" in unscored[-1]
+    none = cal.roofline_share_lines({"weights": {"conv2d": 0.0}, "errors": {"conv2d": [0.1] * 5},
+                                     "held_out_without": {"acc10": 0.5}}, held)
+    assert "it improved no type out of fold, so none is blended" in none[-1] and "0.50 without" in none[-1]
+    assert cal.roofline_share_lines(None, held) == []
 
 
 def test_a_real_calibration_blends_the_roofline_into_the_types_it_weighs(calibrated, monkeypatch, tmp_path):
@@ -786,12 +823,12 @@ def test_a_real_calibration_blends_the_roofline_into_the_types_it_weighs(calibra
         want = (1 - w) * np.log(plain.predict(rows)["latency_ms"].to_numpy(float)) + w * jaxlat.predict_batch(reg, params, x)[:, 0]
         np.testing.assert_allclose(np.log(blend.predict(rows)["latency_ms"].to_numpy(float)), want, rtol=1e-4, atol=1e-4)
     assert blend.models["linear"].regressor.name == "roofline_pw" and blend.models["conv2d"].regressor.name == "blend"
-    assert blend.device["calibration"]["roofline_weights"] == {"conv2d": 0.5, "linear": 1.0}
-    assert "roofline_weights" not in plain.device["calibration"]
+    assert blend.device["calibration"]["roofline_shares"] == {"conv2d": 0.5, "linear": 1.0}
+    assert "roofline_shares" not in plain.device["calibration"]
     # Whole models are not touched: the other part composes them.
     records = [r for r in cal.read_records(tmp_path / "blend" / "data" / "networks.jsonl") if r.measured]
     np.testing.assert_allclose(blend.predict_models(records)["latency_ms"], plain.predict_models(records)["latency_ms"])
-    card = runs["blend"].card["choice"]["local_blend"]
+    card = runs["blend"].card["choice"]["roofline_shares"]
     assert card["weights"] == {"conv2d": 0.5, "linear": 1.0} and card["held_out_without"]["n"] > 0
     text = (tmp_path / "blend" / "card.md").read_text()
     assert "blended with a piecewise roofline fitted on this machine's rows of the type" in text

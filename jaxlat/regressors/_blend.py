@@ -5,8 +5,9 @@
 `jaxlat calibrate` blends a base predictor's model of a type (carried from another machine and
 fine-tuned) with a piecewise roofline fitted on this machine's rows of that type
 (`piecewise_roofline_regressor`), the weight chosen on held-out rows. The weight is a learned
-value (a float leaf of the parameters, so `jax.grad` reaches it); the parts' parameters are
-kept whole, a MEDN part with a copy of the network's weights.
+value (a float leaf of the parameters, so `jax.grad` reaches it; read clipped to [0, 1]); the
+parts' parameters are kept whole, a MEDN part with its own copy of the network's weights (a
+gradient step on the predictor's shared MEDN does not reach it).
 
 A blend is not fitted from rows (its parts are); its configuration names the parts, so a
 saved predictor rebuilds it from the registry.
@@ -36,7 +37,7 @@ class BlendPredict:
     def __call__(self, params, x):
         a = self.parts[0](params["parts"][0], x)
         b = self.parts[1](params["parts"][1], x)
-        w = params["weight"]
+        w = jnp.clip(params["weight"], 0.0, 1.0)  # a gradient step may carry it out of [0, 1]
         mu = (1.0 - w) * a[0] + w * b[0]
         # The interval: the parts' spreads mixed by the same weight.
         log_sigma = jnp.log((1.0 - w) * jnp.exp(a[1]) + w * jnp.exp(b[1]))

@@ -83,7 +83,9 @@ _REGISTRY: dict[str, RegressorEntry] = {
 def _part(spec: Mapping[str, Any]):
     """A blend's part from its spec (`_blend.part_spec`)."""
     config = spec.get("config", {})
-    if spec.get("regressor") == "medn" and "task_index" in config:
+    if regressor_entry(spec.get("regressor")).multi_task:
+        if "task" not in config or "task_index" not in config:
+            raise ValueError(f"blend: its {spec.get('regressor')} part names no task and task_index")
         return medn_task_regressor(_medn(config), str(config["task"]), int(config["task_index"]))
     return regressor_entry(spec.get("regressor")).build(config)
 
