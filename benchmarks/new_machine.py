@@ -92,9 +92,9 @@ def module_scores(pred: Any, df: Any) -> dict[str, Any]:
     truth = df[jaxlat.statistic_column(pred.statistic)].to_numpy(np.float64)
     keep = df["module"].isin(pred.modules).to_numpy()
     out = pred.predict(df[keep])
-    pred = out["latency_ms"].to_numpy(np.float64)
-    m = jaxlat.evaluate(truth[keep], pred)
-    hit = np.abs(pred / truth[keep] - 1) <= 0.10
+    latency_ms = out["latency_ms"].to_numpy(np.float64)
+    m = jaxlat.evaluate(truth[keep], latency_ms)
+    hit = np.abs(latency_ms / truth[keep] - 1) <= 0.10
     types = df["module"].to_numpy()[keep]
     per_type = {t: float(hit[types == t].mean()) for t in sorted(set(types))}
     return {"n": int(keep.sum()), "acc10": m["acc10"], "acc20": m["acc20"], "mape": m["mape"], "per_type": per_type}

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['zoo']['within10']} of {r['zoo']['n']} | {r['zoo']['median_abs_err']:.3f} | "
                      + (f"{z2['within10']} of {z2['n']} | " if z2 else "- | ")
                      + (f"{zr['within10']} of {zr['n']} |" if zr["n"] else "- |"))
-    types = sorted(next(iter(rows.values()))["modules"]["per_type"])
+    types = sorted(set().union(*(r["modules"]["per_type"] for r in rows.values())))
     lines += ["", "Fresh modules within ±10 %, per type:", "", "| module | " + " | ".join(rows) + " |",
               "|---|" + "---|" * len(rows)]
     lines += [f"| {t} | " + " | ".join(f"{r['modules']['per_type'].get(t, float('nan')):.3f}" for r in rows.values())

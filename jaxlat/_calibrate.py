@@ -1744,7 +1744,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                 else "."
             ),
         ]
-    lines += roofline_share_lines(ch.get("roofline_shares"), card["held_out"])
+    lines += roofline_share_lines(ch.get("roofline"), card["held_out"])
     whole = ch.get("whole_models")
     coef = ch["composition_coef"]
     if whole:
@@ -1972,21 +1972,16 @@ def _fit_local(x: np.ndarray, log_y: np.ndarray, names: Sequence[str]) -> dict[s
 
 
 def local_predict(
-    x: Mapping[str, np.ndarray],
-    names: Mapping[str, Sequence[str]],
-    suite: Suite,
-    train: np.ndarray,
-    *,
-    min_rows: int = _MIN_LOCAL_ROWS,
+    x: Mapping[str, np.ndarray], names: Mapping[str, Sequence[str]], suite: Suite, train: np.ndarray
 ) -> np.ndarray:
-    """`[r]` log predictions of a piecewise roofline per module type fitted on the type's
-    `train` rows (a mask over the suite's rows); NaN for types with fewer than `min_rows` of
-    them."""
+    """`[r]` log predictions of a piecewise roofline per module type of `x` fitted on the
+    type's `train` rows (a mask over the suite's rows); NaN for other types and types without
+    such rows."""
     out = np.full(len(suite.log_y), np.nan)
     for t, xt in x.items():
         idx = np.flatnonzero(suite.module == t)
         on = train[idx]
-        if on.sum() >= max(min_rows, 1):
+        if on.any():
             out[idx] = piecewise_roofline_log_ms_host(_fit_local(xt[on], suite.log_y[idx[on]], names[t]), xt)
     return out
 
@@ -2000,7 +1995,7 @@ def local_oof(
     out = np.full(len(suite.log_y), np.nan)
     scored = {t: xt for t, xt in x.items() if np.sum((suite.module == t) & (row_fold >= 0)) >= _MIN_LOCAL_ROWS}
     for k in np.unique(row_fold[row_fold >= 0]):
-        pred = local_predict(scored, names, suite, (row_fold >= 0) & (row_fold != k), min_rows=1)
+        pred = local_predict(scored, names, suite, (row_fold >= 0) & (row_fold != k))
         out[row_fold == k] = pred[row_fold == k]
     return out
 
@@ -2035,11 +2030,10 @@ def local_weights(
 
 
 def roofline_share_log(pick_log: np.ndarray, roofline_log: np.ndarray, module: np.ndarray, weights: Mapping[str, float]) -> np.ndarray:
-    """`(1 - w_t) * pick_log + w_t * roofline_log` per row of type `t` (rows of weight 0, or
-    whose roofline is NaN, keep `pick_log`)."""
+    """`(1 - w_t) * pick_log + w_t * roofline_log` per row of type `t`; rows of weight 0 keep
+    `pick_log` (their roofline may be NaN: not fitted)."""
     w = np.array([weights.get(t, 0.0) for t in module], float)
-    out = np.where(w > 0, (1 - w) * pick_log + w * np.nan_to_num(roofline_log), pick_log)
-    return np.where(np.isfinite(roofline_log) | (w == 0), out, pick_log)
+    return np.where(w > 0, pick_log + w * (roofline_log - pick_log), pick_log)
 
 
 def with_roofline_shares(
@@ -2050,16 +2044,13 @@ def with_roofline_shares(
     its training range that of those rows); the type's factor (`log_scale`) is scaled by
     `1 - w`, so that the pick's part keeps it and the roofline's part, fitted on this machine's
     latencies, takes none."""
-    models, shifts = {}, dict(predictor.log_scale)
+    models = {}
     for t, w in weights.items():
-        if w <= 0 or t not in x:
-            continue
-        model = predictor.models[t]
-        params = _fit_local(x[t], suite.log_y[suite.module == t], model.feature_names)
-        models[t] = blended_type_model(model, piecewise_roofline_regressor(), params, w, local_x=x[t])
-        if t in shifts:
-            shifts[t] = (1 - w) * shifts[t]
-    return predictor.with_type_models(models, log_scale=shifts) if models else predictor
+        if w > 0:
+            model = predictor.models[t]
+            params = _fit_local(x[t], suite.log_y[suite.module == t], model.feature_names)
+            models[t] = blended_type_model(model, piecewise_roofline_regressor(), params, w, local_x=x[t])
+    return predictor.with_type_models(models, log_scale=shares_applied(predictor.log_scale, weights)) if models else predictor
 
 
 def shares_applied(shift: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
@@ -2149,7 +2140,8 @@ def adapt(
         weights, errors = local_weights(pick_oof[0], local_oof(x, names, suite, row_fold), suite, row_fold >= 0)
         local = {"regressor": "roofline_pw", "weights": weights, "errors": errors, "error_weights": list(LOCAL_WEIGHTS),
                  "held_out_without": accuracy(cal_rows[report_rows], suite.log_y[report_rows])}
-        cal_rows = roofline_share_log(cal_rows, local_predict(x, names, suite, row_fold >= 0), suite.module, weights)
+        shared = {t: x[t] for t, w in weights.items() if w > 0}
+        cal_rows = roofline_share_log(cal_rows, local_predict(shared, names, suite, row_fold >= 0), suite.module, weights)
         _log.info("module types blended with a piecewise roofline fitted here: %s",
                   ", ".join(f"{t} {w:g}" for t, w in weights.items() if w > 0) or "none")
     table = [
@@ -2407,7 +2399,7 @@ def calibrate_machine(
             "selection_rows": adaptation.selection_rows,
             "selection_networks": adaptation.selection_networks,
             "module_scale": predictor.device["calibration"]["module_scale"],
-            "roofline_shares": adaptation.local,
+            "roofline": adaptation.local,
             # The module part's own (for a split predictor, `whole_models` composes whole models).
             "composition_coef": dict(predictor.with_whole_models(None).composition.coef),
             "whole_models": None if c.whole is None else {

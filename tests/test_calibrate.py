@@ -828,7 +828,7 @@ def test_a_real_calibration_blends_the_roofline_into_the_types_it_weighs(calibra
     # Whole models are not touched: the other part composes them.
     records = [r for r in cal.read_records(tmp_path / "blend" / "data" / "networks.jsonl") if r.measured]
     np.testing.assert_allclose(blend.predict_models(records)["latency_ms"], plain.predict_models(records)["latency_ms"])
-    card = runs["blend"].card["choice"]["roofline_shares"]
+    card = runs["blend"].card["choice"]["roofline"]
     assert card["weights"] == {"conv2d": 0.5, "linear": 1.0} and card["held_out_without"]["n"] > 0
     text = (tmp_path / "blend" / "card.md").read_text()
     assert "blended with a piecewise roofline fitted on this machine's rows of the type" in text

@@ -83,11 +83,12 @@ _REGISTRY: dict[str, RegressorEntry] = {
 def _part(spec: Mapping[str, Any]):
     """A blend's part from its spec (`_blend.part_spec`)."""
     config = spec.get("config", {})
-    if regressor_entry(spec.get("regressor")).multi_task:
-        if "task" not in config or "task_index" not in config:
-            raise ValueError(f"blend: its {spec.get('regressor')} part names no task and task_index")
-        return medn_task_regressor(_medn(config), str(config["task"]), int(config["task_index"]))
-    return regressor_entry(spec.get("regressor")).build(config)
+    entry = regressor_entry(spec.get("regressor"))
+    if not entry.multi_task:
+        return entry.build(config)
+    if "task" not in config or "task_index" not in config:
+        raise ValueError(f"blend: its {entry.name} part names no task and task_index")
+    return medn_task_regressor(entry.build(config), str(config["task"]), int(config["task_index"]))
 
 
 def _blend(c: Mapping[str, Any]):
