@@ -55,12 +55,19 @@ def fit_roofline(x: np.ndarray, y: np.ndarray, names: Sequence[str]) -> dict[str
     coef, _ = nnls(design / colscale, np.ones_like(lat), maxiter=2000)
     coef = coef / colscale
     return {
-        "i_flops": np.int32(names.index("log1p_flops")),
-        "i_bytes": np.asarray([names.index(n) for n in _BYTES], np.int32),
+        **cost_indices(names),
         "overhead_ms": np.float32(max(coef[0], 1e-6)),
         "ms_per_flop": np.float32(coef[1]),
         "ms_per_byte": np.float32(coef[2]),
     }
+
+
+def cost_indices(names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The feature indices a roofline reads: FLOPs (`i_flops`) and the three byte counts
+    (`i_bytes`)."""
+    names = list(names)
+    return {"i_flops": np.int32(names.index("log1p_flops")),
+            "i_bytes": np.asarray([names.index(n) for n in _BYTES], np.int32)}
 
 
 def roofline_log_ms_host(params, x: np.ndarray) -> np.ndarray:
@@ -110,10 +117,7 @@ def kind_columns(names: Sequence[str]) -> np.ndarray:
 
 def piecewise_indices(names: Sequence[str]) -> dict[str, np.ndarray]:
     """The feature indices `piecewise_design` reads: FLOPs, the three byte counts, the kinds."""
-    names = list(names)
-    return {"i_flops": np.int32(names.index("log1p_flops")),
-            "i_bytes": np.asarray([names.index(n) for n in _BYTES], np.int32),
-            "i_kinds": kind_columns(names)}
+    return {**cost_indices(names), "i_kinds": kind_columns(names)}
 
 
 def piecewise_design(params, x, xp=np):
