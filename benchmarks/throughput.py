@@ -5,10 +5,11 @@
   as new fits make them (with the step network, where the data has enough rows) and without
   it (`*_no_steps`, `Recipe(bins=0)`);
 - single-query latency (one config, after warm-up: `jaxlat.single_query`, an ahead-of-time
-  compiled executable, beside a plain `jax.jit` call) and model size per regressor; and the
-  single query again in a fresh process with JAX's CPU async dispatch off
-  (`jax_cpu_enable_async_dispatch=False`: each call runs on the calling thread, no hand-off
-  to a worker thread), the setting for one-config-at-a-time loops;
+  compiled executable run on the calling thread, beside a plain `jax.jit` call) and model
+  size per regressor; and the plain `jax.jit` call again in a fresh process with JAX's CPU
+  async dispatch off (`jax_cpu_enable_async_dispatch=False`: each call runs on the calling
+  thread, no hand-off to a worker thread), what the single query's own client gives without
+  changing a process-wide setting;
 - peak resident memory while predicting `--mass-rows` configs end to end (configs generated
   in chunks, encoded, predicted), in a fresh process;
 - MLP and MEDN rows per second against a plain jit MLP of the same layer sizes (the ceiling
@@ -81,15 +82,19 @@ def _per_call_us(q, x, reps: int) -> float:
     return float(np.median(rounds))
 
 
-def single_queries(fitted, x) -> dict:
-    """µs per `jaxlat.single_query` call of each jittable regressor."""
-    return {name: _per_call_us(single_query(reg.predict, params), x, 3000)
-            for name, (reg, params) in fitted.items() if reg.jittable}
+def jit_queries(fitted, x) -> dict:
+    """µs per plain `jax.jit` call on one config of each jittable regressor."""
+    out = {}
+    for name, (reg, params) in fitted.items():
+        if reg.jittable:
+            fj = jax.jit(functools.partial(reg.predict, jax.tree.map(jnp.asarray, params)))
+            out[name] = _per_call_us(lambda v, fj=fj: np.asarray(fj(v)), x, 3000)
+    return out
 
 
 def sync_single_queries(data: str) -> dict:
-    """`single_queries` in a fresh process with async dispatch off (regressors trained 5
-    epochs there: the time of a query does not depend on the weights)."""
+    """`jit_queries` in a fresh process with async dispatch off (regressors trained 5 epochs
+    there: the time of a query does not depend on the weights)."""
     cmd = [sys.executable, __file__, "--data", data, "--sync-single-query"]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -131,11 +136,8 @@ def throughput(fitted, x, rows: int) -> dict:
         ts = timed(run, repeats=2)
         q = single_query(reg.predict, params) if reg.jittable else (lambda v, reg=reg, params=params: reg.predict(params, v))
         single_us = _per_call_us(q, x, 3000 if reg.jittable else 50)
-        jit_us = float("nan")
-        if reg.jittable:  # the plain jit call the single query replaced, for comparison
-            pj = jax.tree.map(jnp.asarray, params)
-            fj = jax.jit(functools.partial(reg.predict, pj))
-            jit_us = _per_call_us(lambda v, fj=fj: np.asarray(fj(v)), x, 3000)
+        # the plain jit call the single query replaced, for comparison
+        jit_us = jit_queries({name: (reg, params)}, x)[name] if reg.jittable else float("nan")
         out[name] = {
             "rows_per_s_median": rows / float(np.median(ts)),
             "rows_per_s_min": rows / max(ts),
@@ -145,6 +147,8 @@ def throughput(fitted, x, rows: int) -> dict:
             "size_bytes": size_bytes(name, params),
         }
         print(name, {k: round(v, 1) for k, v in out[name].items()}, flush=True)
+        if reg.jittable:
+            out[name]["single_query_path"] = q.path
     return out
 
 
@@ -241,7 +245,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--name", default="throughput")
     ap.add_argument("--sync-single-query", action="store_true",
-                    help="only print the single-query µs as JSON, with async dispatch off (used by the main run)")
+                    help="only print the plain jit calls' µs as JSON, with async dispatch off (used by the main run)")
     args = ap.parse_args()
     if args.sync_single_query:
         jax.config.update("jax_cpu_enable_async_dispatch", False)  # before the CPU client exists
@@ -249,7 +253,7 @@ def main() -> None:
     df = df[df["utilization"] == 0] if "utilization" in df else df
     if args.sync_single_query:
         fitted, x = fit_all(df, quick=True)
-        print(json.dumps(single_queries(fitted, x)))
+        print(json.dumps(jit_queries(fitted, x)))
         return
     fitted, x = fit_all(df, args.quick)
     payload = {"meta": {"machine": machine(), "args": vars(args)}}
@@ -257,20 +261,21 @@ def main() -> None:
     if not args.ceiling_only:
         payload["cpu"] = throughput(fitted, x, args.rows)
         payload["single_query_sync_us"] = sync = sync_single_queries(args.data)
-        print("single query, async dispatch off", sync, flush=True)
+        print("plain jit call, async dispatch off", sync, flush=True)
         rf = payload["cpu"]["random_forest"]["rows_per_s_median"]
         md.append(f"Rows per second on {args.rows:,} {MODULE} configs (median of 2 passes, min..max), single-query latency, model size:\n\n")
         md.append("| regressor | rows/s | vs RandomForest | single query µs (`jaxlat.single_query`) | "
-                  "the same, async dispatch off | plain `jax.jit` call µs | size bytes |\n"
+                  "plain `jax.jit` call µs | the same, async dispatch off | size bytes |\n"
                   "|---|---|---|---|---|---|---|\n")
         for k, v in payload["cpu"].items():
             sync_us = f"{sync[k]:.1f}" if k in sync else ""
             md.append(f"| {k} | {v['rows_per_s_median']:,.0f} ({v['rows_per_s_min']:,.0f}..{v['rows_per_s_max']:,.0f}) | "
-                      f"{v['rows_per_s_median'] / rf:.1f}x | {v['single_query_us']:.1f} | {sync_us} | "
-                      f"{v['single_query_jit_us']:.1f} | {v['size_bytes']:,} |\n")
-        md.append("\nSingle queries with async dispatch off ran in a fresh process "
-                  "(`jax.config.update(\"jax_cpu_enable_async_dispatch\", False)` before the first JAX call): each call "
-                  "runs on the calling thread.\n")
+                      f"{v['rows_per_s_median'] / rf:.1f}x | {v['single_query_us']:.1f} | "
+                      f"{v['single_query_jit_us']:.1f} | {sync_us} | {v['size_bytes']:,} |\n")
+        paths = sorted({v["single_query_path"] for v in payload["cpu"].values() if "single_query_path" in v})
+        md.append(f"\n`jaxlat.single_query` ran its executable on: {', '.join(paths)}. Plain `jax.jit` calls with "
+                  "async dispatch off ran in a fresh process (`jax.config.update(\"jax_cpu_enable_async_dispatch\", "
+                  "False)` before the first JAX call).\n")
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:

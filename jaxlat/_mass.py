@@ -8,13 +8,14 @@ all local JAX devices with `jax.sharding`. Computation in float32 or bfloat16.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from ._base import CHUNK_ROWS, PredictFn, pad_rows
 from ._features import encode_columns
@@ -87,32 +88,71 @@ def predict_latency_ms(
     return np.concatenate(outs) if outs else np.zeros(0, np.float32)
 
 
+@functools.cache
+def _caller_thread_device() -> jax.Device | None:
+    """The device of a second CPU client whose executables run on the calling thread (JAX's
+    own client, with its default async dispatch, hands every call of more than ~1,000 flops to
+    a worker thread); None where this JAX does not offer one."""
+    try:
+        from jax._src.lib import _jax  # no public API creates a client
+
+        return _jax.get_tfrt_cpu_client(asynchronous=False).local_devices()[0]
+    except (ImportError, AttributeError, TypeError, RuntimeError) as e:
+        warnings.warn(f"single_query: no caller-thread CPU client with this JAX ({type(e).__name__}: {e}); "
+                      "network queries go through JAX's dispatch", RuntimeWarning, stacklevel=4)
+        return None
+
+
 def single_query(predict: PredictFn, params: Any):
     """A compiled one-config function `x [f] -> (mu, log_sigma)` for adaptive algorithms that
     ask one configuration at a time.
 
     The parameters are compiled in as constants, and the function is compiled ahead of time
-    for the first query's shape (`jax.jit(...).lower(...).compile()`) and its executable called
-    directly: a call converts one small array, runs the executable and reads two numbers
-    back, with no tracing-cache lookup. A query of another shape compiles once more.
+    for the first query's shape and its executable called directly: a call converts one
+    small array, runs the executable and reads two numbers back, with no tracing-cache
+    lookup. A query of another shape compiles once more.
 
-    On CPU, most of a small network's query time is JAX handing the call to a worker thread
-    and back: XLA's CPU client runs a computation inline only when its cost estimate is under
-    1,000 flops (a ridge query is; one row through a 3x256 MLP is about 300,000), so every
-    network query is dispatched asynchronously. A process that asks one config at a time
-    runs faster with that off:
-    `jax.config.update("jax_cpu_enable_async_dispatch", False)` before its first JAX call
-    (process-wide; `benchmarks/results/throughput.md` has both).
+    On CPU a network's executable is placed on the device of a second CPU client, one that
+    runs each call on the calling thread; the call still takes JAX's own path. JAX's default
+    client, with its asynchronous dispatch, runs a call inline only when XLA's cost estimate
+    is under 1,000 flops (a ridge query is; one row through a 3x256 MLP is about 300,000), so
+    every network query would be handed to a worker thread and back, which takes longer than
+    the query's arithmetic (`benchmarks/results/throughput.md` has both). A cheap query, and
+    any query in a process with async dispatch off, stays on JAX's default device. No public
+    JAX API creates that client: with a JAX that lacks it, a `RuntimeWarning` says so and
+    queries stay on the default device. The returned function's `path` attribute names where
+    the latest shape compiled runs (`"caller thread"` or `"jax dispatch"`; None before the
+    first query).
     """
     params = jax.tree.map(jnp.asarray, params)
-    fn = jax.jit(lambda x: predict(params, x))
     compiled: dict[tuple[int, ...], Any] = {}
 
     def query(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
         exe = compiled.get(x.shape)
         if exe is None:
-            exe = compiled[x.shape] = fn.lower(jax.ShapeDtypeStruct(x.shape, jnp.float32)).compile()
+            spec = jax.ShapeDtypeStruct(x.shape, jnp.float32)
+            exe = jax.jit(lambda v: predict(params, v)).lower(spec).compile()
+            device = _caller_thread_device() if _dispatched(exe) else None
+            if device is not None:  # the same function, its executable on the caller-thread client
+                on = SingleDeviceSharding(device)
+                exe = jax.jit(lambda v: predict(params, v), in_shardings=on, out_shardings=on).lower(spec).compile()
+            query.path = "jax dispatch" if device is None else "caller thread"
+            compiled[x.shape] = exe
         return np.asarray(exe(x))
 
+    query.path = None  # set by the first query
     return query
+
+
+def _dispatched(exe: Any) -> bool:
+    """Whether JAX hands a call of `exe` to a worker thread: on CPU with async dispatch on,
+    when XLA's cost estimate is 1,000 flops or more (its client's own threshold)."""
+    if jax.default_backend() != "cpu" or not jax.config.read("jax_cpu_enable_async_dispatch"):
+        return False
+    cost = exe.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float((cost or {}).get("flops", 0.0)) >= _INLINE_FLOPS
+
+
+_INLINE_FLOPS = 1000.0

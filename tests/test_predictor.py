@@ -2,6 +2,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,7 +119,21 @@ def test_mass_prediction_equals_batch_prediction_and_compiles_once(predictors, f
     bf16 = np.concatenate(list(jaxlat.predict_chunks(m.regressor.predict, m.params, [x], chunk_size=64, dtype="bf16")))
     np.testing.assert_allclose(bf16[:, 0], want[:, 0], atol=0.1)
     q = jaxlat.single_query(m.regressor.predict, m.params)
-    np.testing.assert_allclose(q(x[0]), want[0], rtol=1e-5, atol=1e-5)
+    for i in range(3):
+        np.testing.assert_allclose(q(x[i]), want[i], rtol=1e-5, atol=1e-5)
+    assert q.path == "caller thread"  # a network's query runs on the calling thread with this JAX
+
+
+def test_single_query_of_a_cheap_model_keeps_jax_dispatch():
+    from jaxlat.regressors import ridge_regressor
+
+    x = np.random.default_rng(0).normal(size=(50, 5)).astype(np.float32)
+    reg = ridge_regressor()
+    params = reg.fit(jax.random.key(0), x, x @ np.arange(5, dtype=np.float32), names=tuple("abcde"))
+    q = jaxlat.single_query(reg.predict, params)
+    assert q.path is None
+    np.testing.assert_allclose(q(x[0]), jaxlat.predict_batch(reg, params, x[:1])[0], rtol=1e-5, atol=1e-5)
+    assert q.path == "jax dispatch"  # under XLA's 1,000 flops: JAX already runs it inline
 
 
 def test_mass_prediction_shards_over_four_host_devices(tmp_path):
