@@ -260,6 +260,7 @@ def main() -> None:
     md = ["# Prediction throughput\n\n", machine_markdown(payload["meta"]["machine"]), "\n"]
     if not args.ceiling_only:
         payload["cpu"] = throughput(fitted, x, args.rows)
+        # plain jit calls with async dispatch off (the key named when it held single queries in that mode)
         payload["single_query_sync_us"] = sync = sync_single_queries(args.data)
         print("plain jit call, async dispatch off", sync, flush=True)
         rf = payload["cpu"]["random_forest"]["rows_per_s_median"]

@@ -96,33 +96,38 @@ def _caller_thread_device() -> jax.Device | None:
     try:
         from jax._src.lib import _jax  # no public API creates a client
 
-        return _jax.get_tfrt_cpu_client(asynchronous=False).local_devices()[0]
+        return _jax.get_tfrt_cpu_client(asynchronous=False, num_devices=1).local_devices()[0]
     except (ImportError, AttributeError, TypeError, RuntimeError) as e:
-        warnings.warn(f"single_query: no caller-thread CPU client with this JAX ({type(e).__name__}: {e}); "
-                      "network queries go through JAX's dispatch", RuntimeWarning, stacklevel=4)
+        _no_caller_thread(e, stacklevel=5)  # past this function, query, and its caller
         return None
+
+
+def _no_caller_thread(error: Exception, *, stacklevel: int = 4) -> None:
+    warnings.warn(f"single_query: no caller-thread CPU executable with this JAX ({type(error).__name__}: {error}); "
+                  "network queries go through JAX's dispatch", RuntimeWarning, stacklevel=stacklevel)
 
 
 def single_query(predict: PredictFn, params: Any):
     """A compiled one-config function `x [f] -> (mu, log_sigma)` for adaptive algorithms that
     ask one configuration at a time.
 
-    The parameters are compiled in as constants, and the function is compiled ahead of time
-    for the first query's shape and its executable called directly: a call converts one
-    small array, runs the executable and reads two numbers back, with no tracing-cache
-    lookup. A query of another shape compiles once more.
+    The parameters are closed over (compiled in as constants with JAX's default settings), and
+    the function is compiled ahead of time for the first query's shape and its executable
+    called directly: a call converts one small array, runs the executable and reads two
+    numbers back, with no tracing-cache lookup. A query of another shape compiles once more.
 
     On CPU a network's executable is placed on the device of a second CPU client, one that
     runs each call on the calling thread; the call still takes JAX's own path. JAX's default
     client, with its asynchronous dispatch, runs a call inline only when XLA's cost estimate
     is under 1,000 flops (a ridge query is; one row through a 3x256 MLP is about 300,000), so
     every network query would be handed to a worker thread and back, which takes longer than
-    the query's arithmetic (`benchmarks/results/throughput.md` has both). A cheap query, and
-    any query in a process with async dispatch off, stays on JAX's default device. No public
-    JAX API creates that client: with a JAX that lacks it, a `RuntimeWarning` says so and
-    queries stay on the default device. The returned function's `path` attribute names where
-    the latest shape compiled runs (`"caller thread"` or `"jax dispatch"`; None before the
-    first query).
+    the query's arithmetic (`benchmarks/results/throughput.md` has both). A cheap query, one
+    whose cost XLA does not estimate, and any query in a process with async dispatch off or
+    on another backend stay on JAX's default device. No public JAX API creates that client:
+    where this JAX lacks it or cannot compile for it, a `RuntimeWarning` says so and queries
+    stay on the default device. The returned function's `path` attribute names where the
+    latest shape compiled runs (`"caller thread"` or `"jax dispatch"`; None before the first
+    query) and `device` the device.
     """
     params = jax.tree.map(jnp.asarray, params)
     compiled: dict[tuple[int, ...], Any] = {}
@@ -132,27 +137,33 @@ def single_query(predict: PredictFn, params: Any):
         exe = compiled.get(x.shape)
         if exe is None:
             spec = jax.ShapeDtypeStruct(x.shape, jnp.float32)
-            exe = jax.jit(lambda v: predict(params, v)).lower(spec).compile()
-            device = _caller_thread_device() if _dispatched(exe) else None
+            lowered = jax.jit(lambda v: predict(params, v)).lower(spec)
+            device = _caller_thread_device() if _dispatched(lowered) else None
+            exe = None
             if device is not None:  # the same function, its executable on the caller-thread client
                 on = SingleDeviceSharding(device)
-                exe = jax.jit(lambda v: predict(params, v), in_shardings=on, out_shardings=on).lower(spec).compile()
-            query.path = "jax dispatch" if device is None else "caller thread"
-            compiled[x.shape] = exe
+                try:
+                    exe = jax.jit(lambda v: predict(params, v), in_shardings=on, out_shardings=on).lower(spec).compile()
+                except (ValueError, TypeError, RuntimeError) as e:  # e.g. arrays committed to another device
+                    _no_caller_thread(e, stacklevel=3)
+            query.path = "jax dispatch" if exe is None else "caller thread"
+            compiled[x.shape] = exe = exe or lowered.compile()
+            query.device = next(iter(exe.input_shardings[0][0].device_set))  # where it really runs
         return np.asarray(exe(x))
 
-    query.path = None  # set by the first query
+    query.path = query.device = None  # set by the first query
     return query
 
 
-def _dispatched(exe: Any) -> bool:
-    """Whether JAX hands a call of `exe` to a worker thread: on CPU with async dispatch on,
-    when XLA's cost estimate is 1,000 flops or more (its client's own threshold)."""
+def _dispatched(lowered: Any) -> bool:
+    """Whether JAX would hand a call of `lowered` to a worker thread: on CPU with async dispatch
+    on, when XLA's cost estimate is 1,000 flops or more (its client's own threshold; read
+    before optimization); False where there is no estimate."""
     if jax.default_backend() != "cpu" or not jax.config.read("jax_cpu_enable_async_dispatch"):
         return False
-    cost = exe.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float((cost or {}).get("flops", 0.0)) >= _INLINE_FLOPS
+    cost = lowered.cost_analysis()
+    cost = (cost[0] if cost else None) if isinstance(cost, list | tuple) else cost
+    return bool(cost) and float(cost.get("flops", 0.0)) >= _INLINE_FLOPS
 
 
 _INLINE_FLOPS = 1000.0

@@ -121,7 +121,32 @@ def test_mass_prediction_equals_batch_prediction_and_compiles_once(predictors, f
     q = jaxlat.single_query(m.regressor.predict, m.params)
     for i in range(3):
         np.testing.assert_allclose(q(x[i]), want[i], rtol=1e-5, atol=1e-5)
-    assert q.path == "caller thread"  # a network's query runs on the calling thread with this JAX
+    if jax.default_backend() == "cpu":  # a network's query runs on the calling thread with this JAX
+        assert q.path == "caller thread"
+        assert q.device.client is not jax.devices()[0].client  # the second, synchronous client's device
+
+
+def test_single_query_without_a_caller_thread_client_warns_and_keeps_jax_dispatch(predictors, frames, monkeypatch):
+    from jax._src.lib import _jax
+
+    from jaxlat._mass import _caller_thread_device
+
+    def refused(**kwargs):
+        raise RuntimeError("no such client")
+
+    m = predictors["medn"].models["conv2d"]
+    x = jaxlat.encode_frame(frames[1][frames[1]["module"] == "conv2d"], "conv2d")
+    _caller_thread_device.cache_clear()
+    monkeypatch.setattr(_jax, "get_tfrt_cpu_client", refused)
+    try:
+        q = jaxlat.single_query(m.regressor.predict, m.params)
+        with pytest.warns(RuntimeWarning, match="no caller-thread CPU executable"):
+            out = q(x[0])
+        assert q.path == "jax dispatch" and q.device == jax.devices()[0]
+        np.testing.assert_allclose(out, jaxlat.predict_batch(m.regressor, m.params, x[:1])[0], rtol=1e-5, atol=1e-5)
+    finally:
+        monkeypatch.undo()
+        _caller_thread_device.cache_clear()
 
 
 def test_single_query_of_a_cheap_model_keeps_jax_dispatch():
