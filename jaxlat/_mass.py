@@ -132,18 +132,20 @@ def single_query(predict: PredictFn, params: Any):
     params = jax.tree.map(jnp.asarray, params)
     compiled: dict[tuple[int, ...], Any] = {}
 
+    def one(v: jax.Array) -> jax.Array:
+        return predict(params, v)
+
     def query(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
         exe = compiled.get(x.shape)
         if exe is None:
             spec = jax.ShapeDtypeStruct(x.shape, jnp.float32)
-            lowered = jax.jit(lambda v: predict(params, v)).lower(spec)
+            lowered = jax.jit(one).lower(spec)
             device = _caller_thread_device() if _dispatched(lowered) else None
-            exe = None
             if device is not None:  # the same function, its executable on the caller-thread client
                 on = SingleDeviceSharding(device)
                 try:
-                    exe = jax.jit(lambda v: predict(params, v), in_shardings=on, out_shardings=on).lower(spec).compile()
+                    exe = jax.jit(one, in_shardings=on, out_shardings=on).lower(spec).compile()
                 except (ValueError, TypeError, RuntimeError) as e:  # e.g. arrays committed to another device
                     _no_caller_thread(e, stacklevel=3)
             query.path = "jax dispatch" if exe is None else "caller thread"
